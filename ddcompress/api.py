@@ -1,0 +1,238 @@
+"""Library API: bytes in, bytes out.
+
+    >>> import ddcompress
+    >>> blob = ddcompress.compress(b"hello world")
+    >>> ddcompress.decompress(blob)
+    b'hello world'
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import lzma
+import platform
+import secrets
+import zlib
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import __version__, registry
+from .codec import Coder, chunk_layout, group_layout, numeric_fingerprint
+from .container import FORMAT_VERSION, Container, parse
+from .errors import DDCError, FormatError, IntegrityError, ModelError, NumericMismatchError
+from .model import LoadedModel
+from .tokenizer import get_tokenizer
+
+# level -> reverse steps per chunk (cosine grid); 9 = one token per step (uniform grid): the ELBO.
+LEVELS: dict[int, int | None] = {1: 2, 2: 4, 3: 8, 4: 12, 5: 16, 6: 24, 7: 64, 8: 256, 9: None}
+DEFAULT_LEVEL = 5
+METHODS = ("auto", "mdm", "xz", "store")
+
+
+def steps_for(level: int | None, steps: int | None, seq_len: int) -> tuple[int, str]:
+    """(steps per chunk, grid) for a level or an explicit step count."""
+    if steps is not None:
+        if steps < 1:
+            raise DDCError("--steps must be at least 1")
+        return (seq_len, "uniform") if steps >= seq_len else (steps, "cosine")
+    level = DEFAULT_LEVEL if level is None else level
+    if level not in LEVELS:
+        raise DDCError(f"level must be 1..9, got {level}")
+    s = LEVELS[level]
+    return (seq_len, "uniform") if s is None or s >= seq_len else (s, "cosine")
+
+
+def default_group_size(device: str) -> int:
+    return 64 if device.startswith("cuda") else 8
+
+
+def looks_binary(data: bytes) -> bool:
+    """True when the model would surely lose: many invalid UTF-8 bytes or control characters."""
+    if not data:
+        return False
+    sample = data[: 1 << 20]
+    text = sample.decode("utf-8", errors="surrogateescape")
+    bad = sum(1 for ch in text if ("\udc80" <= ch <= "\udcff") or (ord(ch) < 32 and ch not in "\t\n\r\f\v\x1b"))
+    return bad > 0.05 * len(text)
+
+
+def numeric_profile(device: str) -> dict:
+    dev = torch.device(device)
+    return {
+        "device": dev.type,
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "dtype": "float32",
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "constriction": importlib.metadata.version("constriction"),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _set_deterministic(device: str) -> None:
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+
+def _base_header(data: bytes, method: str) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "method": method,
+        "original_bytes": len(data),
+        "original_crc32": zlib.crc32(data),
+        "ddc_version": __version__,
+    }
+
+
+def _fallback(data: bytes, method: str) -> bytes:
+    if method == "xz":
+        packed = lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)
+        if len(packed) < len(data):
+            return Container(_base_header(data, "xz"), [len(packed)], [], [packed]).to_bytes()
+    return Container(_base_header(data, "store"), [len(data)], [], [data]).to_bytes()
+
+
+def compress(
+    data: bytes,
+    level: int | None = None,
+    steps: int | None = None,
+    model: str | LoadedModel | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    group_size: int | None = None,
+    method: str = "auto",
+    progress: Callable[[int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> bytes:
+    """Compress bytes with a masked diffusion model; falls back to xz/stored where the model loses."""
+    if method not in METHODS:
+        raise DDCError(f"unknown method {method!r}")
+    if method in ("xz", "store"):
+        return _fallback(data, method)
+    if method == "auto" and looks_binary(data):
+        return _fallback(data, "xz")
+    lm = registry.resolve(model)
+    tok = get_tokenizer()
+    L = lm.cfg.seq_len
+    n_steps, grid = steps_for(level, steps, L)
+    group_size = group_size or default_group_size(device)
+    tokens = tok.encode(data)
+    _set_deterministic(device)
+    chunks = chunk_layout(len(tokens), L)
+    groups = group_layout(chunks, group_size)
+    if on_start:
+        on_start(len(tokens))
+    coder = Coder(lm, n_steps, grid, seed, device)
+    results = [coder.encode_group(tokens, g, progress) for g in groups]
+    header = _base_header(data, "mdm") | {
+        "model_id": lm.id,
+        "model_name": lm.path.name if lm.path else "in-memory",
+        "tokenizer": tok.name,
+        "tokenizer_id": tok.id,
+        "seq_len": L,
+        "steps": n_steps,
+        "grid": grid,
+        "level": None if steps is not None else (level or DEFAULT_LEVEL),
+        "seed": seed,
+        "group_size": group_size,
+        "tokens": int(len(tokens)),
+        "chunks": len(chunks),
+        "ideal_bits": sum(r.ideal_bits for r in results),
+        "profile": numeric_profile(device),
+        "fingerprint": numeric_fingerprint(lm, device),
+    }
+    blob = Container(header, [len(r.payload) for r in results], [c for r in results for c in r.chunk_crcs], [r.payload for r in results]).to_bytes()
+    if method == "auto":
+        stored_size = len(data) + 200
+        if len(blob) > stored_size:
+            return _fallback(data, "store")
+    return blob
+
+
+def info(blob: bytes) -> dict:
+    """Header fields plus sizes; checks framing (magic, checksums, lengths) but decodes nothing."""
+    c = parse(blob)
+    h = dict(c.header)
+    h["compressed_bytes"] = len(blob)
+    h.setdefault("tokens", None)
+    h.setdefault("steps", None)
+    h.setdefault("ideal_bits", None)
+    h.setdefault("model_id", None)
+    n = h["original_bytes"]
+    h["bits_per_byte"] = 8 * len(blob) / n if n else None
+    return h
+
+
+def _check_model(header: dict, model: str | LoadedModel | None) -> LoadedModel:
+    want = header["model_id"]
+    if model is None:
+        lm = registry.find_by_id(want)
+        if lm is None:
+            raise ModelError(f"file needs model {want} ({header.get('model_name')}), which is not installed; pass --model PATH")
+        return lm
+    lm = registry.resolve(model)
+    if lm.id != want:
+        raise ModelError(f"wrong model: file was made with {want} ({header.get('model_name')}), got {lm.id}")
+    return lm
+
+
+def decompress(
+    blob: bytes,
+    model: str | LoadedModel | None = None,
+    device: str = "cpu",
+    progress: Callable[[int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> bytes:
+    c = parse(blob)
+    h = c.header
+    method = h.get("method")
+    if method == "store":
+        data = c.payloads[0] if c.payloads else b""
+    elif method == "xz":
+        try:
+            data = lzma.decompress(c.payloads[0])
+        except lzma.LZMAError as err:
+            raise IntegrityError(f"corrupt ddc file: {err}") from None
+    elif method == "mdm":
+        data = _decode_mdm(c, model, device, progress, on_start)
+    else:
+        raise FormatError(f"unknown coding method {method!r}")
+    if len(data) != h["original_bytes"] or zlib.crc32(data) != h["original_crc32"]:
+        raise IntegrityError("checksum mismatch: decoded data differs from the original")
+    return data
+
+
+def _decode_mdm(c: Container, model, device, progress, on_start) -> bytes:
+    h = c.header
+    tok = get_tokenizer()
+    if h["tokenizer_id"] != tok.id:
+        raise ModelError(f"file uses tokenizer {h['tokenizer_id']}, this ddc has {tok.id}")
+    lm = _check_model(h, model)
+    _set_deterministic(device)
+    if numeric_fingerprint(lm, device) != h["fingerprint"]:
+        p = h.get("profile", {})
+        raise NumericMismatchError(
+            "this machine computes different probabilities than the encoder "
+            f"({p.get('device')}/{p.get('cpu_capability')}, torch {p.get('torch')}); decode on a matching platform"
+        )
+    chunks = chunk_layout(h["tokens"], h["seq_len"])
+    groups = group_layout(chunks, h["group_size"])
+    if len(groups) != len(c.payloads) or len(chunks) != len(c.chunk_crcs):
+        raise FormatError("corrupt ddc file: chunk table does not match the header")
+    if on_start:
+        on_start(h["tokens"])
+    tokens = np.zeros(h["tokens"], dtype=np.int64)
+    coder = Coder(lm, h["steps"], h["grid"], h["seed"], device)
+    k = 0
+    for g, payload in zip(groups, c.payloads):
+        coder.decode_group(tokens, g, payload, c.chunk_crcs[k : k + len(g)], progress)
+        k += len(g)
+    return tok.decode(tokens)
+
+
+def random_seed() -> int:
+    return secrets.randbits(63)

@@ -1,0 +1,21 @@
+"""Errors that the CLI turns into one-line messages and a non-zero exit."""
+
+
+class DDCError(Exception):
+    """Base class: anything the user can act on."""
+
+
+class FormatError(DDCError):
+    """Not a ddc file, truncated, or a corrupt header."""
+
+
+class IntegrityError(DDCError):
+    """Payload or checksum mismatch."""
+
+
+class NumericMismatchError(IntegrityError):
+    """This machine's probabilities differ from the encoder's (see the file's numeric profile)."""
+
+
+class ModelError(DDCError):
+    """Model not found, or not the one the file was made with."""

@@ -1,0 +1,63 @@
+"""Finding models: shipped ones in `models/<name>/`, any checkpoint directory, or by model id."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+
+from .errors import ModelError
+from .model import CONFIG_FILE, WEIGHTS_FILE, LoadedModel, load_checkpoint
+
+DEFAULT_MODEL = "ddc-small"
+
+
+def model_dirs() -> list[Path]:
+    """Where shipped models live: $DDC_MODELS (colon-separated) first, then the project's models/."""
+    dirs = [Path(p) for p in os.environ.get("DDC_MODELS", "").split(os.pathsep) if p]
+    dirs.append(Path(__file__).resolve().parent.parent / "models")
+    return [d for d in dirs if d.is_dir()]
+
+
+def is_checkpoint(path: Path) -> bool:
+    return (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
+
+
+def available_models() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in model_dirs():
+        for sub in sorted(d.iterdir()):
+            if sub.name not in found and is_checkpoint(sub):
+                found[sub.name] = sub
+    return found
+
+
+@functools.lru_cache(maxsize=8)
+def _load(path: str) -> LoadedModel:
+    try:
+        return load_checkpoint(path)
+    except (OSError, ValueError, KeyError, RuntimeError, json.JSONDecodeError) as err:
+        raise ModelError(f"cannot load model from {path}: {str(err).splitlines()[0]}") from None
+
+
+def resolve(spec: str | Path | LoadedModel | None = None) -> LoadedModel:
+    """A LoadedModel from None (the default), a shipped model's name, or a checkpoint directory."""
+    if isinstance(spec, LoadedModel):
+        return spec
+    name = str(spec) if spec is not None else DEFAULT_MODEL
+    path = Path(name)
+    if is_checkpoint(path):
+        return _load(str(path.resolve()))
+    shipped = available_models()
+    if name in shipped:
+        return _load(str(shipped[name]))
+    known = ", ".join(shipped) or "none"
+    raise ModelError(f"model {name!r} not found (shipped models: {known}; or pass a checkpoint directory)")
+
+
+def find_by_id(model_id: str) -> LoadedModel | None:
+    for path in available_models().values():
+        lm = _load(str(path))
+        if lm.id == model_id:
+            return lm
+    return None

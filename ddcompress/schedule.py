@@ -1,0 +1,75 @@
+"""Masking schedules alpha_t and the step grids / reveal counts used for coding.
+
+Forward process (the seed, MD4): each token independently stays clean with probability alpha_t and
+becomes the mask token otherwise; alpha_0 = 1, alpha_1 = 0. The continuous-time NELBO weights the
+denoiser's cross-entropy by -alpha'_t / (1 - alpha_t) and is invariant to the schedule.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+SCHEDULES = ("linear", "cosine", "polynomial")
+GRIDS = ("uniform", "cosine")
+
+
+def alpha(t: torch.Tensor, schedule: str = "linear", power: float = 1.0) -> torch.Tensor:
+    """alpha_t: probability that a token is still clean at time t."""
+    if schedule == "linear":
+        return 1.0 - t
+    if schedule == "cosine":
+        return 1.0 - torch.cos(0.5 * math.pi * (1.0 - t))
+    if schedule == "polynomial":
+        return 1.0 - t**power
+    raise ValueError(f"unknown schedule {schedule!r} (choose from {', '.join(SCHEDULES)})")
+
+
+def alpha_prime(t: torch.Tensor, schedule: str = "linear", power: float = 1.0) -> torch.Tensor:
+    """d alpha_t / dt (negative)."""
+    if schedule == "linear":
+        return -torch.ones_like(t)
+    if schedule == "cosine":
+        return -0.5 * math.pi * torch.sin(0.5 * math.pi * (1.0 - t))
+    if schedule == "polynomial":
+        return -power * t ** (power - 1.0)
+    raise ValueError(f"unknown schedule {schedule!r} (choose from {', '.join(SCHEDULES)})")
+
+
+def nelbo_weight(t: torch.Tensor, schedule: str = "linear", power: float = 1.0) -> torch.Tensor:
+    """-alpha'_t / (1 - alpha_t): the weight on the masked tokens' cross-entropy at time t."""
+    return -alpha_prime(t, schedule, power) / (1.0 - alpha(t, schedule, power)).clamp_min(1e-12)
+
+
+def time_grid(steps: int, grid: str = "cosine") -> np.ndarray:
+    """t_0 = 0 < t_1 < ... < t_T = 1; reverse step i goes from t_i down to t_{i-1}.
+
+    With the linear schedule, the masked fraction at t is t. "cosine" is the seed's grid
+    t_i = cos(pi/2 (1 - i/T)): few tokens are revealed early (t near 1), many late.
+    """
+    i = np.arange(steps + 1, dtype=np.float64)
+    if grid == "uniform":
+        return i / steps
+    if grid == "cosine":
+        t = np.cos(0.5 * np.pi * (1.0 - i / steps))
+        t[0], t[-1] = 0.0, 1.0
+        return t
+    raise ValueError(f"unknown grid {grid!r} (choose from {', '.join(GRIDS)})")
+
+
+def reveal_counts(n: int, steps: int, grid: str = "cosine") -> np.ndarray:
+    """Tokens revealed at each reverse step (first step first), summing to n; empty steps dropped.
+
+    Step k goes from t_{T-k+1} to t_{T-k}; under the linear schedule the expected number of masked
+    tokens at time t is n*t, and the counts are its rounded differences. With steps >= n and the
+    uniform grid this is one token per step: the any-order autoregressive code, i.e. the ELBO.
+    """
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    steps = max(1, min(int(steps), n))
+    t = time_grid(steps, grid)
+    masked = np.rint(n * t).astype(np.int64)  # masked count at each grid time
+    masked[0], masked[-1] = 0, n
+    counts = (masked[1:] - masked[:-1])[::-1]
+    return counts[counts > 0]
