@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny denoisers that run in milliseconds on CPU."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from ddcompress.model import Denoiser, DenoiserConfig, load_checkpoint, save_checkpoint
+
+# CI and sessions keep the read-only shared data beside the checkout: ../shared
+SHARED = Path(os.environ.get("DDC_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+EVAL_DIR = SHARED / "data" / "eval"
+
+
+def tiny_config(seq_len: int = 64) -> DenoiserConfig:
+    return DenoiserConfig(seq_len=seq_len, n_layer=2, n_head=2, d_model=32, d_mlp=64)
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    """A random tiny model (L = 64) saved as a checkpoint directory (safetensors + JSON)."""
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("models") / "tiny"
+    save_checkpoint(Denoiser(tiny_config()), d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tiny_ckpt):
+    return load_checkpoint(tiny_ckpt)
+
+
+@pytest.fixture(scope="session")
+def eval_dir() -> Path:
+    if not EVAL_DIR.is_dir():
+        pytest.skip(f"shared eval data not found at {EVAL_DIR}")
+    return EVAL_DIR
