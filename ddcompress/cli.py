@@ -292,23 +292,16 @@ def models_cmd():
                    f"{lm.model.num_params() / 1e6:.1f}M params, {path}")
 
 
-def _register_optional() -> None:
+def _register_subcommands() -> None:
     """Subcommands that live in their own modules (training, benchmarks)."""
-    try:
-        from .train import train_command
+    from .bench import bench_command
+    from .train import train_command
 
-        main.add_command(train_command, "train")
-    except ImportError:
-        pass
-    try:
-        from .bench import bench_command
-
-        main.add_command(bench_command, "bench")
-    except ImportError:
-        pass
+    main.add_command(train_command, "train")
+    main.add_command(bench_command, "bench")
 
 
-_register_optional()
+_register_subcommands()
 
 if __name__ == "__main__":
     main()

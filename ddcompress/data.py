@@ -80,10 +80,25 @@ def _cache_key(source: str) -> str:
     return hashlib.sha256(stamp.encode()).hexdigest()[:16]
 
 
+def _pretokenized(src: str) -> np.ndarray | None:
+    """Already tokenized sources: .npy (uint16) or .u16.xz (raw little-endian uint16, xz-compressed)."""
+    if src.endswith(".npy"):
+        return np.load(src, mmap_mode="r")
+    if src.endswith(".u16.xz"):
+        with lzma.open(src, "rb") as f:
+            return np.frombuffer(f.read(), dtype="<u2").astype(np.uint16)
+    return None
+
+
 def load_tokens(sources: list[str], cache_dir: str | Path | None = None, log=print) -> np.ndarray:
     """Tokenize (or load from the uint16 cache) and concatenate several sources."""
     arrays = []
     for src in sources:
+        pre = _pretokenized(src)
+        if pre is not None:
+            log(f"{src}: {len(pre):,} tokens (pre-tokenized)")
+            arrays.append(np.asarray(pre))
+            continue
         cached = Path(cache_dir) / f"{Path(src).name}.{_cache_key(src)}.u16.npy" if cache_dir else None
         if cached is not None and cached.exists():
             arr = np.load(cached, mmap_mode="r")

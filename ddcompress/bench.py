@@ -1,0 +1,504 @@
+"""`ddc bench`: zero-shot perplexity bound and real coded size on the published evaluation corpora.
+
+Per corpus, on one token stream (documents + EOS, cut into raw L-token chunks as SEDD does; a tail
+shorter than L is dropped, as SEDD's chunking does):
+  1. the continuous-time NELBO per GPT-2 token (Monte Carlo, antithetic t, adaptive until the standard
+     error is under a target) -> the perplexity bound of the published tables;
+  2. the bits ddc's range coder actually writes at each step count -> coded perplexity and bits/byte;
+  3. general-purpose compressors on the same bytes.
+Results go to a terminal table, Markdown (MD4 table layout), JSON and a PNG plot.
+"""
+from __future__ import annotations
+
+import bz2
+import datetime as dt
+import gzip
+import json
+import lzma
+import math
+import os
+import platform
+import re
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+from . import __version__
+from .datasets_eval import DATASETS, SEP, TITLES, DatasetUnavailable, load_corpus, stream_bytes, token_stream
+from .errors import DDCError
+from .tokenizer import EOS_ID
+
+DEFAULT_OUT_DIR = "benchmarks/results"
+EPS_T = 1e-4  # smallest t drawn (MD4); keeps the 1/t weight finite
+
+# Zero-shot perplexity bounds per GPT-2 token, columns in DATASETS order (NOTES.md). None = not reported.
+PUBLISHED = {
+    "GPT-2 small (AR)": (45.04, 42.43, 138.43, 41.60, 75.20),
+    "D3PM": (93.47, 77.28, 200.82, 75.16, 138.92),
+    "Plaid": (57.28, 51.80, 142.60, 50.86, 91.12),
+    "SEDD absorb small": (50.92, 41.84, 114.24, 40.62, 79.29),
+    "MD4 small": (48.43, 34.94, 102.26, 35.90, 68.10),
+    "MD4 medium": (44.12, 25.84, 66.07, 25.84, 51.45),
+    "MDLM (own protocol)": (47.52, 32.83, 95.26, None, 67.01),
+}
+PROTOCOL = (
+    "Documents (WikiText articles, PTB sentences, LAMBADA passages, LM1B sentences) are detokenized, "
+    "GPT-2 tokenized, each followed by EOS (50256), concatenated and cut into raw L-token chunks with no "
+    "BOS/EOS wrap (SEDD's convention); a final piece shorter than L is dropped. Bits/byte divide by the "
+    "UTF-8 bytes of the detokenized text plus one separator byte per document; the baselines compress "
+    "exactly those bytes. Coded sizes are range-coder payload bytes (container header not counted)."
+)
+
+
+# -- metric 1: the NELBO bound ----------------------------------------------------------------------
+
+
+@torch.no_grad()
+def nelbo_chunks(model, chunks: np.ndarray, samples: int = 2, batch: int = 8, target: float = 0.005,
+                 min_passes: int = 2, max_passes: int = 32, seed: int = 0, device: str = "cpu", advance=None) -> dict:
+    """Monte Carlo NELBO (nats) summed over chunks (C, L), with its standard error.
+
+    Each pass draws `samples` antithetic times per chunk (stratified over [0, 1] within the chunk).
+    Passes repeat until the standard error of the total is below `target` of it (or max_passes);
+    per-chunk estimates are independent across passes and chunks, so Var(total) = sum_i s_i^2 / P.
+    """
+    from .elbo import antithetic_times, nelbo_per_sequence
+
+    model.eval()
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    x_all = torch.from_numpy(np.ascontiguousarray(chunks, dtype=np.int64))
+    C, L = x_all.shape
+    rows = np.repeat(np.arange(C), samples)
+    passes: list[torch.Tensor] = []
+    while True:
+        t = torch.cat([antithetic_times(samples, EPS_T, g) for _ in range(C)])
+        vals = torch.empty(C * samples, dtype=torch.float64)
+        for r0 in range(0, len(rows), batch):
+            idx = torch.from_numpy(rows[r0 : r0 + batch])
+            x = x_all[idx].to(device)
+            vals[r0 : r0 + len(idx)] = nelbo_per_sequence(model, x, t[r0 : r0 + len(idx)].to(device), generator=g).double().cpu()
+            if advance:
+                advance(len(idx) * L)
+        passes.append(vals.view(C, samples).mean(1))
+        X = torch.stack(passes)  # (P, C)
+        total = float(X.mean(0).sum())
+        P = len(passes)
+        se = float(math.sqrt(X.var(0, unbiased=True).sum() / P)) if P > 1 else float("inf")
+        if P >= max_passes or (P >= min_passes and se < target * abs(total)):
+            return {"nats": total, "stderr_nats": se, "passes": P, "draws_per_chunk": P * samples}
+
+
+# -- metric 2: real coded size ----------------------------------------------------------------------
+
+
+def code_stream(lm, tokens: np.ndarray, steps: int, grid: str, seed: int, device: str, group_size: int,
+                verify: bool = False, advance=None) -> dict:
+    """Range-code tokens with ddc's coder; returns payload bytes, ideal bits, time, and a round-trip check."""
+    from .codec import Coder, chunk_layout, group_layout
+    from .errors import IntegrityError
+
+    groups = group_layout(chunk_layout(len(tokens), lm.cfg.seq_len), group_size)
+    coder = Coder(lm, steps, grid, seed, device)
+    t0 = time.monotonic()
+    results = [coder.encode_group(tokens, g, advance) for g in groups]
+    secs = time.monotonic() - t0
+    out = {"payload_bytes": sum(len(r.payload) for r in results), "ideal_bits": sum(r.ideal_bits for r in results),
+           "seconds": secs, "verified": None}
+    if verify:
+        dec = np.zeros(len(tokens), dtype=np.int64)
+        try:
+            for g, r in zip(groups, results):
+                coder.decode_group(dec, g, r.payload, r.chunk_crcs)
+            out["verified"] = bool(np.array_equal(dec, tokens))
+        except IntegrityError:
+            out["verified"] = False
+    return out
+
+
+# -- baselines --------------------------------------------------------------------------------------
+
+
+def _codecs() -> dict:
+    """name -> (compress, decompress), or None where an optional module is missing."""
+    c: dict = {
+        "gzip -9": (lambda d: gzip.compress(d, 9, mtime=0), gzip.decompress),
+        "bzip2 -9": (lambda d: bz2.compress(d, 9), bz2.decompress),
+        "xz -9e": (lambda d: lzma.compress(d, preset=9 | lzma.PRESET_EXTREME), lzma.decompress),
+    }
+    try:
+        import zstandard
+
+        c["zstd -22"] = (lambda d: zstandard.ZstdCompressor(level=22).compress(d), lambda b: zstandard.ZstdDecompressor().decompress(b))
+    except ImportError:
+        c["zstd -22"] = None
+    try:
+        import brotli
+
+        c["brotli -11"] = (lambda d: brotli.compress(d, quality=11, lgwin=24), brotli.decompress)
+    except ImportError:
+        c["brotli -11"] = None
+    try:
+        import pyppmd  # PPMd var. I, order 6, 16 MiB (the NOTES anchor)
+
+        c["PPMd o6"] = (lambda d: pyppmd.compress(d, max_order=6, mem_size=16 << 20),
+                        lambda b: pyppmd.decompress(b, max_order=6, mem_size=16 << 20))
+    except ImportError:
+        c["PPMd o6"] = None
+    return c
+
+
+def baselines(data: bytes) -> dict:
+    """Compressed size and bits/byte of each baseline on `data` (round trip checked); None if missing."""
+    res = {}
+    for name, fns in _codecs().items():
+        if fns is None:
+            res[name] = None
+            continue
+        packed = fns[0](data)
+        if fns[1](packed) != data:
+            raise RuntimeError(f"{name} failed its round trip")
+        res[name] = {"bytes": len(packed), "bpb": 8 * len(packed) / len(data) if data else None}
+    return res
+
+
+# -- one corpus -------------------------------------------------------------------------------------
+
+
+def usable_length(n: int, L: int) -> int:
+    """Whole L-token chunks only (SEDD drops the remainder); a stream shorter than L is one chunk."""
+    return n if n < L else n - n % L
+
+
+def run_dataset(name: str, lm, opts: dict, progress, done: dict | None = None) -> dict:
+    """All metrics for one corpus; raises DatasetUnavailable if it cannot be had. `done` maps
+    (source, split) to earlier records: WikiText-103 from a data dir is WikiText-2's file, measured once."""
+    corpus = load_corpus(name, opts["split"], opts["data_dir"], opts["offline"])
+    if done is not None and (corpus.source, corpus.split) in done:
+        return done[(corpus.source, corpus.split)] | {"dataset": name, "note": corpus.note}
+    L = lm.cfg.seq_len
+    tokens, truncated = token_stream(corpus.documents, opts["max_tokens"])
+    n = usable_length(len(tokens), L)
+    dropped, tokens = len(tokens) - n, tokens[:n]
+    if n == 0:
+        raise DatasetUnavailable(f"{name}: no text found in {corpus.source}")
+    data = stream_bytes(tokens)
+    rec = {
+        "dataset": name, "available": True, "split": corpus.split, "source": corpus.source, "note": corpus.note,
+        "model": opts["model_name"], "model_id": lm.id, "model_bytes": opts["model_bytes"],
+        "documents": int(np.count_nonzero(tokens == EOS_ID)), "bytes": len(data), "gpt2_tokens": int(n),
+        "chunks": int(math.ceil(n / L)), "seq_len": L, "truncated": truncated, "max_tokens": opts["max_tokens"],
+        "dropped_tail_tokens": int(dropped),
+    }
+    chunks = tokens.reshape(-1, min(L, n)).astype(np.int64)
+    per_pass = chunks.size * opts["samples"]
+    state = {"done": 0, "total": 2 * per_pass}  # two passes at least; grows as passes are added
+    task = progress.add_task(f"{name}: NELBO", total=state["total"])
+
+    def adv_nelbo(k):
+        state["done"] += k
+        if state["done"] > state["total"]:
+            state["total"] += per_pass
+            progress.update(task, total=state["total"])
+        progress.advance(task, k)
+
+    t0 = time.monotonic()
+    ne = nelbo_chunks(lm.model, chunks, opts["samples"], opts["batch"], opts["target"], 2, opts["max_passes"],
+                      opts["seed"], opts["device"], adv_nelbo)
+    progress.remove_task(task)
+    nat_tok = ne["nats"] / n
+    rec.update({
+        "nelbo_nats_per_token": nat_tok, "nelbo_stderr_nats_per_token": ne["stderr_nats"] / n,
+        "nelbo_rel_stderr": ne["stderr_nats"] / ne["nats"], "nelbo_bits": ne["nats"] / math.log(2),
+        "nelbo_bpb": ne["nats"] / math.log(2) / len(data), "nelbo_passes": ne["passes"],
+        "nelbo_draws_per_chunk": ne["draws_per_chunk"], "nelbo_seconds": time.monotonic() - t0,
+        "elbo_ppl": math.exp(nat_tok), "elbo_stderr": math.exp(nat_tok) * ne["stderr_nats"] / n,
+    })
+    coded = []
+    for i, (steps, grid) in enumerate(opts["steps"]):
+        task = progress.add_task(f"{name}: code {steps} steps", total=n)
+        c = code_stream(lm, tokens, steps, grid, opts["seed"], opts["device"], opts["group_size"],
+                        opts["verify"] and i == 0, lambda k: progress.advance(task, k))
+        progress.remove_task(task)
+        bits = 8 * c["payload_bytes"]
+        coded.append({"steps": steps, "grid": grid, "payload_bytes": c["payload_bytes"], "coded_bits": bits,
+                      "ideal_bits": c["ideal_bits"], "bits_per_token": bits / n, "coded_ppl": 2 ** (bits / n),
+                      "bpb": bits / len(data), "ratio_to_nelbo": bits / rec["nelbo_bits"],
+                      "seconds": c["seconds"], "tokens_per_s": n / max(c["seconds"], 1e-9), "verified": c["verified"]})
+    rec["steps"] = [c["steps"] for c in coded]
+    rec["coded"] = coded
+    rec["coded_ppl"] = {str(c["steps"]): c["coded_ppl"] for c in coded}
+    rec["bpb"] = {str(c["steps"]): c["bpb"] for c in coded}
+    rec["baselines"] = baselines(data) if opts["baselines"] else {}
+    if done is not None:
+        done[(corpus.source, corpus.split)] = rec
+    return rec
+
+
+# -- reports ----------------------------------------------------------------------------------------
+
+
+def _f(x, nd=2) -> str:
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
+def _notes(report: dict) -> list[str]:
+    out = [PROTOCOL]
+    for r in report["results"]:
+        if not r["available"]:
+            out.append(r["reason"])
+            continue
+        bits = [f"{TITLES[r['dataset']]}: {r['split']} split from {r['source']}, {r['gpt2_tokens']:,} tokens, {r['bytes']:,} bytes"]
+        if r["truncated"]:
+            bits.append(f"TRUNCATED to the first {r['max_tokens']:,} tokens (--max-tokens)")
+        if r["dropped_tail_tokens"]:
+            bits.append(f"{r['dropped_tail_tokens']} tail tokens dropped")
+        if r["note"]:
+            bits.append(r["note"])
+        short = " (target not reached: raise --max-passes or --max-tokens)" if r["nelbo_rel_stderr"] > report["settings"]["target"] else ""
+        bits.append(f"NELBO from {r['nelbo_draws_per_chunk']} t draws per chunk (rel. stderr {100 * r['nelbo_rel_stderr']:.2f}%{short})")
+        v = [c for c in r["coded"] if c["verified"] is not None]
+        if v:
+            bits.append(f"round trip at {v[0]['steps']} steps: {'OK' if v[0]['verified'] else 'FAILED'}")
+        out.append("; ".join(bits))
+    if any(r["available"] and r["split"] != "validation" and r["dataset"] in ("wikitext2", "wikitext103", "ptb") for r in report["results"]):
+        out.append("Published WikiText/PTB numbers (MDLM protocol) use the validation split; these use the test split.")
+    return out
+
+
+def _ppl_rows(report: dict) -> list[tuple[str, list[str], str]]:
+    by = {r["dataset"]: r for r in report["results"] if r["available"]}
+    rows = [(m, [_f(v) for v in vals], "published") for m, vals in PUBLISHED.items()]
+    name = report["model"]["name"]
+    rows.append((f"{name} NELBO bound", [f"{by[d]['elbo_ppl']:.2f} ± {by[d]['elbo_stderr']:.2f}" if d in by else "-" for d in DATASETS], "measured"))
+    for s in report["settings"]["steps"]:
+        rows.append((f"{name} coded, {s} steps", [_f(by[d]["coded_ppl"].get(str(s))) if d in by else "-" for d in DATASETS], "measured"))
+    return rows
+
+
+def _bpb_header(report: dict) -> list[str]:
+    names = list(_codecs())
+    return ["dataset", "bytes", "tokens", "NELBO bound"] + [f"ddc {s} steps" for s in report["settings"]["steps"]] + names
+
+
+def _bpb_rows(report: dict) -> list[list[str]]:
+    rows = []
+    for r in report["results"]:
+        if not r["available"]:
+            continue
+        base = [_f((r["baselines"].get(k) or {}).get("bpb"), 3) for k in _codecs()]
+        rows.append([TITLES[r["dataset"]], f"{r['bytes']:,}", f"{r['gpt2_tokens']:,}", _f(r["nelbo_bpb"], 3)]
+                    + [_f(r["bpb"].get(str(s)), 3) for s in report["settings"]["steps"]] + base)
+    return rows
+
+
+def to_markdown(report: dict) -> str:
+    m, mach = report["model"], report["machine"]
+    lines = [f"# ddc bench: {m['name']}", "",
+             f"Measured {report['date']} with ddc {report['ddc_version']} on {mach['hardware']} "
+             f"(torch {mach['torch']}, {mach['threads']} threads).", "",
+             f"Model `{m['name']}` (id `{m['id']}`), L = {m['seq_len']}, {m['params']:,} parameters, "
+             f"{_f(m['bytes'] and m['bytes'] / 1e6, 1)} MB on disk ({m['bytes']} bytes; not included in any bits/byte below).", "",
+             f"Command: `{report['command']}`", "",
+             "## Zero-shot perplexity (per GPT-2 token; lower is better)", "",
+             "| model | " + " | ".join(TITLES[d] for d in DATASETS) + " | source |",
+             "|---|" + "---|" * (len(DATASETS) + 1)]
+    lines += [f"| {n} | " + " | ".join(v) + f" | {s} |" for n, v, s in _ppl_rows(report)]
+    hdr = _bpb_header(report)
+    lines += ["", "## Coded size vs general-purpose compressors (bits per byte; lower is better)", "",
+              "| " + " | ".join(hdr) + " |", "|---|" + "---|" * (len(hdr) - 1)]
+    lines += ["| " + " | ".join(r) + " |" for r in _bpb_rows(report)]
+    lines += ["", "## Notes", ""] + [f"- {n}" for n in _notes(report)]
+    return "\n".join(lines) + "\n"
+
+
+def print_tables(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console() if sys.stdout.isatty() else Console(width=220, no_color=True)
+    t = Table(title="Zero-shot perplexity per GPT-2 token (lower is better)")
+    for c in ["model"] + [TITLES[d] for d in DATASETS] + ["source"]:
+        t.add_column(c, justify="left" if c in ("model", "source") else "right")
+    for n, v, s in _ppl_rows(report):
+        t.add_row(n, *v, s, style="bold" if s == "measured" else None)
+    con.print(t)
+    t = Table(title=f"Bits per byte (lower is better); model file {report['model']['bytes']:,} bytes, not counted")
+    for c in _bpb_header(report):
+        t.add_column(c, justify="left" if c == "dataset" else "right")
+    for r in _bpb_rows(report):
+        t.add_row(*r)
+    con.print(t)
+    for n in _notes(report)[1:]:
+        con.print(f"- {n}", highlight=False, soft_wrap=True)
+
+
+def plot(report: dict, path: Path) -> bool:
+    """Bits/token against steps per chunk, NELBO bound dashed; False if matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, r in enumerate(x for x in report["results"] if x["available"]):
+        col = f"C{i}"
+        ax.plot([c["steps"] for c in r["coded"]], [c["bits_per_token"] for c in r["coded"]], "o-", color=col, label=f"{TITLES[r['dataset']]} coded")
+        ax.axhline(r["nelbo_nats_per_token"] / math.log(2), color=col, ls="--", lw=1, label=f"{TITLES[r['dataset']]} NELBO")
+    ax.set_xscale("log")
+    ticks = sorted({c["steps"] for r in report["results"] if r["available"] for c in r["coded"]})
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("reverse steps per chunk")
+    ax.set_ylabel("bits per GPT-2 token")
+    ax.set_title(f"ddc {report['model']['name']}: coded size vs steps (L = {report['model']['seq_len']})")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+# -- command line -----------------------------------------------------------------------------------
+
+
+class _RawArgsCommand(click.Command):
+    """Keeps the exact arguments so the report can quote the command that made it."""
+
+    def parse_args(self, ctx, args):
+        ctx.meta["bench_args"] = list(args)
+        return super().parse_args(ctx, args)
+
+
+def parse_steps(values: tuple[str, ...], L: int) -> list[tuple[int, str]]:
+    """'16', '16,64', 'L' (one token per step) -> [(steps, grid)] as ddc codes them, deduplicated."""
+    from .api import DEFAULT_LEVEL, LEVELS, steps_for
+
+    raw = [v for s in values for v in re.split(r"[,\s]+", s.strip()) if v] or [str(LEVELS[DEFAULT_LEVEL])]
+    out: list[tuple[int, str]] = []
+    for v in raw:
+        if v.upper() in ("L", "MAX"):
+            v = str(L)
+        if not v.isdigit():
+            raise click.BadParameter(f"{v!r} is not a step count", param_hint="--steps")
+        sg = steps_for(None, int(v), L)
+        if sg not in out:
+            out.append(sg)
+    return out
+
+
+def _cpu_name() -> str:
+    try:  # platform.processor() is often empty on Linux
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: str) -> dict:
+    from .api import numeric_profile
+
+    p = numeric_profile(device)
+    hw = p["device_name"] if p["device"] == "cuda" else f"{_cpu_name()} ({os.cpu_count()} CPUs)"
+    return p | {"hardware": hw, "platform": platform.platform(), "python": platform.python_version()}
+
+
+@click.command("bench", cls=_RawArgsCommand)
+@click.option("--dataset", "datasets", multiple=True, default=("all",), show_default=True,
+              type=click.Choice(list(DATASETS) + ["all"]), help="Corpus to measure (repeatable).")
+@click.option("--split", type=click.Choice(["test", "validation"]), default="test", show_default=True,
+              help="WikiText/PTB split (LAMBADA and LM1B are always test).")
+@click.option("--model", default=None, help="Shipped model name or checkpoint directory [default: ddc-small].")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Local corpora (wikitext2/, ptb/, lambada/, lm1b/); else the hub.")
+@click.option("--offline", is_flag=True, help="Never touch the network (hub datasets only from the local cache).")
+@click.option("--steps", "steps", multiple=True, help="Steps per chunk to code at: '--steps 16 64 1024', '16,64' or 'L' [default: 16].")
+@click.argument("more_steps", nargs=-1, metavar="[STEPS]...")
+@click.option("--max-tokens", type=click.IntRange(1), default=None, help="Cut each corpus to its first N tokens (after joining).")
+@click.option("--samples", type=click.IntRange(1), default=2, show_default=True, help="Antithetic t draws per chunk per NELBO pass.")
+@click.option("--max-passes", type=click.IntRange(2), default=32, show_default=True, help="Cap on NELBO passes.")
+@click.option("--target-stderr", type=float, default=0.005, show_default=True, help="Stop NELBO passes at this relative standard error.")
+@click.option("--batch", type=click.IntRange(1), default=None, help="Sequences per NELBO forward pass [default: 4 on CPU, 16 on CUDA].")
+@click.option("--group-size", type=click.IntRange(1), default=None, help="Chunks per coding batch (default 8 on CPU, 64 on CUDA).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the unmasking orders and the NELBO draws.")
+@click.option("--verify", is_flag=True, help="Decode the first step count's stream and check it round-trips.")
+@click.option("--no-baselines", is_flag=True, help="Skip gzip/bzip2/xz/zstd/brotli/PPMd.")
+@click.option("--out-dir", type=click.Path(file_okay=False), default=DEFAULT_OUT_DIR, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="JSON report path [default: OUT_DIR/bench-MODEL-DATE.json].")
+@click.option("--markdown", "md_path", type=click.Path(dir_okay=False), default=None, help="Markdown report path.")
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks of internal errors.")
+@click.option("--plot", "png_path", type=click.Path(dir_okay=False), default=None, help="PNG plot path (needs matplotlib).")
+def bench_command(datasets, split, model, data_dir, offline, steps, more_steps, max_tokens, samples, max_passes,
+                  target_stderr, batch, group_size, device, seed, verify, no_baselines, out_dir, json_path, md_path, verbose, png_path):
+    """Zero-shot perplexity bound, coded bits/byte and baselines on the published corpora."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    from . import registry
+    from .api import _set_deterministic, default_group_size
+    from .model import WEIGHTS_FILE
+
+    lm = registry.resolve(model)  # ModelError -> one line from the CLI
+    L = lm.cfg.seq_len
+    names = list(DATASETS) if "all" in datasets else list(dict.fromkeys(datasets))
+    model_name = lm.path.name if lm.path else "in-memory"
+    weights = lm.path / WEIGHTS_FILE if lm.path else None
+    group_size = group_size or default_group_size(device)
+    opts = {
+        "split": split, "data_dir": data_dir, "offline": offline, "max_tokens": max_tokens, "samples": samples,
+        # the NELBO batch holds logits of every masked row (B*L*V floats): smaller than the coding groups
+        "batch": batch or (16 if device.startswith("cuda") else 4), "target": target_stderr, "max_passes": max_passes, "seed": seed, "device": device,
+        "group_size": group_size, "verify": verify, "baselines": not no_baselines, "model_name": model_name,
+        "model_bytes": weights.stat().st_size if weights and weights.is_file() else None,
+        "steps": parse_steps(tuple(steps) + tuple(more_steps), L),
+    }
+    _set_deterministic(device)  # as `ddc compress` codes
+    lm.model.to(device).eval()
+    now = dt.datetime.now(dt.timezone.utc)
+    report = {
+        "tool": "ddc bench", "ddc_version": __version__, "date": now.isoformat(timespec="seconds"),
+        "command": "ddc bench " + shlex.join(click.get_current_context().meta.get("bench_args", [])),
+        "machine": machine_info(device),
+        "model": {"name": model_name, "id": lm.id, "path": str(lm.path) if lm.path else None, "bytes": opts["model_bytes"],
+                  "params": lm.model.num_params(), "seq_len": L},
+        "protocol": PROTOCOL, "separator_byte": SEP.hex(),
+        "settings": {k: opts[k] for k in ("split", "max_tokens", "samples", "max_passes", "target", "seed", "group_size", "batch", "device")}
+                    | {"steps": [s for s, _ in opts["steps"]], "grids": [g for _, g in opts["steps"]]},
+        "results": [],
+    }
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                   console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty())
+    done: dict = {}
+    with bar:
+        for name in names:
+            try:
+                rec = run_dataset(name, lm, opts, bar, done)
+            except DatasetUnavailable as err:
+                bar.console.print(f"{err}", highlight=False, soft_wrap=True)
+                report["results"].append({"dataset": name, "available": False, "reason": str(err), "model": model_name})
+                continue
+            cut = f", truncated to {max_tokens:,} tokens" if rec["truncated"] else ""
+            bar.console.print(f"{name}: {rec['gpt2_tokens']:,} tokens{cut}, NELBO ppl {rec['elbo_ppl']:.2f} ± {rec['elbo_stderr']:.2f}, "
+                              + ", ".join(f"{c['steps']} steps {c['bpb']:.3f} bpb" for c in rec["coded"]), highlight=False, soft_wrap=True)
+            report["results"].append(rec)
+    print_tables(report)
+    stem = Path(out_dir) / f"bench-{re.sub(r'[^A-Za-z0-9_.-]', '_', model_name)}-{now.strftime('%Y%m%d-%H%M%S')}"
+    paths = {k: Path(p) if p else stem.with_suffix(ext) for k, p, ext in (("json", json_path, ".json"), ("md", md_path, ".md"), ("png", png_path, ".png"))}
+    for p in paths.values():
+        p.parent.mkdir(parents=True, exist_ok=True)
+    paths["json"].write_text(json.dumps(report, indent=2) + "\n")
+    paths["md"].write_text(to_markdown(report))
+    wrote = [paths["json"], paths["md"]]
+    if any(r["available"] for r in report["results"]) and plot(report, paths["png"]):
+        wrote.append(paths["png"])
+    click.echo("wrote " + ", ".join(map(str, wrote)), err=True)
+    if not any(r["available"] for r in report["results"]):
+        raise DDCError("no dataset could be measured (see the lines above)")
