@@ -68,6 +68,7 @@ class TrainConfig:
     export_dtype: str = _opt("Weights of the final model: float32, bfloat16 or int8 (per-row scales).", default="float32")
     name: str = _opt("Name of the exported model directory (OUT/NAME).", default="model")
     resume: bool = _opt("Continue from OUT/ckpt if it exists.", default=False)
+    stop_after: int = _opt("Stop this invocation after N steps (checkpointing; the schedule still follows --steps). 0: off.", default=0)
 
     def model_config(self) -> DenoiserConfig:
         d_mlp = self.d_mlp or int(round(8 * self.d_model / 3 / 64)) * 64
@@ -247,7 +248,13 @@ def train(cfg: TrainConfig, log=print) -> dict:
         metrics.flush()
         log(f"step {step}: valid NELBO {m:.4f} ± {se:.4f} nats/token (ppl {math.exp(m):.1f})")
 
+    start_step = step
     while (cfg.steps and step < cfg.steps) or (not cfg.steps and elapsed() < budget):
+        if cfg.stop_after and step - start_step >= cfg.stop_after:
+            save()
+            log(f"stopped after {cfg.stop_after} steps at step {step}; continue with --resume")
+            metrics.close()
+            return {"stopped_at": step}
         lr = lr_at(cfg, step, progress())
         for g_ in opt.param_groups:
             g_["lr"] = lr
