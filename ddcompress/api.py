@@ -78,6 +78,15 @@ def _set_deterministic(device: str) -> None:
         torch.backends.cudnn.allow_tf32 = False
 
 
+def crlf_transform_applies(data: bytes) -> bool:
+    """True when every LF is part of a CRLF: then CRLF -> LF is exactly invertible (LF -> CRLF).
+
+    The models are trained on LF text, where a CR is nearly impossible; DOS/Windows text would pay tens
+    of bits for every line end. Lone CRs are left alone, so the inverse restores them too."""
+    n = data.count(b"\n")
+    return n > 0 and n == data.count(b"\r\n")
+
+
 def _base_header(data: bytes, method: str) -> dict:
     return {
         "format_version": FORMAT_VERSION,
@@ -120,7 +129,8 @@ def compress(
     L = lm.cfg.seq_len
     n_steps, grid = steps_for(level, steps, L)
     group_size = group_size or default_group_size(device)
-    tokens = tok.encode(data)
+    transform = "crlf" if crlf_transform_applies(data) else None
+    tokens = tok.encode(data.replace(b"\r\n", b"\n") if transform else data)
     _set_deterministic(device)
     chunks = chunk_layout(len(tokens), L)
     groups = group_layout(chunks, group_size)
@@ -139,6 +149,7 @@ def compress(
         "level": None if steps is not None else (level or DEFAULT_LEVEL),
         "seed": seed,
         "group_size": group_size,
+        "transform": transform,
         "tokens": int(len(tokens)),
         "chunks": len(chunks),
         "ideal_bits": sum(r.ideal_bits for r in results),
@@ -209,6 +220,8 @@ def decompress(
 def _decode_mdm(c: Container, model, device, progress, on_start) -> bytes:
     h = c.header
     tok = get_tokenizer()
+    if h.get("transform") not in (None, "crlf"):
+        raise FormatError(f"unknown transform {h.get('transform')!r}; upgrade ddc")
     if h["tokenizer_id"] != tok.id:
         raise ModelError(f"file uses tokenizer {h['tokenizer_id']}, this ddc has {tok.id}")
     lm = _check_model(h, model)
@@ -231,7 +244,8 @@ def _decode_mdm(c: Container, model, device, progress, on_start) -> bytes:
     for g, payload in zip(groups, c.payloads):
         coder.decode_group(tokens, g, payload, c.chunk_crcs[k : k + len(g)], progress)
         k += len(g)
-    return tok.decode(tokens)
+    data = tok.decode(tokens)
+    return data.replace(b"\n", b"\r\n") if h.get("transform") == "crlf" else data
 
 
 def random_seed() -> int:
