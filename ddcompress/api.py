@@ -167,6 +167,7 @@ def compress(
 def info(blob: bytes) -> dict:
     """Header fields plus sizes; checks framing (magic, checksums, lengths) but decodes nothing."""
     c = parse(blob)
+    _check_header(c.header)
     h = dict(c.header)
     h["compressed_bytes"] = len(blob)
     h.setdefault("tokens", None)
@@ -191,6 +192,26 @@ def _check_model(header: dict, model: str | LoadedModel | None) -> LoadedModel:
     return lm
 
 
+_REQUIRED = {
+    "store": {"original_bytes": int, "original_crc32": int},
+    "xz": {"original_bytes": int, "original_crc32": int},
+    "mdm": {"original_bytes": int, "original_crc32": int, "model_id": str, "tokenizer_id": str, "seq_len": int,
+            "steps": int, "grid": str, "seed": int, "group_size": int, "tokens": int, "fingerprint": str},
+}
+
+
+def _check_header(h: dict) -> None:
+    """A header with a valid CRC can still be crafted: check fields and types before trusting them."""
+    method = h.get("method")
+    if method not in _REQUIRED:
+        raise FormatError(f"unknown coding method {method!r}")
+    for name, typ in _REQUIRED[method].items():
+        if not isinstance(h.get(name), typ) or isinstance(h.get(name), bool):
+            raise FormatError(f"corrupt ddc file: header field {name!r} missing or invalid")
+    if method == "mdm" and (h["seq_len"] < 1 or h["steps"] < 1 or h["group_size"] < 1 or h["tokens"] < 0):
+        raise FormatError("corrupt ddc file: header values out of range")
+
+
 def decompress(
     blob: bytes,
     model: str | LoadedModel | None = None,
@@ -200,7 +221,8 @@ def decompress(
 ) -> bytes:
     c = parse(blob)
     h = c.header
-    method = h.get("method")
+    _check_header(h)
+    method = h["method"]
     if method == "store":
         data = c.payloads[0] if c.payloads else b""
     elif method == "xz":

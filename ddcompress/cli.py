@@ -77,6 +77,9 @@ def _write_atomic(path: Path, data: bytes, force: bool) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual mode of a new file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -98,6 +101,7 @@ class DdcGroup(click.Group):
     """Adds zstd-style shortcuts: `ddc -d F`, `ddc -t F`, `ddc -l F`, and `ddc FILE` = compress."""
 
     def parse_args(self, ctx, args):
+        ctx.meta["ddc.verbose"] = "-v" in args or "--verbose" in args
         if args and args[0] in _ALIASES:
             args = [_ALIASES[args[0]]] + args[1:]
         elif args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
@@ -105,7 +109,7 @@ class DdcGroup(click.Group):
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx):
-        verbose = "-v" in sys.argv or "--verbose" in sys.argv
+        verbose = ctx.meta.get("ddc.verbose", False)  # this command line, not the host's sys.argv
         try:
             return super().invoke(ctx)
         except DDCError as err:

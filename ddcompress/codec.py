@@ -152,7 +152,10 @@ class Coder:
         step_syms: list[np.ndarray] = []
         for pos, r0, probs in self._walk(x, perms, counts):
             c = pos.shape[1]
-            step_syms.append(np.asarray(dec.decode(self.family, probs), dtype=np.int64))
+            try:
+                step_syms.append(np.asarray(dec.decode(self.family, probs), dtype=np.int64))
+            except (AssertionError, ValueError, RuntimeError) as err:  # constriction: "invalid compressed data"
+                raise IntegrityError(f"corrupt ddc file: invalid coded data in chunks {group[0].index}-{group[-1].index}") from err
             if r0 + probs.shape[0] >= G * c:
                 sym = np.concatenate(step_syms).reshape(G, c)
                 step_syms = []

@@ -1,7 +1,8 @@
 """The .ddc file format (described in docs/FORMAT.md).
 
     magic (8) | u16 format version | u32 header length | header JSON | u32 CRC32(header)
-    | u32 group count | u32 payload bytes per group | u32 chunk count | u32 CRC32 per chunk
+    | u32 group count | u32 payload bytes per group | u32 CRC32 per group payload
+    | u32 chunk count | u32 CRC32 per chunk (of its tokens)
     | u32 CRC32(table) | group payloads, back to back
 
 All integers little-endian. The header JSON is self-describing: model id, tokenizer id, chunk length,
@@ -14,7 +15,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-from .errors import FormatError
+from .errors import FormatError, IntegrityError
 
 MAGIC = b"\x89DDC\r\n\x1a\n"  # PNG-style: catches text-mode and 7-bit transfers
 FORMAT_VERSION = 1
@@ -30,7 +31,9 @@ class Container:
 
     def to_bytes(self) -> bytes:
         head = json.dumps(self.header, sort_keys=True, separators=(",", ":")).encode()
-        table = struct.pack(f"<I{len(self.group_sizes)}I", len(self.group_sizes), *self.group_sizes)
+        n = len(self.group_sizes)
+        pcrcs = [zlib.crc32(p) for p in self.payloads] + [0] * (n - len(self.payloads))
+        table = struct.pack(f"<I{2 * n}I", n, *self.group_sizes, *pcrcs)
         table += struct.pack(f"<I{len(self.chunk_crcs)}I", len(self.chunk_crcs), *self.chunk_crcs)
         parts = [MAGIC, struct.pack("<HI", FORMAT_VERSION, len(head)), head, struct.pack("<I", zlib.crc32(head)),
                  table, struct.pack("<I", zlib.crc32(table))]
@@ -52,6 +55,8 @@ def parse(blob: bytes, header_only: bool = False) -> Container:
     pos += 6
     if version > FORMAT_VERSION:
         raise FormatError(f"ddc format version {version} is newer than this ddc supports ({FORMAT_VERSION}); upgrade ddc")
+    if version < 1:
+        raise FormatError(f"corrupt ddc file: unknown format version {version}")
     if hlen > _MAX_HEADER or len(blob) < pos + hlen + 4:
         raise FormatError("truncated or corrupt ddc file (header)")
     head = blob[pos : pos + hlen]
@@ -60,21 +65,27 @@ def parse(blob: bytes, header_only: bool = False) -> Container:
     pos += 4
     if zlib.crc32(head) != crc:
         raise FormatError("corrupt ddc file: header checksum mismatch")
-    header = json.loads(head)
+    try:
+        header = json.loads(head)
+    except ValueError:  # includes UnicodeDecodeError
+        header = None
+    if not isinstance(header, dict):
+        raise FormatError("corrupt ddc file: header is not a JSON object")
     if header_only:
         return Container(header)
     table_start = pos
 
-    def u32s(count_pos: int) -> tuple[list[int], int]:
+    def u32s(count_pos: int, per_item: int = 1) -> tuple[list[int], int]:
         if len(blob) < count_pos + 4:
             raise FormatError("truncated ddc file (chunk table)")
         (n,) = struct.unpack_from("<I", blob, count_pos)
-        end = count_pos + 4 + 4 * n
+        end = count_pos + 4 + 4 * n * per_item
         if len(blob) < end:
             raise FormatError("truncated ddc file (chunk table)")
-        return list(struct.unpack_from(f"<{n}I", blob, count_pos + 4)), end
+        return list(struct.unpack_from(f"<{n * per_item}I", blob, count_pos + 4)), end
 
-    group_sizes, pos = u32s(pos)
+    group_table, pos = u32s(pos, 2)
+    group_sizes, payload_crcs = group_table[: len(group_table) // 2], group_table[len(group_table) // 2 :]
     chunk_crcs, pos = u32s(pos)
     if len(blob) < pos + 4:
         raise FormatError("truncated ddc file (chunk table)")
@@ -88,7 +99,9 @@ def parse(blob: bytes, header_only: bool = False) -> Container:
     if len(blob) > total:
         raise FormatError(f"corrupt ddc file: {len(blob) - total} unexpected trailing bytes")
     payloads = []
-    for size in group_sizes:
+    for i, (size, crc) in enumerate(zip(group_sizes, payload_crcs)):
         payloads.append(blob[pos : pos + size])
         pos += size
+        if zlib.crc32(payloads[-1]) != crc:
+            raise IntegrityError(f"corrupt ddc file: payload checksum mismatch in group {i}")
     return Container(header, group_sizes, chunk_crcs, payloads)

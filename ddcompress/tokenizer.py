@@ -11,6 +11,7 @@ import functools
 import hashlib
 import importlib.resources
 import json
+import re
 
 import numpy as np
 
@@ -18,6 +19,7 @@ VOCAB_SIZE = 50257
 EOS_ID = 50256
 MASK_ID = VOCAB_SIZE  # the denoiser's extra input row; never an output class
 _BLOCK_CHARS = 1 << 20  # tokenize long texts in ~1 MiB pieces cut at newlines (bounded memory, parallel)
+_ESCAPED = re.compile("([\udc80-\udcff]+)")  # bytes that are not valid UTF-8, after surrogateescape
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -76,21 +78,24 @@ class GPT2Tokenizer:
         return [np.asarray(ids, dtype=np.uint32) for ids in self._encode_texts(texts)]
 
     def encode(self, data: bytes) -> np.ndarray:
-        """Any byte string -> token ids such that decode(encode(data)) == data."""
+        """Any byte string -> token ids such that decode(encode(data)) == data.
+
+        One linear pass: "surrogateescape" maps exactly the bytes that strict UTF-8 decoding rejects
+        to lone surrogates U+DC80..U+DCFF (valid UTF-8 never decodes to those), so splitting on them
+        gives the maximal valid runs (tokenized as GPT-2 does) and the invalid bytes (byte tokens).
+        """
+        text = data.decode("utf-8", errors="surrogateescape")
+        parts = _ESCAPED.split(text)  # valid, invalid, valid, ..., valid (capturing split)
+        valid = parts[0::2]
+        blocks = [_split_blocks(v) for v in valid]
+        ids = iter(self._encode_texts([b for bl in blocks for b in bl]))
         pieces: list[np.ndarray] = []
-        pos, n = 0, len(data)
-        while pos < n:
-            try:
-                text = data[pos:].decode("utf-8")
-                pieces.append(self.encode_text(text))
-                break
-            except UnicodeDecodeError as err:
-                good_end = pos + err.start
-                if good_end > pos:
-                    pieces.append(self.encode_text(data[pos:good_end].decode("utf-8")))
-                bad_end = pos + err.end
-                pieces.append(self._byte_id[np.frombuffer(data[good_end:bad_end], dtype=np.uint8)])
-                pos = bad_end
+        for k, bl in enumerate(blocks):
+            for _ in bl:
+                pieces.append(np.asarray(next(ids), dtype=np.uint32))
+            if 2 * k + 1 < len(parts):
+                raw = parts[2 * k + 1].encode("utf-8", errors="surrogateescape")
+                pieces.append(self._byte_id[np.frombuffer(raw, dtype=np.uint8)])
         return np.concatenate(pieces).astype(np.uint32) if pieces else np.zeros(0, np.uint32)
 
     # -- decoding ---------------------------------------------------------------------------------
