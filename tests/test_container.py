@@ -26,7 +26,9 @@ def sample() -> Container:
 
 def test_exact_layout():
     blob = sample().to_bytes()
-    head = b'{"method":"mdm","n":1,"z":[1,2]}'  # sorted keys, no spaces
+    head = b'{"method":"mdm","n":1,"z":[1,2]}'  # sorted keys, no spaces, then raw deflate
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    head = c.compress(b'{"method":"mdm","n":1,"z":[1,2]}') + c.flush()
     pcrcs = [zlib.crc32(b"hello"), zlib.crc32(b""), zlib.crc32(b"xyz")]
     table = struct.pack("<7I", 3, 5, 0, 3, *pcrcs) + struct.pack("<3I", 2, 0xDEADBEEF, 7)
     expect = (MAGIC + struct.pack("<HI", 1, len(head)) + head + struct.pack("<I", zlib.crc32(head))
