@@ -60,6 +60,8 @@ class _Progress:
 
 def _read_input(name: str) -> bytes:
     if name == "-":
+        if sys.stdin.isatty():
+            raise click.UsageError("no input file and standard input is a terminal (see ddc --help)")
         return sys.stdin.buffer.read()
     p = Path(name)
     if p.is_dir():
