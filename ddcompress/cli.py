@@ -172,7 +172,7 @@ def _outputs(files, output, to_stdout):
 @click.option("--steps", type=int, default=None, help="Reverse steps per chunk (overrides the level; >= L means one token per step).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the unmasking orders (stored in the file).")
 @click.option("--method", type=click.Choice(["auto", "mdm", "xz", "store"]), default="auto", show_default=True,
-              help="auto: the model, with xz for binary input and a stored copy when the model would expand the data.")
+              help="auto: the model, unless the input looks binary or xz (or a stored copy) comes out smaller.")
 @click.option("--group-size", type=int, default=None, help="Chunks per forward batch (default 8 on CPU, 64 on CUDA).")
 def compress(files, output, to_stdout, keep, force, model, device, verbose, quiet, level, steps, seed, method, group_size):
     """Compress FILES (or stdin) to FILE.ddc; inputs are kept."""

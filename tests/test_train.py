@@ -77,3 +77,12 @@ def test_shipped_model_loads_and_its_id_is_recorded_in_files():
     assert ddcompress.decompress(blob) == data
     # a sensible model: far better than a uniform code over the vocabulary (15.6 bits/token)
     assert info["ideal_bits"] / info["tokens"] < 12
+
+
+def test_auto_keeps_the_shipped_model_where_it_beats_xz(eval_dir):
+    text = (eval_dir / "canterbury" / "alice29.txt").read_bytes()[20000:24000]  # CRLF prose, one chunk
+    blob = ddcompress.compress(text, level=3)
+    h = ddcompress.info(blob)
+    assert h["method"] == "mdm" and h["transform"] == "crlf"
+    assert len(blob) < len(ddcompress.compress(text, method="xz"))
+    assert ddcompress.decompress(blob) == text
