@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from ddcompress.bench import baselines, parse_steps, usable_length
@@ -19,13 +18,7 @@ from ddcompress.tokenizer import EOS_ID
 MAX_TOKENS = 150  # -> 128 tokens: two chunks of the tiny model's L = 64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models spend their time in thread hand-offs; one thread is several times faster on a busy box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -22,13 +22,7 @@ from ddcompress.tokenizer import get_tokenizer
 L = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not stall when another job holds a core)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def words(n: int, seed: int = 0) -> bytes:

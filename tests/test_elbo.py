@@ -30,12 +30,7 @@ V, L, PERIOD = 16, 16, 8
 LN2 = math.log(2.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pattern_batch(B: int, g: torch.Generator, length: int = L) -> torch.Tensor:
