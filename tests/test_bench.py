@@ -95,7 +95,12 @@ def test_reports_written(report):
     md = (report["_out"] / "r.md").read_text()
     assert "| MD4 small | 48.43 | 34.94 | 102.26 | 35.90 | 68.10 | published |" in md
     assert "NELBO bound" in md and "measured" in md and "TRUNCATED" in md and "gzip -9" in md
-    assert (report["_out"] / "r.png").stat().st_size > 1000
+    try:
+        import matplotlib  # noqa: F401  (optional extra: the plot is skipped without it)
+    except ImportError:
+        assert not (report["_out"] / "r.png").exists()
+    else:
+        assert (report["_out"] / "r.png").stat().st_size > 1000
     assert "Zero-shot perplexity" in report["_output"] and "lm1b: unavailable" in report["_output"]
 
 
