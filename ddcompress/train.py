@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import platform
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,8 +179,48 @@ def _plot(metrics_path: Path, out_png: Path) -> bool:
     return True
 
 
-def train(cfg: TrainConfig, log=print) -> dict:
-    """Run training; returns a summary dict (also written to OUT/summary.json)."""
+class _ProgressLine:
+    """A rich progress line (step, loss, lr, tok/s, valid NELBO) on a terminal; plain log lines elsewhere."""
+
+    def __init__(self, enabled: bool, total: float, unit: str):
+        self.bar = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("train"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} " + unit),
+                                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                console=Console(stderr=True))
+            self.bar.start()
+            self.task = self.bar.add_task("train", total=total, info="")
+
+    def update(self, completed: float, info: str | None = None) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=completed, **({"info": info} if info is not None else {}))
+
+    def print(self, msg: str) -> None:
+        if self.bar is not None:
+            self.bar.console.print(msg)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def train(cfg: TrainConfig, log=None) -> dict:
+    """Run training; returns a summary dict (also written to OUT/summary.json).
+
+    `log` receives one line per event; by default a rich progress line on a terminal, else print."""
+    line = _ProgressLine(log is None and sys.stderr.isatty(), cfg.steps or cfg.max_minutes * 60, "steps" if cfg.steps else "s")
+    if log is None:
+        log = line.print if line.bar is not None else print
+    try:
+        return _train(cfg, log, line)
+    finally:
+        line.close()
+
+
+def _train(cfg: TrainConfig, log, line: _ProgressLine) -> dict:
     device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -278,8 +319,14 @@ def train(cfg: TrainConfig, log=print) -> dict:
             last_log = now
             metrics.write(json.dumps(rec) + "\n")
             metrics.flush()
-            log(f"step {step} loss {rec['loss']:.4f} lr {lr:.2e} gnorm {rec['grad_norm']:.2f} "
-                f"{rec['tok_per_s'] / 1e3:.0f}k tok/s {elapsed():.0f}s")
+            msg = (f"step {step} loss {rec['loss']:.4f} lr {lr:.2e} gnorm {rec['grad_norm']:.2f} "
+                   f"{rec['tok_per_s'] / 1e3:.0f}k tok/s {elapsed():.0f}s")
+            if line.bar is None:
+                log(msg)
+            valid = f" | valid {last_valid[0]:.3f}" if last_valid else ""
+            line.update(step if cfg.steps else elapsed(), msg.split(" ", 2)[2] + valid)
+        elif line.bar is not None and step % 5 == 0:
+            line.update(step if cfg.steps else elapsed())
         if cfg.eval_every and step % cfg.eval_every == 0:
             do_eval()
         if cfg.save_every and step % cfg.save_every == 0:
