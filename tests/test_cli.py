@@ -21,6 +21,8 @@ from click.testing import CliRunner
 from ddcompress.cli import main
 from ddcompress.container import parse
 from ddcompress.model import Denoiser, DenoiserConfig, save_checkpoint
+from samples import CONTENT as SAMPLES
+from samples import words
 
 L = 64
 
@@ -58,23 +60,7 @@ def assert_one_line_error(res, match: str | None = None):
     return lines[0]
 
 
-def words(n: int, seed: int = 0) -> bytes:
-    rng = random.Random(seed)
-    vocab = [" the", " of", " and", " to", " in", " is", " it", " that", " was", " for", " on", " with"]
-    return "".join(rng.choice(vocab) for _ in range(n)).encode()
-
-
-CONTENT = {
-    "empty": b"",
-    "one_byte": b"a",
-    "all_bytes": bytes(range(256)),
-    "random": random.Random(0).randbytes(700),
-    "invalid_utf8": b"caf\xe9 na\xefve \xff\xfe\x80 and valid text around it \xc3(\xa0\xa1",
-    "crlf": b"first line\r\nsecond line\r\n\r\nfourth\r\n" * 8,
-    "emoji_cjk": "Emoji 😀🎉👍🏽 and CJK 中文字符测试 日本語のテキスト 한국어 텍스트.\n".encode() * 4,
-    "long_repeated": b"All work and no play makes Jack a dull boy.\n" * 120,
-    "boundaries": words(3 * L + 5),
-}
+CONTENT = dict(SAMPLES, boundaries=words(3 * L + 5))
 
 
 def roundtrip_files(tmp_path: Path, data: bytes, ckpt: Path, *flags) -> dict:

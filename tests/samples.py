@@ -1,0 +1,23 @@
+"""Inputs shared by the codec and CLI tests."""
+from __future__ import annotations
+
+import random
+
+
+def words(n: int, seed: int = 0) -> bytes:
+    """Text that is exactly n GPT-2 tokens (each ' word' is one token and no merges cross words)."""
+    rng = random.Random(seed)
+    vocab = [" the", " of", " and", " to", " in", " is", " it", " that", " was", " for", " on", " with"]
+    return "".join(rng.choice(vocab) for _ in range(n)).encode()
+
+
+CONTENT = {
+    "empty": b"",
+    "one_byte": b"a",
+    "all_bytes": bytes(range(256)),
+    "random": random.Random(0).randbytes(700),
+    "invalid_utf8": b"caf\xe9 na\xefve \xff\xfe\x80 and valid text around it \xc3(\xa0\xa1",
+    "crlf": b"first line\r\nsecond line\r\n\r\nfourth\r\n" * 8,
+    "emoji_cjk": "Emoji 😀🎉👍🏽 and CJK 中文字符测试 日本語のテキスト 한국어 텍스트.\n".encode() * 4,
+    "long_repeated": b"All work and no play makes Jack a dull boy.\n" * 120,
+}
