@@ -444,20 +444,20 @@ def bench_command(datasets, split, model, data_dir, offline, steps, more_steps, 
 
     from . import registry
     from .api import _set_deterministic, default_group_size
-    from .model import WEIGHTS_FILE
+    from .model import weight_files
 
     lm = registry.resolve(model)  # ModelError -> one line from the CLI
     L = lm.cfg.seq_len
     names = list(DATASETS) if "all" in datasets else list(dict.fromkeys(datasets))
     model_name = lm.path.name if lm.path else "in-memory"
-    weights = lm.path / WEIGHTS_FILE if lm.path else None
+    weights = weight_files(lm.path) if lm.path else []
     group_size = group_size or default_group_size(device)
     opts = {
         "split": split, "data_dir": data_dir, "offline": offline, "max_tokens": max_tokens, "samples": samples,
         # the NELBO batch holds logits of every masked row (B*L*V floats): smaller than the coding groups
         "batch": batch or (16 if device.startswith("cuda") else 4), "target": target_stderr, "max_passes": max_passes, "seed": seed, "device": device,
         "group_size": group_size, "verify": verify, "baselines": not no_baselines, "model_name": model_name,
-        "model_bytes": weights.stat().st_size if weights and weights.is_file() else None,
+        "model_bytes": sum(f.stat().st_size for f in weights) if weights else None,
         "steps": parse_steps(tuple(steps) + tuple(more_steps), L),
     }
     _set_deterministic(device)  # as `ddc compress` codes

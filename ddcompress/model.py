@@ -5,8 +5,8 @@ optimal denoiser of an absorbing-state diffusion does not depend on t (Ou et al.
 SUBS parameterization (MDLM): the output ranges over the V clean tokens only (the mask is never
 predicted) and revealed positions are carried over unchanged, so only masked positions are scored.
 
-Checkpoints: `config.json` (this dataclass) + `model.safetensors` (fp32, bf16, or int8 with one fp32
-scale per output row). Loading always yields fp32 weights, so coding is deterministic whatever the
+Checkpoints: `config.json` (this dataclass) + `model.safetensors`, or shards `model-0000K-of-0000N.safetensors`
+when the weights exceed `--max-shard-mb` (fp32, bf16, or int8 with one fp32 scale per output row). Loading always yields fp32 weights, so coding is deterministic whatever the
 storage. The model id is a hash of the canonical config and the stored tensors.
 """
 from __future__ import annotations
@@ -203,16 +203,43 @@ def compute_model_id(config: dict, tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
-def save_checkpoint(model: Denoiser, directory: str | Path, dtype: str = "float32", extra: dict | None = None) -> str:
-    """Write config.json + model.safetensors; returns the model id."""
+def weight_files(directory: str | Path) -> list[Path]:
+    """The checkpoint's safetensors files: model.safetensors, or its shards in order."""
+    directory = Path(directory)
+    single = directory / WEIGHTS_FILE
+    return [single] if single.is_file() else sorted(directory.glob("model-*-of-*.safetensors"))
+
+
+def write_weights(tensors: dict[str, torch.Tensor], directory: Path, model_id: str, max_shard_bytes: int | None) -> None:
+    """One file, or shards of at most max_shard_bytes (whole tensors, name order). The id does not depend
+    on the split: it hashes the tensors, not the files."""
     from safetensors.torch import save_file
 
+    for old in weight_files(directory):
+        old.unlink()
+    shards: list[dict] = [{}]
+    size = 0
+    for k in sorted(tensors):
+        n = tensors[k].numel() * tensors[k].element_size()
+        if max_shard_bytes and shards[-1] and size + n > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][k] = tensors[k]
+        size += n
+    for i, shard in enumerate(shards):
+        name = WEIGHTS_FILE if len(shards) == 1 else f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(directory / name), metadata={"model_id": model_id})
+
+
+def save_checkpoint(model: Denoiser, directory: str | Path, dtype: str = "float32", extra: dict | None = None,
+                    max_shard_bytes: int | None = None) -> str:
+    """Write config.json + the weights (one file or shards); returns the model id."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = state_for_saving(model, dtype)
     config = model.cfg.to_dict() | {"weights_dtype": dtype}
     model_id = compute_model_id(config, tensors)
-    save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"model_id": model_id})
+    write_weights(tensors, directory, model_id, max_shard_bytes)
     meta = dict(config)
     if extra:
         meta["info"] = extra
@@ -236,7 +263,10 @@ def load_checkpoint(directory: str | Path) -> LoadedModel:
 
     directory = Path(directory)
     meta = json.loads((directory / CONFIG_FILE).read_text())
-    tensors = load_file(str(directory / WEIGHTS_FILE))
+    files = weight_files(directory)
+    if not files:
+        raise FileNotFoundError(f"no weights in {directory}")
+    tensors = {k: v for f in files for k, v in load_file(str(f)).items()}
     config = {k: v for k, v in meta.items() if k != "info"}
     model_id = compute_model_id(config, tensors)
     cfg = DenoiserConfig.from_dict(config)

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from .errors import ModelError
-from .model import CONFIG_FILE, WEIGHTS_FILE, LoadedModel, load_checkpoint
+from .model import CONFIG_FILE, LoadedModel, load_checkpoint, weight_files
 
 DEFAULT_MODEL = "ddc-small"
 
@@ -20,7 +20,7 @@ def model_dirs() -> list[Path]:
 
 
 def is_checkpoint(path: Path) -> bool:
-    return (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
+    return (path / CONFIG_FILE).is_file() and bool(weight_files(path))
 
 
 def available_models() -> dict[str, Path]:

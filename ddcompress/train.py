@@ -67,6 +67,7 @@ class TrainConfig:
     device: str = _opt("cpu, cuda, or auto.", default="auto")
     compile: bool = _opt("torch.compile the denoiser body (CUDA only).", default=True)
     export_dtype: str = _opt("Weights of the final model: float32, bfloat16 or int8 (per-row scales).", default="float32")
+    max_shard_mb: float = _opt("Split the exported weights into files of at most this many MB (0: one file).", default=0.0)
     name: str = _opt("Name of the exported model directory (OUT/NAME).", default="model")
     resume: bool = _opt("Continue from OUT/ckpt if it exists.", default=False)
     stop_after: int = _opt("Stop this invocation after N steps (checkpointing; the schedule still follows --steps). 0: off.", default=0)
@@ -355,7 +356,7 @@ def _train(cfg: TrainConfig, log, line: _ProgressLine) -> dict:
     }
     export_model = ema if ema is not None else model
     model_dir = out / cfg.name
-    model_id = save_checkpoint(export_model, model_dir, cfg.export_dtype, extra=info)
+    model_id = save_checkpoint(export_model, model_dir, cfg.export_dtype, extra=info, max_shard_bytes=_shard_bytes(cfg))
     info["model_id"] = model_id
     if cfg.export_dtype != "float32" and vwin is not None and len(vwin):
         from .model import load_checkpoint
@@ -364,13 +365,17 @@ def _train(cfg: TrainConfig, log, line: _ProgressLine) -> dict:
         m, se = validate(q, vwin, cfg, device, autocast)
         info["export_valid_nelbo"] = m
         log(f"exported {cfg.export_dtype} model: valid NELBO {m:.4f} ± {se:.4f} (EMA fp32: {last_valid[0] if last_valid else float('nan'):.4f})")
-        save_checkpoint(export_model, model_dir, cfg.export_dtype, extra=info)
+        save_checkpoint(export_model, model_dir, cfg.export_dtype, extra=info, max_shard_bytes=_shard_bytes(cfg))
     (out / "summary.json").write_text(json.dumps(info, indent=2) + "\n")
     metrics.close()
     if _plot(out / "metrics.jsonl", out / "loss.png"):
         log(f"plot: {out / 'loss.png'}")
     log(f"model {model_id} -> {model_dir} ({step} steps, {train_time:.0f} s)")
     return info
+
+
+def _shard_bytes(cfg: TrainConfig) -> int | None:
+    return int(cfg.max_shard_mb * 1e6) if cfg.max_shard_mb > 0 else None
 
 
 def _final_train_loss(path: Path, last: int = 20) -> float | None:

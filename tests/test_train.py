@@ -86,3 +86,23 @@ def test_auto_keeps_the_shipped_model_where_it_beats_xz(eval_dir):
     assert h["method"] == "mdm" and h["transform"] == "crlf"
     assert len(blob) < len(ddcompress.compress(text, method="xz"))
     assert ddcompress.decompress(blob) == text
+
+
+def test_sharded_checkpoint_loads_with_the_same_id(tmp_path):
+    from ddcompress.model import Denoiser, DenoiserConfig, load_checkpoint, save_checkpoint, weight_files
+
+    torch.manual_seed(0)
+    m = Denoiser(DenoiserConfig(seq_len=32, n_layer=2, n_head=2, d_model=32, d_mlp=64))
+    one = save_checkpoint(m, tmp_path / "one", "int8")
+    many = save_checkpoint(m, tmp_path / "many", "int8", max_shard_bytes=200_000)
+    files = weight_files(tmp_path / "many")
+    from safetensors import safe_open
+
+    assert len(files) >= 3
+    for f in files:  # whole tensors: a shard is under the limit unless it holds a single larger tensor
+        with safe_open(str(f), "pt") as st:
+            assert f.stat().st_size < 210_000 or len(list(st.keys())) == 1
+    a, b = load_checkpoint(tmp_path / "one"), load_checkpoint(tmp_path / "many")
+    assert one == many == a.id == b.id
+    assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+    assert registry.resolve(str(tmp_path / "many")).id == one
