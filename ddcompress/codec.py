@@ -71,6 +71,12 @@ class GroupResult:
     chunk_crcs: list[int]
 
 
+def code_bits(probs: np.ndarray, symbols: np.ndarray) -> float:
+    """Sum of -log2 p(symbol) under each row's normalized probabilities (the model's ideal code length)."""
+    p = probs[np.arange(len(symbols)), symbols].astype(np.float64) / probs.sum(axis=1, dtype=np.float64)
+    return float(-np.log2(p).sum())
+
+
 def token_crc(tokens: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(tokens, dtype="<u4").tobytes())
 
@@ -116,24 +122,29 @@ class Coder:
         return torch.from_numpy(x).to(self.device)
 
     # -- encode / decode ----------------------------------------------------------------------------
-    def encode_group(self, tokens: np.ndarray, group: list[Chunk], progress: Callable[[int], None] | None = None) -> GroupResult:
-        import constriction
-
+    def _known_walk(self, tokens: np.ndarray, group: list[Chunk], progress=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The walk when the tokens are known (encoder, code lengths): yields (symbols int32, probs) per
+        row block and reveals each step's true tokens once the step is done."""
         x = self._window(tokens, group, True)
         truth = np.stack([tokens[c.start : c.start + c.width] for c in group]).astype(np.int64)
         perms, counts = self._orders(group)
-        enc = constriction.stream.queue.RangeEncoder()
-        ideal = 0.0
         for pos, r0, probs in self._walk(x, perms, counts):
             G, c = pos.shape
-            sym = np.take_along_axis(truth, pos, axis=1).reshape(-1)[r0 : r0 + probs.shape[0]].astype(np.int32)
-            p = probs[np.arange(len(sym)), sym].astype(np.float64) / probs.sum(axis=1, dtype=np.float64)
-            ideal += float(-np.log2(p).sum())
-            enc.encode(sym, self.family, probs)
+            step_truth = np.take_along_axis(truth, pos, axis=1)
+            yield step_truth.reshape(-1)[r0 : r0 + probs.shape[0]].astype(np.int32), probs
             if r0 + probs.shape[0] >= G * c:  # step finished: reveal its tokens
-                x[torch.arange(G)[:, None], torch.from_numpy(pos)] = torch.from_numpy(np.take_along_axis(truth, pos, axis=1)).to(self.device)
+                x[torch.arange(G)[:, None], torch.from_numpy(pos)] = torch.from_numpy(step_truth).to(self.device)
                 if progress:
                     progress(G * c)
+
+    def encode_group(self, tokens: np.ndarray, group: list[Chunk], progress: Callable[[int], None] | None = None) -> GroupResult:
+        import constriction
+
+        enc = constriction.stream.queue.RangeEncoder()
+        ideal = 0.0
+        for sym, probs in self._known_walk(tokens, group, progress):
+            ideal += code_bits(probs, sym)
+            enc.encode(sym, self.family, probs)
         payload = enc.get_compressed().astype("<u4").tobytes()
         crcs = [token_crc(tokens[c.start + c.known : c.start + c.width]) for c in group]
         return GroupResult(payload, ideal, crcs)
@@ -191,14 +202,4 @@ def path_code_length(lm: LoadedModel, tokens: np.ndarray, steps: int, grid: str,
     `seed` defines, without entropy coding: the quantity the coder achieves up to ~0.01 bit/token."""
     coder = Coder(lm, steps, grid, seed, device)
     chunk = Chunk(chunk_index, 0, len(tokens), 0)
-    truth = np.asarray(tokens, dtype=np.int64)[None]
-    x = coder._window(np.asarray(tokens), [chunk], True)
-    perms, counts = coder._orders([chunk])
-    bits = 0.0
-    for pos, r0, probs in coder._walk(x, perms, counts):
-        sym = np.take_along_axis(truth, pos, axis=1).reshape(-1)[r0 : r0 + probs.shape[0]]
-        p = probs[np.arange(len(sym)), sym].astype(np.float64) / probs.sum(axis=1, dtype=np.float64)
-        bits += float(-np.log2(p).sum())
-        if r0 + probs.shape[0] >= pos.size:
-            x[0, torch.from_numpy(pos[0])] = torch.from_numpy(truth[0, pos[0]]).to(x.device)
-    return bits
+    return sum(code_bits(probs, sym) for sym, probs in coder._known_walk(np.asarray(tokens), [chunk]))
