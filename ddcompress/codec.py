@@ -22,6 +22,7 @@ import torch
 
 from . import prng
 from .errors import IntegrityError, NumericMismatchError
+from .layout import Chunk, chunk_layout, group_layout  # noqa: F401 (re-exported)
 from .model import LoadedModel
 from .schedule import reveal_counts
 
@@ -32,36 +33,6 @@ def _family():
     import constriction
 
     return constriction.stream.model.Categorical(perfect=False)
-
-
-@dataclass(frozen=True)
-class Chunk:
-    index: int  # global chunk number (keys its unmasking order)
-    start: int  # first token of the window
-    width: int  # window length (L, or fewer for a file shorter than L)
-    known: int  # leading window tokens already known (context), not coded here
-
-    @property
-    def coded(self) -> int:
-        return self.width - self.known
-
-
-def chunk_layout(n_tokens: int, L: int) -> list[Chunk]:
-    chunks = [Chunk(i, i * L, L, 0) for i in range(n_tokens // L)]
-    rest = n_tokens % L
-    if rest:
-        if n_tokens >= L:  # tail coded inside the last L tokens, previous ones as context
-            chunks.append(Chunk(len(chunks), n_tokens - L, L, L - rest))
-        else:
-            chunks.append(Chunk(0, 0, n_tokens, 0))
-    return chunks
-
-
-def group_layout(chunks: list[Chunk], group_size: int) -> list[list[Chunk]]:
-    full = [c for c in chunks if c.known == 0 and c.width == chunks[0].width]
-    groups = [full[i : i + group_size] for i in range(0, len(full), group_size)]
-    rest = [c for c in chunks if c not in full]
-    return groups + [[c] for c in rest]
 
 
 @dataclass

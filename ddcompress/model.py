@@ -248,14 +248,24 @@ def save_checkpoint(model: Denoiser, directory: str | Path, dtype: str = "float3
 
 
 class LoadedModel:
-    """A denoiser ready for coding: fp32, eval mode, with its id and provenance."""
+    """A denoiser with its id and provenance: `model` is the fp32 network (training, NELBO estimates),
+    `exact(device)` the integer network that coding uses (built once per device from the stored tensors)."""
 
-    def __init__(self, model: Denoiser, model_id: str, path: Path | None, info: dict):
-        self.model, self.id, self.path, self.info = model, model_id, path, info
+    def __init__(self, model: Denoiser, model_id: str, path: Path | None, info: dict, tensors: dict[str, torch.Tensor]):
+        self.model, self.id, self.path, self.info, self.tensors = model, model_id, path, info, tensors
+        self._exact: dict[str, object] = {}
 
     @property
     def cfg(self) -> DenoiserConfig:
         return self.model.cfg
+
+    def exact(self, device: str | torch.device = "cpu"):
+        from .exact import ExactDenoiser
+
+        key = str(torch.device(device))
+        if key not in self._exact:
+            self._exact[key] = ExactDenoiser(self.cfg, self.tensors, device)
+        return self._exact[key]
 
 
 def load_checkpoint(directory: str | Path) -> LoadedModel:
@@ -273,14 +283,14 @@ def load_checkpoint(directory: str | Path) -> LoadedModel:
     model = Denoiser(cfg)
     model.load_state_dict(tensors_to_fp32(tensors))
     model.eval()
-    return LoadedModel(model, model_id, directory, meta.get("info", {}))
+    return LoadedModel(model, model_id, directory, meta.get("info", {}), tensors)
 
 
 def from_module(model: Denoiser) -> LoadedModel:
     """Wrap an in-memory model (tests, training) with an id computed from its fp32 weights."""
     model.eval()
     tensors = state_for_saving(model, "float32")
-    return LoadedModel(model, compute_model_id(model.cfg.to_dict() | {"weights_dtype": "float32"}, tensors), None, {})
+    return LoadedModel(model, compute_model_id(model.cfg.to_dict() | {"weights_dtype": "float32"}, tensors), None, {}, tensors)
 
 
 assert MASK_ID == VOCAB_SIZE

@@ -1,0 +1,107 @@
+"""The exact integer denoiser: tables pinned, results independent of kernels, threads and batch."""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from ddcompress import fixedpoint as fp
+from ddcompress.exact import FP32_K, ExactLinear
+from ddcompress.layout import chunk_layout, group_layout, layout_counts
+
+# SHA-256 prefix of the exp, sigmoid and RoPE tables of numerics int8-exact-1 for L=1024, D=64, theta=1e4.
+# If this changes, files made with the shipped model no longer decode: never update it casually.
+SHIPPED_TABLES = "dad85ec9e89849f5"
+
+
+def test_tables_are_pinned_and_close_to_the_functions():
+    assert fp.tables_digest(1024, 64, 10000.0) == SHIPPED_TABLES
+    e = fp.exp_table()
+    assert e[0] == 1 << fp.EXP_BITS and all(a >= b for a, b in zip(e, e[1:]))
+    assert max(abs(e[u] / 2**fp.EXP_BITS - math.exp(-u / 2**fp.EXP_FRAC)) for u in range(len(e))) < 2**-fp.EXP_BITS
+    s = fp.sigmoid_table()
+    xs = [(i - fp.SIG_HALF) / 2**fp.SIG_FRAC for i in range(len(s))]
+    assert max(abs(v / 2**fp.SIG_BITS - 1 / (1 + math.exp(-x))) for v, x in zip(s, xs)) < 1e-9
+    cos_t, sin_t = fp.rope_tables(64, 8, 10000.0)
+    for p in range(64):
+        for i in range(4):
+            w = p * 10000.0 ** (-2 * i / 8)
+            assert abs(cos_t[p * 4 + i] / 2**30 - math.cos(w)) < 1e-9
+            assert abs(sin_t[p * 4 + i] / 2**30 - math.sin(w)) < 1e-9
+
+
+def test_split_gemm_is_exact_at_the_bound():
+    """Worst-case magnitudes: every product 127^2, K above one fp32 block."""
+    K = FP32_K + 300
+    w = torch.full((3, K), 127, dtype=torch.int8)
+    w[1] = -127
+    lin = ExactLinear.from_tensors({"w": w, "w.scale": torch.ones(3, 1)}, "w")
+    x = torch.full((2, K), 127.0)
+    x[1, ::2] = -127.0
+    ref = x.double() @ w.double().T
+    assert torch.equal(lin.acc(x).double(), ref.float().double())
+
+
+def _probe_script(ckpt: str) -> str:
+    return f"""
+import hashlib, numpy as np, torch
+from ddcompress.model import load_checkpoint
+lm = load_checkpoint({ckpt!r})
+g = torch.Generator().manual_seed(1)
+x = torch.randint(0, lm.cfg.vocab_size, (2, lm.cfg.seq_len), generator=g)
+x[torch.rand(x.shape, generator=g) < 0.5] = lm.cfg.mask_id
+f = lm.exact("cpu")(x)
+print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads(), hashlib.sha256(f.numpy().tobytes()).hexdigest()[:16])
+"""
+
+
+def test_probe_hash_identical_across_cpu_kernels_and_threads(tiny_ckpt):
+    """The same frequencies under every ATen kernel level and thread count, each in a fresh process."""
+    hashes = {}
+    for cap in ("default", "avx2", "avx512"):
+        for threads in ("1", "2"):
+            env = dict(os.environ, ATEN_CPU_CAPABILITY=cap, OMP_NUM_THREADS=threads)
+            out = subprocess.run([sys.executable, "-c", _probe_script(str(tiny_ckpt))], env=env,
+                                 capture_output=True, text=True, check=True).stdout.split()
+            hashes[(out[0], out[1])] = out[2]
+    assert len(set(hashes.values())) == 1, hashes
+    assert len(hashes) >= 2  # at least two kernel levels actually ran
+
+
+def test_batch_invariance(tiny_lm, one_thread):
+    em = tiny_lm.exact("cpu")
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(0, tiny_lm.cfg.vocab_size, (8, tiny_lm.cfg.seq_len), generator=g)
+    x[torch.rand(x.shape, generator=g) < 0.6] = tiny_lm.cfg.mask_id
+    batch = em(x)
+    for i in (0, 5):
+        assert torch.equal(em(x[i : i + 1])[0], batch[i])
+
+
+def test_exact_probabilities_track_the_float_model(tiny_lm, one_thread):
+    g = torch.Generator().manual_seed(4)
+    x = torch.randint(0, tiny_lm.cfg.vocab_size, (2, tiny_lm.cfg.seq_len), generator=g)
+    x[:, ::2] = tiny_lm.cfg.mask_id
+    freq = tiny_lm.exact("cpu")(x).double()
+    p_exact = freq / freq.sum(-1, keepdim=True)
+    with torch.inference_mode():
+        p_float = torch.softmax(tiny_lm.model(x).double(), -1)
+    kl = (p_float * (p_float.clamp_min(1e-30).log() - p_exact.clamp_min(1e-30).log())).sum(-1)
+    assert kl.max().item() < 1e-3
+    assert freq.max(-1).values.eq(2**fp.EXP_BITS).all()  # the largest frequency of a row is exactly 2^24
+
+
+def test_layout_counts_match_layout_and_scale_linearly():
+    for n in list(range(0, 200)) + [10**6 + 7]:
+        for L, gs in ((1, 3), (7, 2), (64, 8)):
+            if n > 10**5 and L < 64:
+                continue
+            chunks = chunk_layout(n, L)
+            assert layout_counts(n, L, gs) == (len(chunks), len(group_layout(chunks, gs)))
+    assert layout_counts(10**15, 1024, 8)[0] == -(-10**15 // 1024)
