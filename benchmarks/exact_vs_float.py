@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ddcompress import prng, registry
+from ddcompress.api import crlf_transform_applies
 from ddcompress.schedule import reveal_counts
 from ddcompress.tokenizer import get_tokenizer
 
@@ -63,6 +64,8 @@ def main() -> None:
         data = path.read_bytes()
         if "wiki" in name:
             data = data[200000:]
+        if crlf_transform_applies(data):  # as `ddc compress` codes it: CRLF as LF
+            data = data.replace(b"\r\n", b"\n")
         ids = np.asarray(tok.encode(data[: 8 * L * args.chunks]))[: L * args.chunks].reshape(args.chunks, L)
         bf, be, tf, te = path_bits(lm, em, ids, args.steps)
         n = ids.size

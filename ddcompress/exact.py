@@ -10,7 +10,7 @@ libm. This module recomputes the same network so that every result is defined by
   over integer-valued tensors, cut so that every partial sum is an integer below 2^24 (fp32) or 2^53
   (fp64): then every order of summation, with or without FMA, gives the same exact integer.
   (`torch._int_mm` is not used on CPU: oneDNN's s8s8 kernels saturate 16-bit pair sums on CPUs
-  without VNNI, so their results depend on the ISA; measured, see tests/test_exact.py.)
+  without VNNI, so their results depend on the ISA: benchmarks/results/int-mm-isa-check.md.)
 * Reductions between the matmuls are integer (or integer-valued fp64 below 2^53) sums, or maxima.
 * No libm: exp, sigmoid and the RoPE rotations come from `fixedpoint`'s exactly defined tables.
 * The remaining float arithmetic is single IEEE operations (+ - * / sqrt, round) on identical inputs

@@ -33,7 +33,7 @@ def _fixed(x: Decimal, bits: int) -> int:
 
 
 def _round_shift(x: int, bits: int) -> int:
-    """x / 2^bits rounded half up, for x >= 0."""
+    """x / 2^bits rounded half up: floor(x / 2^bits + 1/2), also for x < 0."""
     return (x + (1 << (bits - 1))) >> bits
 
 
@@ -103,14 +103,10 @@ def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[tuple[int, .
         cw, sw = _cos_sin(w)
         c, s = 1 << _P, 0
         for p in range(seq_len):
-            cos_t[p * half + i] = _round_signed(c, _P - ROPE_BITS)
-            sin_t[p * half + i] = _round_signed(s, _P - ROPE_BITS)
+            cos_t[p * half + i] = _round_shift(c, _P - ROPE_BITS)
+            sin_t[p * half + i] = _round_shift(s, _P - ROPE_BITS)
             c, s = (c * cw - s * sw) >> _P, (s * cw + c * sw) >> _P
     return tuple(cos_t), tuple(sin_t)
-
-
-def _round_signed(x: int, bits: int) -> int:
-    return (x + (1 << (bits - 1))) >> bits  # floor(x / 2^bits + 1/2), also for x < 0
 
 
 def tables_digest(seq_len: int, head_dim: int, theta: float) -> str:

@@ -37,15 +37,17 @@ def test_tables_are_pinned_and_close_to_the_functions():
 
 
 def test_split_gemm_is_exact_at_the_bound():
-    """Worst-case magnitudes: every product 127^2, K above one fp32 block."""
-    K = FP32_K + 300
-    w = torch.full((3, K), 127, dtype=torch.int8)
-    w[1] = -127
-    lin = ExactLinear.from_tensors({"w": w, "w.scale": torch.ones(3, 1)}, "w")
-    x = torch.full((2, K), 127.0)
-    x[1, ::2] = -127.0
-    ref = x.double() @ w.double().T
-    assert torch.equal(lin.acc(x).double(), ref.float().double())
+    """Running sums above 2^24 (1100 products of 127^2) that cancel to a small odd total: one fp32 GEMM
+    over all of K would round its partial sums; the split into blocks of FP32_K must not."""
+    K = 2200
+    w = torch.full((2, K), 127, dtype=torch.int8)
+    w[0, 1100:-1] = -127
+    w[0, -1] = 1
+    lin = ExactLinear.from_tensors({"w": w, "w.scale": torch.ones(2, 1)}, "w")
+    x = torch.full((1, K), 127.0)
+    ref = (x.double() @ w.double().T).long()
+    assert ref[0, 0].item() == 127 * 127 + 127 and torch.equal(lin.acc(x).long(), ref)
+    assert FP32_K * 127 * 127 < 2**24 <= (FP32_K + 1) * 127 * 127
 
 
 def _probe_script(ckpt: str) -> str:
