@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import __version__, registry
-from .codec import Coder, chunk_layout, group_layout, numeric_fingerprint
+from .codec import Coder, chunk_layout, group_layout
 from .container import FORMAT_VERSION, Container, parse
 from .errors import DDCError, FormatError, IntegrityError, ModelError, NumericMismatchError
 from .model import LoadedModel
@@ -156,8 +156,6 @@ def compress(
         "tokens": int(len(tokens)),
         "chunks": len(chunks),
         "ideal_bits": sum(r.ideal_bits for r in results),
-        "profile": numeric_profile(device),
-        "fingerprint": numeric_fingerprint(lm, device),
     }
     blob = Container(header, [len(r.payload) for r in results], [c for r in results for c in r.chunk_crcs], [r.payload for r in results]).to_bytes()
     if method == "auto":  # never worse than xz (or a stored copy): costs one xz pass, negligible here
@@ -199,7 +197,7 @@ _REQUIRED = {
     "store": {"original_bytes": int, "original_crc32": int},
     "xz": {"original_bytes": int, "original_crc32": int},
     "mdm": {"original_bytes": int, "original_crc32": int, "model_id": str, "tokenizer_id": str, "seq_len": int,
-            "steps": int, "grid": str, "seed": int, "group_size": int, "tokens": int, "fingerprint": str},
+            "steps": int, "grid": str, "seed": int, "group_size": int, "tokens": int},
 }
 
 
@@ -251,12 +249,6 @@ def _decode_mdm(c: Container, model, device, progress, on_start) -> bytes:
         raise ModelError(f"file uses tokenizer {h['tokenizer_id']}, this ddc has {tok.id}")
     lm = _check_model(h, model)
     _set_deterministic(device)
-    if numeric_fingerprint(lm, device) != h["fingerprint"]:
-        p = h.get("profile", {})
-        raise NumericMismatchError(
-            "this machine computes different probabilities than the encoder "
-            f"({p.get('device')}/{p.get('cpu_capability')}, torch {p.get('torch')}); decode on a matching platform"
-        )
     chunks = chunk_layout(h["tokens"], h["seq_len"])
     groups = group_layout(chunks, h["group_size"])
     if len(groups) != len(c.payloads) or len(chunks) != len(c.chunk_crcs):

@@ -3,8 +3,9 @@
 Tokens are cut into chunks of the model length L. For each chunk a data-independent unmasking order
 (permutation) and per-step reveal counts come from the seed stored in the file. At each reverse step
 the denoiser runs on the partly revealed chunks; the tokens revealed at that step are range-coded with
-the probabilities mu_theta(x_t) at their positions. The decoder makes exactly the same forward calls
-(same batch composition, shapes, fp32, deterministic kernels), so its probabilities match bit for bit.
+the probabilities mu_theta(x_t) at their positions. The probabilities come from the exact integer
+denoiser (`exact.ExactDenoiser`, numerics "int8-exact-1"): integer frequencies that every machine
+computes bit for bit, whatever its CPU, GPU, thread count or batch composition.
 
 Chunks are processed in groups of `group_size` (one batch, one range-coder stream per group), so
 memory is bounded whatever the file size. The final partial chunk is coded inside the last L tokens
@@ -12,8 +13,9 @@ of the file with the already known ones as context, so every forward call keeps 
 """
 from __future__ import annotations
 
-import hashlib
+import time
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -21,12 +23,13 @@ import numpy as np
 import torch
 
 from . import prng
-from .errors import IntegrityError, NumericMismatchError
+from .errors import IntegrityError
 from .layout import Chunk, chunk_layout, group_layout  # noqa: F401 (re-exported)
 from .model import LoadedModel
 from .schedule import reveal_counts
 
 ROW_BLOCK = 512  # rows of the output head computed (and coded) at once: bounds memory at V = 50257
+SECONDS: Counter = Counter()  # wall time spent in the denoiser ("model") and the range coder ("coder")
 
 
 def _family():
@@ -58,7 +61,7 @@ class Coder:
     def __init__(self, lm: LoadedModel, steps: int, grid: str, seed: int, device: str = "cpu"):
         self.lm, self.steps, self.grid, self.seed = lm, steps, grid, seed
         self.device = torch.device(device)
-        self.model = lm.model.to(self.device).float().eval()
+        self.denoiser = lm.exact(self.device)
         self.mask_id = lm.cfg.mask_id
         self.family = _family()
 
@@ -71,19 +74,22 @@ class Coder:
 
     @torch.inference_mode()
     def _walk(self, x: torch.Tensor, perms: np.ndarray, counts: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield (positions (G, c), probs (G*c, V) float32) per reverse step and row block; the
-        caller fills x[positions] (encoder: the true tokens; decoder: the decoded ones)."""
+        """Yield (positions (G, c), first row, frequencies (rows, V) float32) per reverse step and row
+        block; the caller fills x[positions] (encoder: the true tokens; decoder: the decoded ones).
+        Frequencies are exact integers (the largest of a row is 2^24); constriction normalizes them."""
         G = x.shape[0]
-        rows = torch.arange(G, device=self.device)[:, None]
         off = 0
         for c in counts.tolist():
             pos = perms[:, off : off + c]
             off += c
-            h = self.model.hidden(x)
-            hs = h[rows, torch.from_numpy(pos).to(self.device)].reshape(G * c, -1)
+            t0 = time.perf_counter()
+            h8, scale = self.denoiser.hidden(x, at=torch.from_numpy(pos).to(self.device))
+            h8, scale = h8.reshape(G * c, -1), scale.reshape(G * c, 1)
             for r0 in range(0, G * c, ROW_BLOCK):
-                probs = torch.softmax(self.model.logits(hs[r0 : r0 + ROW_BLOCK]).float(), dim=-1)
-                yield pos, r0, probs.cpu().numpy()
+                freq = self.denoiser.frequencies(h8[r0 : r0 + ROW_BLOCK], scale[r0 : r0 + ROW_BLOCK]).cpu().numpy()
+                SECONDS["model"] += time.perf_counter() - t0
+                yield pos, r0, freq
+                t0 = time.perf_counter()
 
     def _window(self, tokens: np.ndarray, group: list[Chunk], known_only: bool) -> torch.Tensor:
         W = group[0].width
@@ -114,8 +120,10 @@ class Coder:
         enc = constriction.stream.queue.RangeEncoder()
         ideal = 0.0
         for sym, probs in self._known_walk(tokens, group, progress):
+            t0 = time.perf_counter()
             ideal += code_bits(probs, sym)
             enc.encode(sym, self.family, probs)
+            SECONDS["coder"] += time.perf_counter() - t0
         payload = enc.get_compressed().astype("<u4").tobytes()
         crcs = [token_crc(tokens[c.start + c.known : c.start + c.width]) for c in group]
         return GroupResult(payload, ideal, crcs)
@@ -134,10 +142,12 @@ class Coder:
         step_syms: list[np.ndarray] = []
         for pos, r0, probs in self._walk(x, perms, counts):
             c = pos.shape[1]
+            t0 = time.perf_counter()
             try:
                 step_syms.append(np.asarray(dec.decode(self.family, probs), dtype=np.int64))
             except (AssertionError, ValueError, RuntimeError) as err:  # constriction: "invalid compressed data"
                 raise IntegrityError(f"corrupt ddc file: invalid coded data in chunks {group[0].index}-{group[-1].index}") from err
+            SECONDS["coder"] += time.perf_counter() - t0
             if r0 + probs.shape[0] >= G * c:
                 sym = np.concatenate(step_syms).reshape(G, c)
                 step_syms = []
@@ -148,23 +158,8 @@ class Coder:
         for g, c in enumerate(group):
             seg = out[g, c.known : c.width]
             if token_crc(seg) != crcs[g]:
-                raise NumericMismatchError(
-                    f"chunk {c.index} failed its check: this machine's probabilities differ from the encoder's, or the file is corrupt"
-                )
+                raise IntegrityError(f"corrupt ddc file: chunk {c.index} failed its checksum")
             tokens[c.start + c.known : c.start + c.width] = seg
-
-
-@torch.inference_mode()
-def numeric_fingerprint(lm: LoadedModel, device: str = "cpu") -> str:
-    """Hash of the denoiser's probabilities on a fixed probe batch: a cheap early check that this
-    machine computes what the encoder's did (coding needs bit-identical probabilities)."""
-    L = min(lm.cfg.seq_len, 64)
-    u = prng.uniforms(12345, 0, 2 * L).reshape(2, L)
-    ids = (u * lm.cfg.vocab_size).astype(np.int64)
-    ids[u < 0.5] = lm.cfg.mask_id
-    model = lm.model.to(device).float().eval()
-    probs = torch.softmax(model(torch.from_numpy(ids).to(device)).float(), dim=-1).cpu().numpy()
-    return hashlib.sha256(probs.tobytes()).hexdigest()[:16]
 
 
 @torch.inference_mode()

@@ -9,8 +9,8 @@ libm. This module recomputes the same network so that every result is defined by
   scale, weights the checkpoint's int8 rows with their scale. The products are summed by a float GEMM
   over integer-valued tensors, cut so that every partial sum is an integer below 2^24 (fp32) or 2^53
   (fp64): then every order of summation, with or without FMA, gives the same exact integer.
-  (`torch._int_mm` is not used on CPU: oneDNN's s8s8 kernels saturate 16-bit pair sums on CPUs
-  without VNNI, so their results depend on the ISA: benchmarks/results/int-mm-isa-check.md.)
+  Where `torch._int_mm` is checked to sum exactly (int32; `int_mm_is_exact`) it computes the same
+  integers faster; oneDNN's s8s8 kernels on CPUs without VNNI saturate, so they are never used.
 * Reductions between the matmuls are integer (or integer-valued fp64 below 2^53) sums, or maxima.
 * No libm: exp, sigmoid and the RoPE rotations come from `fixedpoint`'s exactly defined tables.
 * The remaining float arithmetic is single IEEE operations (+ - * / sqrt, round) on identical inputs
@@ -36,9 +36,10 @@ NUMERICS = "int8-exact-1"
 RES_FRAC = 16  # residual stream h: int64 in units of 2^-16
 LN_FRAC = 16  # LayerNorm weights gamma as integers in units of 2^-16
 LN_EPS = 1e-5  # nn.LayerNorm's default, as in the float model
-LN_BITS = 24  # centred LayerNorm inputs are shifted below 2^24 before squaring: d * 2^48 < 2^63
+LN_BITS = 21  # centred LayerNorm inputs are scaled below 2^21 before squaring: d * 2^42 < 2^53 (d <= 2^11)
 Q = 127  # int8 range used: [-127, 127], so |a * b| <= 127^2 = 16129
-ATT_BLOCK = 1 << 20  # attention scores computed per pass (elements)
+ATT_BLOCK = 1 << 19  # attention scores computed per pass (elements of one head's rows x keys)
+MLP_ROWS = 512  # token rows per MLP pass: its (rows, 2 d_mlp) intermediate stays in cache
 FP32_K = (1 << 24) // (Q * Q)  # 1040: K * 127^2 < 2^24, so an fp32 GEMM over this many products is exact
 
 
@@ -62,13 +63,62 @@ def _int8_rows(tensors: dict[str, torch.Tensor], name: str) -> tuple[np.ndarray,
     return q, s
 
 
+def keep_freed_memory() -> None:
+    """Ask glibc to reuse freed blocks instead of returning each large one to the kernel: every pass
+    over a fresh 32 MB tensor otherwise pays ~8000 page faults, which doubled the exact forward's time.
+    Process-wide and harmless elsewhere (no-op off glibc)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    for param, value in ((-3, (1 << 31) - 1), (-1, (1 << 31) - 1), (-2, 1 << 28)):  # mmap / trim threshold, top pad
+        mallopt(param, value)
+
+
+_INT_MM_OK: dict[str, bool] = {}
+
+
+def int_mm_is_exact(device: torch.device) -> bool:
+    """Whether `torch._int_mm` sums int8 products exactly in int32 on this device (then it gives the
+    same integers as the split float GEMM, faster). oneDNN's s8s8 kernels without VNNI add 16-bit pair
+    sums with saturation (benchmarks/results/int-mm-isa-check.md), so on CPU it is checked once per
+    process on inputs that saturate such kernels, at the shapes used; CUDA's int8 GEMM accumulates in
+    int32. DDC_INT_MM=0 turns it off (the tests use it to check that both paths agree)."""
+    import os
+
+    key = str(device)
+    if key not in _INT_MM_OK:
+        ok = os.environ.get("DDC_INT_MM", "1") != "0" and hasattr(torch, "_int_mm")
+        if ok:
+            try:
+                g = torch.Generator().manual_seed(1)
+                for m, k, n in ((32, 64, 32), (32, 512, 64), (48, 1344, 64), (64, 2048, 32)):
+                    a = torch.randint(-Q, Q + 1, (m, k), generator=g, dtype=torch.int8)
+                    b = torch.randint(-Q, Q + 1, (k, n), generator=g, dtype=torch.int8)
+                    a[: m // 2], b[:, : n // 2] = Q, Q  # all-max rows x columns: saturates 16-bit pair sums
+                    a[m - 1], b[:, n - 1] = -Q, Q
+                    want = a.long() @ b.long()
+                    got = torch._int_mm(a.to(device), b.to(device)).cpu().long()
+                    ok = ok and torch.equal(got, want)
+            except (RuntimeError, NotImplementedError):
+                ok = False
+        _INT_MM_OK[key] = ok
+    return _INT_MM_OK[key]
+
+
 @dataclass
 class ExactLinear:
-    """y = x W^T with W int8 rows: `wt` is W^T as an integer-valued fp32 (K, N) tensor, `col` the
-    per-output scale / 127 in fp64 (the 1/127 of the activation's int8 scale is folded in here)."""
+    """y = x W^T with W int8 rows: `wt` is W^T as an integer-valued fp32 (K, N) tensor, `w8` the same
+    integers as int8 (for `torch._int_mm`, or None), `col` the per-output scale / 127 (the 1/127 of the
+    activation's int8 scale folded in)."""
 
     wt: torch.Tensor
     col: torch.Tensor
+    w8: torch.Tensor | None = None
 
     @classmethod
     def from_tensors(cls, tensors, name: str, rows: int | None = None) -> "ExactLinear":
@@ -79,12 +129,19 @@ class ExactLinear:
         return cls(torch.from_numpy(np.ascontiguousarray(q.T)).float(), torch.from_numpy(col))
 
     def to(self, device) -> "ExactLinear":
-        return ExactLinear(self.wt.to(device), self.col.to(device))
+        device = torch.device(device)
+        w8 = None
+        if int_mm_is_exact(device):  # W^T stored column-major: the layout oneDNN's s8 GEMM prefers
+            w8 = self.wt.to(torch.int8).t().contiguous().t().to(device)
+        return ExactLinear(self.wt.to(device), self.col.to(device), w8)
 
     def acc(self, x8: torch.Tensor) -> torch.Tensor:
         """The integer products x8 @ W^T (x8: integer-valued fp32 in [-127, 127]), exact, then rounded
         once to fp32 (the same rounding everywhere)."""
         K = x8.shape[-1]
+        lead, rows = x8.shape[:-1], x8[..., 0].numel()
+        if self.w8 is not None and rows > 16:  # exact int32 sums: |sum| <= K * 127^2 < 2^31 for K < 2^17
+            return torch._int_mm(x8.reshape(rows, K).to(torch.int8), self.w8).view(*lead, -1)  # int32
         if K <= FP32_K:  # every partial sum is an integer of magnitude <= K * 127^2 < 2^24: exact
             return x8 @ self.wt
         out = None  # blocks of FP32_K, each exact in fp32; their sum exact in fp64 (< 2^53)
@@ -95,7 +152,10 @@ class ExactLinear:
 
     def __call__(self, x8: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
         """Real-valued output (fp32): the integer products times the row scale, then the column scale."""
-        return self.acc(x8) * row * self.col
+        acc = self.acc(x8)
+        if acc.dtype == torch.int32:  # |int32| < 2^31 rounds to fp32 exactly as the float path's result
+            return torch.mul(acc, row.float()).mul_(self.col)
+        return acc.mul_(row).mul_(self.col)
 
 
 def quant_rows(y: torch.Tensor, dim: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,8 +176,10 @@ class ExactBlock:
 
 
 def _ln_weight(tensors, name: str) -> torch.Tensor:
-    g = tensors[name].double().numpy() * float(1 << LN_FRAC)  # exact scaling of an fp32 value
-    return torch.from_numpy(np.rint(g).astype(np.int64))
+    g = np.rint(tensors[name].double().numpy() * float(1 << LN_FRAC))  # exact scaling of an fp32 value
+    if np.abs(g).max() >= 2.0**31:
+        raise ExactnessError(f"{name}: LayerNorm weight outside the proved range")
+    return torch.from_numpy(g)  # integer-valued fp64
 
 
 class ExactDenoiser:
@@ -132,8 +194,11 @@ class ExactDenoiser:
         self.n_head, self.head_dim = H, d // H
         if self.head_dim % 2 or self.head_dim > FP32_K:
             raise ExactnessError(f"head dimension {self.head_dim} outside the exact path's range")
-        if cfg.seq_len > (1 << 53) // ((1 << fp.EXP_BITS) * Q) or d >= 1 << 14:
+        if cfg.seq_len * fp.ATT_EXP_MAX * Q >= 1 << 31 or d > 1 << 11:
             raise ExactnessError("model too large for the exact path's bounds")
+        self.int_mm = int_mm_is_exact(self.device)
+        if self.device.type == "cpu":
+            keep_freed_memory()
         q, s = _int8_rows(tensors, "embed.weight")
         emb = np.rint(q.astype(np.float64) * s.astype(np.float64) * float(1 << RES_FRAC))  # exact products
         self.embed = torch.from_numpy(emb.astype(np.int64)).to(self.device)  # (V + 1, d) in Q.16
@@ -148,6 +213,9 @@ class ExactDenoiser:
         self.sin = (torch.tensor(sin_t, dtype=torch.float64).view(shape) * unit).float().to(self.device)
         self.exp = torch.tensor(fp.exp_table(), dtype=torch.float64, device=self.device)  # integers <= 2^24
         self.exp32 = self.exp.float()  # the same integers (<= 2^24 is exact in fp32)
+        att = torch.tensor(fp.att_exp_table(), dtype=torch.int64)  # <= 16383 = 128 * 127 + 127
+        self.att_digits = (torch.div(att, 128, rounding_mode="floor").to(self.device), (att % 128).to(self.device))
+        self.pow2 = torch.tensor([2.0**-k for k in range(64)], dtype=torch.float64, device=self.device)
         self.sig = (torch.tensor(fp.sigmoid_table(), dtype=torch.float64) * (1.0 / (1 << fp.SIG_BITS))).float().to(self.device)
         # eps in the units of a row whose centred values were shifted right by sh bits: eps * 4^(16 - sh)
         self.ln_eps = torch.tensor([LN_EPS * 4.0 ** (RES_FRAC - sh) for sh in range(64)], dtype=torch.float64, device=self.device)
@@ -156,57 +224,114 @@ class ExactDenoiser:
 
     # -- pieces ---------------------------------------------------------------------------------------
     def layer_norm(self, h: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """LayerNorm(h) * gamma as int8 rows (fp32) and their fp64 scales (1/127 folded into the next
-        layer). Per-row int8 is scale-free, so 1/sigma only enters the scale: no rsqrt on the values."""
+        """LayerNorm(h) * gamma as int8 rows (fp32) and their fp32 scales (1/127 folded into the next
+        layer). Per-row int8 is scale-free, so 1/sigma only enters the scale: no rsqrt on the values.
+        fp64 holds every value below as an exact integer (< 2^53), so its sums are order-free."""
         d = h.shape[-1]
-        xc = h - torch.div(h.sum(-1, keepdim=True), d, rounding_mode="floor")  # exact integer centring
-        m = xc.abs().amax(-1, keepdim=True)
-        sh = torch.zeros_like(m)
-        for b in range(LN_BITS, 63):
-            sh += (m >= (1 << b)).long()
-        xs = torch.bitwise_right_shift(xc, sh)  # |xs| < 2^24
-        var = (xs * xs).sum(-1, keepdim=True)  # exact: < d * 2^48
-        v = xs * g  # LayerNorm output * 2^16 * sigma (in xs units)
-        mv = v.abs().amax(-1, keepdim=True).clamp_min(1)
-        q8 = torch.div(254 * v + mv, 2 * mv, rounding_mode="floor")  # round(127 v / mv), in [-127, 127]
-        sigma = torch.sqrt(var.double() * (1.0 / d) + self.ln_eps[sh])
-        return q8.float(), (mv.double() / (sigma * float(1 << LN_FRAC))).float()
+        xc = (h - torch.div(h.sum(-1, keepdim=True), d, rounding_mode="floor")).double()  # exact centring
+        lo, hi = torch.aminmax(xc, dim=-1, keepdim=True)
+        m = torch.maximum(hi, -lo)
+        sh = torch.zeros(m.shape, dtype=torch.long, device=h.device)
+        if bool((m >= float(1 << LN_BITS)).any()):  # rows this large are rare: shift them below 2^21
+            for b in range(LN_BITS, 63):
+                sh += (m >= float(1 << b)).long()
+            xs = torch.floor(xc * self.pow2[sh])  # a power-of-two scaling, then floor: exact
+        else:
+            xs = xc
+        var = (xs * xs).sum(-1, keepdim=True)  # integers < d * 2^42 < 2^53
+        v = xs * g  # LayerNorm output * 2^16 * sigma (in xs units); integers < 2^21 * 2^31
+        lo, hi = torch.aminmax(v, dim=-1, keepdim=True)
+        mv = torch.maximum(hi, -lo).clamp_min(1)
+        q8 = torch.mul(v, torch.full_like(mv, float(Q)) / mv, out=v).round_()  # round(127 v / mv) in [-127, 127]
+        sigma = torch.sqrt(var * (1.0 / d) + self.ln_eps[sh])
+        return q8.float(), (mv / (sigma * float(1 << LN_FRAC))).float()
 
-    def rope(self, x: torch.Tensor) -> torch.Tensor:
-        """Rotate-half rotary positions on (B, H, L, D), each product and sum a single IEEE op."""
-        L = x.shape[2]
-        c, s = self.cos[:L], self.sin[:L]
+    def rope(self, x: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
+        """Rotate-half rotary positions on (B, H, n, D) at positions 0..n-1 (or `at`, (B, n)), each
+        product and sum a single IEEE op."""
+        if at is None:
+            c, s = self.cos[: x.shape[2]], self.sin[: x.shape[2]]
+        else:
+            c, s = self.cos[at].unsqueeze(1), self.sin[at].unsqueeze(1)
         x1, x2 = x.chunk(2, dim=-1)
         return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1)
 
-    def attention(self, qkv: torch.Tensor) -> torch.Tensor:
-        """Bidirectional softmax attention, (B, L, 3d) -> (B, L, d), fp32 values."""
+    def attention(self, qkv: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
+        """Bidirectional softmax attention, (B, L, 3d) -> (B, L, d) fp32, or only at the query rows
+        `at` (B, n) -> (B, n, d): every query row is computed on its own, so both agree exactly.
+
+        Per head and block of query rows: integer scores q8.k8 (exact), the softmax argument
+        u = round((max - score) * unit) in 2^-10 nat, weights e = att_exp_table[u] <= 16383 split into
+        two 7-bit digits e = 128 hi + lo, and hi @ [v8 | 1], lo @ [v8 | 1]: each an exact integer GEMM
+        (|sums| <= L * 127^2 < 2^24 in fp32, or int32) whose last column is the denominator sum(e)."""
         B, L, _ = qkv.shape
         H, D = self.n_head, self.head_dim
+        dev = qkv.device
         q, k, v = qkv.view(B, L, 3, H, D).permute(2, 0, 3, 1, 4)
-        q, k = self.rope(q), self.rope(k)
+        if at is not None:
+            q = q[torch.arange(B, device=dev)[:, None], :, at].transpose(1, 2)  # (B, H, n, D)
+        q, k = self.rope(q, at), self.rope(k)
+        Lq = q.shape[2]
         k8, sk = quant_rows(k, dim=2)  # keys: int8 per channel over the chunk's positions
         q8, sq = quant_rows(q * sk, dim=-1)  # the key scales folded into the queries, then int8 per row
         v8, sv = quant_rows(v, dim=2)  # values: int8 per channel
-        kt, v8, top = k8.transpose(-1, -2).contiguous(), v8.double(), len(self.exp) - 1
-        unit = sq * self.att_unit
-        rows = max(16, ATT_BLOCK // (B * H * L))  # query rows per pass: keeps the (B, H, rows, L) scores in cache
-        out = torch.empty(B, H, L, D, dtype=torch.float64, device=qkv.device)
-        for r0 in range(0, L, rows):
-            dot = q8[:, :, r0 : r0 + rows] @ kt  # fp32, exact: |partial sums| <= D * 127^2 < 2^24
-            gap = dot.amax(-1, keepdim=True) - dot  # integers >= 0, exact in fp32
-            u = torch.round(gap * unit[:, :, r0 : r0 + rows]).clamp_(max=top).long()  # softmax argument, 2^-10 nat
-            e = torch.take(self.exp, u)  # round(2^24 exp(-u / 1024)), integer-valued fp64
-            # e @ v8 is exact in fp64: |partial sums| <= L * 2^24 * 127 < 2^53; so is the sum of e
-            out[:, :, r0 : r0 + rows] = (e @ v8) / e.sum(-1, keepdim=True)
-        out = out.float() * (sv * (1.0 / Q))
-        return out.transpose(1, 2).reshape(B, L, H * D)
+        rows = min(Lq, max(1, ATT_BLOCK // L))  # query rows per pass: scores stay in cache
+        use_int = self.int_mm and rows > 16 and L % 8 == 0 and D % 8 == 0
+        dt = torch.int8 if use_int else torch.float32
+        Dp = -(-(D + 1) // 8) * 8  # values, a column of ones, zero padding
+        q8 = q8.to(dt).reshape(B * H, Lq, D)
+        kt = k8.to(dt).transpose(-1, -2).reshape(B * H, D, L)
+        v1 = torch.zeros(B * H, L, Dp, dtype=dt, device=dev)
+        v1[..., :D] = v8.reshape(B * H, L, D)
+        v1[..., D] = 1
+        unit = (sq * self.att_unit).reshape(B * H, Lq, 1)
+        hi_t, lo_t = (t.to(dt) for t in self.att_digits)  # the weights' two 7-bit digits
+        top = len(hi_t) - 1
+        out = torch.empty(B * H, Lq, Dp, dtype=torch.float64, device=dev)
+        s = torch.empty(rows, L, device=dev)
+        idx = torch.empty(rows, L, dtype=torch.int32, device=dev)
+        hi, lo = torch.empty(rows, L, dtype=dt, device=dev), torch.empty(rows, L, dtype=dt, device=dev)
+        for bh in range(B * H):
+            for r0 in range(0, Lq, rows):
+                r1 = min(Lq, r0 + rows)
+                n = r1 - r0
+                sb, ib, hb, lb = s[:n], idx[:n], hi[:n], lo[:n]
+                if use_int:
+                    dot = torch._int_mm(q8[bh, r0:r1], kt[bh])
+                else:
+                    dot = torch.matmul(q8[bh, r0:r1], kt[bh], out=sb)  # exact: |partial sums| <= D * 127^2 < 2^24
+                torch.sub(dot.amax(-1, keepdim=True), dot, out=dot)  # max - score: integers >= 0, exact
+                torch.mul(dot, unit[bh, r0:r1], out=sb)  # in fp32 (the integers convert exactly)
+                ib.copy_(sb.round_().clamp_(max=top))
+                torch.index_select(hi_t, 0, ib.view(-1), out=hb.view(-1))  # e = 128 hi + lo
+                torch.index_select(lo_t, 0, ib.view(-1), out=lb.view(-1))
+                if use_int:
+                    acc = torch._int_mm(hb, v1[bh]).double().mul_(128.0).add_(torch._int_mm(lb, v1[bh]).double())
+                else:
+                    acc = (hb @ v1[bh]).double().mul_(128.0).add_((lb @ v1[bh]).double())
+                out[bh, r0:r1] = acc
+        a = (out[..., :D] / out[..., D : D + 1]).float().view(B, H, Lq, D) * (sv * (1.0 / Q))
+        return a.transpose(1, 2).reshape(B, Lq, H * D)
 
     def glu(self, gu: torch.Tensor) -> torch.Tensor:
+        """SiLU(gate) * up, the sigmoid from its table at gate rounded to 1/256."""
         gate, up = gu.chunk(2, dim=-1)
         half = fp.SIG_HALF
-        idx = torch.round(gate * float(1 << fp.SIG_FRAC)).clamp_(-half, half).long() + half
-        return gate * self.sig[idx] * up  # SiLU(gate) * up
+        t = gate * float(1 << fp.SIG_FRAC)
+        idx = t.round_().clamp_(-half, half).add_(half).to(torch.int32)
+        sig = torch.index_select(self.sig, 0, idx.view(-1)).view(idx.shape)
+        return sig.mul_(gate).mul_(up)
+
+    def mlp(self, blk: ExactBlock, h: torch.Tensor) -> torch.Tensor:
+        """The GLU MLP's residual update (Q.16 integers), in blocks of token rows (rows are independent)."""
+        x8, row = self.layer_norm(h, blk.g2)
+        d = h.shape[-1]
+        x8, row = x8.view(-1, d), row.view(-1, 1)
+        out = torch.empty(x8.shape, dtype=torch.long, device=h.device)
+        for r0 in range(0, len(x8), MLP_ROWS):
+            m = self.glu(blk.gate_up(x8[r0 : r0 + MLP_ROWS], row[r0 : r0 + MLP_ROWS]))
+            out[r0 : r0 + MLP_ROWS] = self.to_fixed(blk.down(*quant_rows(m)))
+        return out.view(h.shape)
 
     @staticmethod
     def to_fixed(y: torch.Tensor) -> torch.Tensor:
@@ -214,17 +339,22 @@ class ExactDenoiser:
 
     # -- the network ----------------------------------------------------------------------------------
     @torch.inference_mode()
-    def hidden(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Final LayerNorm output for ids x (B, L): int8 rows (B, L, d) fp32 and scales (B, L, 1) fp64."""
+    def hidden(self, x: torch.Tensor, at: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final LayerNorm output for ids x (B, L): int8 rows (B, L, d) fp32 and scales (B, L, 1) fp32;
+        with `at` (B, n) positions, only those rows (B, n, ...): the last block then runs its queries
+        and MLP on them alone (the coder needs only the positions revealed at a step)."""
         B, L = x.shape
         if L > self.cfg.seq_len:
             raise ValueError(f"sequence of {L} tokens exceeds the model's length {self.cfg.seq_len}")
         h = self.embed[x]
-        for blk in self.blocks:
-            a = self.attention(blk.qkv(*self.layer_norm(h, blk.g1)))
+        last = len(self.blocks) - 1
+        for i, blk in enumerate(self.blocks):
+            sel = at if i == last and at is not None else None
+            a = self.attention(blk.qkv(*self.layer_norm(h, blk.g1)), sel)
+            if sel is not None:
+                h = h[torch.arange(B, device=h.device)[:, None], sel]
             h = h + self.to_fixed(blk.proj(*quant_rows(a)))
-            m = self.glu(blk.gate_up(*self.layer_norm(h, blk.g2)))
-            h = h + self.to_fixed(blk.down(*quant_rows(m)))
+            h = h + self.mlp(blk, h)
         return self.layer_norm(h, self.gf)
 
     @torch.inference_mode()

@@ -6,6 +6,7 @@ so every machine, Python build and library version builds the same tables; `tabl
 and the tests compare it against the value recorded for the format.
 
     exp_table()[u]      = round(2^EXP_BITS * exp(-u / 2^EXP_FRAC))         u = 0 .. until it rounds to 0
+    att_exp_table()[u]  = round(ATT_EXP_MAX * exp(-u / 2^EXP_FRAC))        (attention weights: two 7-bit digits)
     sigmoid_table()[i]  = round(2^SIG_BITS * sigmoid((i - SIG_HALF) / 2^SIG_FRAC))
     rope_tables(L, D)   = round(2^ROPE_BITS * cos/sin(p * theta^(-2i/D)))  p < L, i < D/2
 """
@@ -17,6 +18,7 @@ from decimal import Context, Decimal
 
 EXP_FRAC = 10  # softmax arguments are rounded to 1/1024 nat
 EXP_BITS = 24  # exp values in Q.24: the largest logit of a row maps to exactly 2^24
+ATT_EXP_MAX = 127 * 128 + 127  # attention weights: the largest maps to 16383, two int8 digits hi * 128 + lo
 SIG_FRAC = 8  # SiLU gate rounded to 1/256
 SIG_RANGE = 16  # beyond +-16 the sigmoid is taken as its end value (error < 1.2e-7)
 SIG_HALF = SIG_RANGE << SIG_FRAC
@@ -52,6 +54,18 @@ def exp_table() -> tuple[int, ...]:
     out = []
     for v in _powers(r, 40 << EXP_FRAC):
         e = _round_shift(v, _P - EXP_BITS)
+        if e == 0:
+            break
+        out.append(e)
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=None)
+def att_exp_table() -> tuple[int, ...]:
+    r = _fixed(_CTX.exp(Decimal(-1) / (1 << EXP_FRAC)), _P)
+    out = []
+    for v in _powers(r, 40 << EXP_FRAC):
+        e = _round_shift(v * ATT_EXP_MAX, _P)
         if e == 0:
             break
         out.append(e)
@@ -113,6 +127,7 @@ def tables_digest(seq_len: int, head_dim: int, theta: float) -> str:
     """SHA-256 (16 hex digits) of every table a model of this shape uses."""
     h = hashlib.sha256()
     cos_t, sin_t = rope_tables(seq_len, head_dim, theta)
-    for name, t in (("exp", exp_table()), ("sigmoid", sigmoid_table()), ("cos", cos_t), ("sin", sin_t)):
+    tables = (("exp", exp_table()), ("att_exp", att_exp_table()), ("sigmoid", sigmoid_table()), ("cos", cos_t), ("sin", sin_t))
+    for name, t in tables:
         h.update(name.encode() + b":" + ",".join(map(str, t)).encode() + b";")
     return h.hexdigest()[:16]

@@ -15,9 +15,10 @@ from ddcompress import fixedpoint as fp
 from ddcompress.exact import FP32_K, ExactLinear
 from ddcompress.layout import chunk_layout, group_layout, layout_counts
 
-# SHA-256 prefix of the exp, sigmoid and RoPE tables of numerics int8-exact-1 for L=1024, D=64, theta=1e4.
-# If this changes, files made with the shipped model no longer decode: never update it casually.
-SHIPPED_TABLES = "dad85ec9e89849f5"
+# SHA-256 prefix of the exp, attention-exp, sigmoid and RoPE tables of numerics int8-exact-1 for L=1024,
+# D=64, theta=1e4. If this changes, files made with the shipped model no longer decode: never update it
+# casually (tests/golden/ would fail too).
+SHIPPED_TABLES = "29f621d21dc37ecb"
 
 
 def test_tables_are_pinned_and_close_to_the_functions():
@@ -25,6 +26,10 @@ def test_tables_are_pinned_and_close_to_the_functions():
     e = fp.exp_table()
     assert e[0] == 1 << fp.EXP_BITS and all(a >= b for a, b in zip(e, e[1:]))
     assert max(abs(e[u] / 2**fp.EXP_BITS - math.exp(-u / 2**fp.EXP_FRAC)) for u in range(len(e))) < 2**-fp.EXP_BITS
+    a = fp.att_exp_table()
+    assert a[0] == fp.ATT_EXP_MAX == 127 * 128 + 127 and a[-1] == 1 and all(x >= y for x, y in zip(a, a[1:]))
+    assert max(abs(a[u] - fp.ATT_EXP_MAX * math.exp(-u / 2**fp.EXP_FRAC)) for u in range(len(a))) <= 0.5
+    assert round(fp.ATT_EXP_MAX * math.exp(-len(a) / 2**fp.EXP_FRAC)) == 0
     s = fp.sigmoid_table()
     xs = [(i - fp.SIG_HALF) / 2**fp.SIG_FRAC for i in range(len(s))]
     assert max(abs(v / 2**fp.SIG_BITS - 1 / (1 + math.exp(-x))) for v, x in zip(s, xs)) < 1e-9
@@ -59,7 +64,8 @@ g = torch.Generator().manual_seed(1)
 x = torch.randint(0, lm.cfg.vocab_size, (2, lm.cfg.seq_len), generator=g)
 x[torch.rand(x.shape, generator=g) < 0.5] = lm.cfg.mask_id
 f = lm.exact("cpu")(x)
-print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads(), hashlib.sha256(f.numpy().tobytes()).hexdigest()[:16])
+print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads(), lm.exact("cpu").int_mm,
+      hashlib.sha256(f.numpy().tobytes()).hexdigest()[:16])
 """
 
 
@@ -68,12 +74,53 @@ def test_probe_hash_identical_across_cpu_kernels_and_threads(tiny_ckpt):
     hashes = {}
     for cap in ("default", "avx2", "avx512"):
         for threads in ("1", "2"):
-            env = dict(os.environ, ATEN_CPU_CAPABILITY=cap, OMP_NUM_THREADS=threads)
-            out = subprocess.run([sys.executable, "-c", _probe_script(str(tiny_ckpt))], env=env,
-                                 capture_output=True, text=True, check=True).stdout.split()
-            hashes[(out[0], out[1])] = out[2]
+            for int_mm in ("1", "0"):  # int8 GEMMs where they are exact, and the split float GEMMs
+                env = dict(os.environ, ATEN_CPU_CAPABILITY=cap, OMP_NUM_THREADS=threads, DDC_INT_MM=int_mm)
+                out = subprocess.run([sys.executable, "-c", _probe_script(str(tiny_ckpt))], env=env,
+                                     capture_output=True, text=True, check=True).stdout.split()
+                hashes[tuple(out[:3])] = out[3]
     assert len(set(hashes.values())) == 1, hashes
-    assert len(hashes) >= 2  # at least two kernel levels actually ran
+    assert len({k[0] for k in hashes}) >= 2  # at least two kernel levels actually ran
+    assert {k[2] for k in hashes} == {"False", "True"} or not _int_mm_here()  # both GEMM paths ran
+
+
+def _int_mm_here() -> bool:
+    from ddcompress.exact import int_mm_is_exact
+
+    return int_mm_is_exact(torch.device("cpu"))
+
+
+def test_int_mm_check_rejects_a_saturating_kernel(monkeypatch):
+    """The check feeds inputs whose 16-bit pair sums overflow: a kernel that saturates them is refused."""
+    from ddcompress import exact
+
+    def saturating(a, b):  # what oneDNN's s8s8 kernels do without VNNI: u8 = a + 128, pairs saturate
+        u = a.long() + 128
+        prod = u[:, :, None] * b.long()[None]  # (m, k, n)
+        k = prod.shape[1] - prod.shape[1] % 2
+        pairs = (prod[:, 0:k:2] + prod[:, 1:k:2]).clamp(-(2**15), 2**15 - 1).sum(1)
+        return (pairs - 128 * b.long().sum(0)).int()
+
+    monkeypatch.setattr(exact, "_INT_MM_OK", {})
+    monkeypatch.setattr(torch, "_int_mm", saturating)
+    assert not exact.int_mm_is_exact(torch.device("cpu"))
+    monkeypatch.setattr(exact, "_INT_MM_OK", {})
+    monkeypatch.setattr(torch, "_int_mm", lambda a, b: (a.long() @ b.long()).int())
+    assert exact.int_mm_is_exact(torch.device("cpu"))
+
+
+def test_selected_rows_equal_the_full_computation(tiny_lm, one_thread):
+    """hidden(x, at) (the last block on the revealed rows only) is exactly hidden(x) at those rows."""
+    em = tiny_lm.exact("cpu")
+    g = torch.Generator().manual_seed(5)
+    x = torch.randint(0, tiny_lm.cfg.vocab_size, (3, tiny_lm.cfg.seq_len), generator=g)
+    x[torch.rand(x.shape, generator=g) < 0.5] = tiny_lm.cfg.mask_id
+    h8, s = em.hidden(x)
+    rows = torch.arange(3)[:, None]
+    for n in (3, 40):
+        at = torch.stack([torch.randperm(tiny_lm.cfg.seq_len, generator=g)[:n] for _ in range(3)])
+        a8, a_s = em.hidden(x, at)
+        assert torch.equal(a8, h8[rows, at]) and torch.equal(a_s, s[rows, at])
 
 
 def test_batch_invariance(tiny_lm, one_thread):

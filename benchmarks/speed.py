@@ -1,0 +1,124 @@
+"""Compress / decompress speed of the library API (what `ddc` does), per level, with a round-trip check.
+
+    python benchmarks/speed.py [--files F ...] [--bytes N] [--levels 1 5] [--device cpu] [--threads 2]
+
+For each input (its first --bytes bytes) and level: compress and decompress KB/s (1 KB = 1024 bytes of
+input), bits/byte, framing bytes (file minus coded payload), the share of wall time in the denoiser
+("model") and in the range coder ("coder"), and peak memory. Writes
+benchmarks/results/speed-<device>[-<tag>].md and .json with the command that produced them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import ddcompress
+from ddcompress import codec, registry
+from ddcompress.container import parse
+
+SHARED = Path(os.environ.get("DDC_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data" / "eval"
+DEFAULT_FILES = [SHARED / "canterbury" / "lcet10.txt", SHARED / "wikitext2" / "wiki.test.raw"]
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"{model}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads"
+
+
+def peak_mib(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated(torch.device(device)) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+SECONDS = getattr(codec, "SECONDS", {})  # absent in ddc 0.1 (the float path): shares are then not reported
+
+
+def run_one(data: bytes, level: int, device: str, lm) -> dict:
+    SECONDS.clear()
+    t0 = time.perf_counter()
+    blob = ddcompress.compress(data, level=level, model=lm, device=device, method="mdm")
+    t_c = time.perf_counter() - t0
+    enc = dict(SECONDS)
+    SECONDS.clear()
+    t0 = time.perf_counter()
+    out = ddcompress.decompress(blob, model=lm, device=device)
+    t_d = time.perf_counter() - t0
+    dec = dict(SECONDS)
+    c = parse(blob)
+    kb = len(data) / 1024
+    return {
+        "level": level, "bytes": len(data), "compressed": len(blob), "framing": len(blob) - sum(c.group_sizes),
+        "tokens": c.header.get("tokens"), "bits_per_byte": 8 * len(blob) / len(data), "roundtrip": out == data,
+        "compress_s": t_c, "decompress_s": t_d, "compress_kb_s": kb / t_c, "decompress_kb_s": kb / t_d,
+        "compress_share": {k: v / t_c for k, v in enc.items()}, "decompress_share": {k: v / t_d for k, v in dec.items()},
+        "peak_mib": peak_mib(device),
+    }
+
+
+def render(rows: list[dict], meta: dict) -> str:
+    out = [f"# Speed on {meta['device']}", "",
+           f"Machine: {meta['machine']}; torch {meta['torch']}; model {meta['model']} ({meta['model_id']}); "
+           f"int8 GEMMs (`torch._int_mm`): {'yes' if meta['int_mm'] else 'no'}; {meta['date']}.", "",
+           "```", meta["command"], "```", "",
+           "| input | bytes | level | bits/byte | framing B | compress KB/s | decompress KB/s | model / coder share (compress) | peak MiB | round trip |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        sh = r["compress_share"]
+        out.append(f"| {r['file']} | {r['bytes']:,} | {r['level']} | {r['bits_per_byte']:.3f} | {r['framing']} | "
+                   f"{r['compress_kb_s']:.2f} | {r['decompress_kb_s']:.2f} | {sh.get('model', 0):.0%} / {sh.get('coder', 0):.0%} | "
+                   f"{r['peak_mib']:.0f} | {'ok' if r['roundtrip'] else 'FAILED'} |")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--files", nargs="+", type=Path, default=DEFAULT_FILES)
+    ap.add_argument("--bytes", type=int, default=30000, help="first N bytes of each file (0 = all)")
+    ap.add_argument("--levels", nargs="+", type=int, default=[1, 5])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--tag", default="")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    lm = registry.resolve(args.model)
+    from ddcompress.exact import int_mm_is_exact
+
+    meta = {"device": args.device, "machine": machine(args.device), "torch": torch.__version__,
+            "model": lm.path.name if lm.path else "?", "model_id": lm.id,
+            "int_mm": int_mm_is_exact(torch.device(args.device)), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "command": "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])}
+    rows = []
+    for f in args.files:
+        data = f.read_bytes()
+        data = data[: args.bytes] if args.bytes else data
+        for level in args.levels:
+            r = run_one(data, level, args.device, lm) | {"file": f.name}
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"speed-{args.device.split(':')[0]}{'-' + args.tag if args.tag else ''}"
+    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    stem.with_suffix(".md").write_text(render(rows, meta))
+    print(render(rows, meta))
+
+
+if __name__ == "__main__":
+    main()
