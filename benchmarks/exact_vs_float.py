@@ -42,8 +42,8 @@ def path_bits(lm, em, ids: np.ndarray, steps: int) -> tuple[float, float, float,
             tf += time.perf_counter() - t
             bf -= logp[torch.arange(k), truth[pos]].sum().item() / np.log(2)
             t = time.perf_counter()
-            h8, s = em.hidden(x)
-            fr = em.frequencies(h8[0, pos], s[0, pos]).double()
+            h8, s = em.hidden(x, pos[None])  # as the coder calls it: the last block on the revealed rows
+            fr = em.frequencies(h8[0], s[0]).double()
             te += time.perf_counter() - t
             be -= torch.log2(fr[torch.arange(k), truth[pos]] / fr.sum(-1)).sum().item()
             x[0, pos] = truth[pos]

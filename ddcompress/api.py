@@ -7,9 +7,7 @@
 """
 from __future__ import annotations
 
-import importlib.metadata
 import lzma
-import platform
 import secrets
 import zlib
 from typing import Callable
@@ -17,10 +15,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import __version__, registry
+from . import registry
 from .codec import Coder, chunk_layout, group_layout
-from .container import FORMAT_VERSION, Container, parse
-from .errors import DDCError, FormatError, IntegrityError, ModelError, NumericMismatchError
+from .container import Container, parse_frames
+from .errors import DDCError, FormatError, IntegrityError, ModelError
+from .exact import NUMERICS
 from .model import LoadedModel
 from .tokenizer import get_tokenizer
 
@@ -57,20 +56,6 @@ def looks_binary(data: bytes) -> bool:
     return bad > 0.05 * len(text)
 
 
-def numeric_profile(device: str) -> dict:
-    dev = torch.device(device)
-    return {
-        "device": dev.type,
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.machine(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "dtype": "float32",
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "constriction": importlib.metadata.version("constriction"),
-        "threads": torch.get_num_threads(),
-    }
-
-
 def _set_deterministic(device: str) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
     if device.startswith("cuda"):
@@ -88,13 +73,7 @@ def crlf_transform_applies(data: bytes) -> bool:
 
 
 def _base_header(data: bytes, method: str) -> dict:
-    return {
-        "format_version": FORMAT_VERSION,
-        "method": method,
-        "original_bytes": len(data),
-        "original_crc32": zlib.crc32(data),
-        "ddc_version": __version__,
-    }
+    return {"method": method, "original_bytes": len(data), "original_crc32": zlib.crc32(data)}
 
 
 def _fallback(data: bytes, method: str) -> bytes:
@@ -103,6 +82,11 @@ def _fallback(data: bytes, method: str) -> bytes:
         if len(packed) < len(data):
             return Container(_base_header(data, "xz"), [len(packed)], [], [packed]).to_bytes()
     return Container(_base_header(data, "store"), [len(data)], [], [data]).to_bytes()
+
+
+# Below this size the model cannot pay for its framing (an mdm frame carries ~40 bytes more than a
+# stored one), so "auto" does not run it.
+MIN_MODEL_BYTES = 48
 
 
 def compress(
@@ -123,9 +107,14 @@ def compress(
     is smaller than xz's (or a stored copy); "mdm" always uses the model; "xz" / "store" skip it."""
     if method not in METHODS:
         raise DDCError(f"unknown method {method!r}")
+    steps_for(level, steps, 1 << 30)  # argument errors first, whatever the input
+    if method != "store" and not isinstance(model, LoadedModel):
+        registry.locate(model)  # a missing model is an error even when the input ends up stored
     if method in ("xz", "store"):
         return _fallback(data, method)
-    if method == "auto" and looks_binary(data):
+    if not data:  # no tokens to code: an empty stored frame (16 bytes)
+        return _fallback(data, "store")
+    if method == "auto" and (len(data) < MIN_MODEL_BYTES or looks_binary(data)):
         return _fallback(data, "xz")
     lm = registry.resolve(model)
     tok = get_tokenizer()
@@ -142,22 +131,21 @@ def compress(
     coder = Coder(lm, n_steps, grid, seed, device)
     results = [coder.encode_group(tokens, g, progress) for g in groups]
     header = _base_header(data, "mdm") | {
+        "numerics": NUMERICS,
         "model_id": lm.id,
-        "model_name": lm.path.name if lm.path else "in-memory",
-        "tokenizer": tok.name,
-        "tokenizer_id": tok.id,
+        "tokenizer_id": tok.id[:8],
         "seq_len": L,
         "steps": n_steps,
         "grid": grid,
         "level": None if steps is not None else (level or DEFAULT_LEVEL),
+        "transform": transform,
         "seed": seed,
         "group_size": group_size,
-        "transform": transform,
         "tokens": int(len(tokens)),
-        "chunks": len(chunks),
         "ideal_bits": sum(r.ideal_bits for r in results),
     }
-    blob = Container(header, [len(r.payload) for r in results], [c for r in results for c in r.chunk_crcs], [r.payload for r in results]).to_bytes()
+    blob = Container(header, [len(r.payload) for r in results], [c for r in results for c in r.chunk_crcs],
+                     [r.payload for r in results]).to_bytes()
     if method == "auto":  # never worse than xz (or a stored copy): costs one xz pass, negligible here
         alt = _fallback(data, "xz")
         if len(alt) < len(blob):
@@ -166,15 +154,15 @@ def compress(
 
 
 def info(blob: bytes) -> dict:
-    """Header fields plus sizes; checks framing (magic, checksums, lengths) but decodes nothing."""
-    c = parse(blob)
-    _check_header(c.header)
-    h = dict(c.header)
+    """Header fields plus sizes; checks framing (magic, checksums, lengths) but decodes nothing. For
+    concatenated frames: the first frame's header, sizes summed over all, and `frames`."""
+    frames = parse_frames(blob)
+    h = dict(frames[0].header)
+    for key in ("tokens", "steps", "ideal_bits", "model_id", "numerics"):
+        h.setdefault(key, None)
+    h["frames"] = len(frames)
+    h["original_bytes"] = sum(c.header["original_bytes"] for c in frames)
     h["compressed_bytes"] = len(blob)
-    h.setdefault("tokens", None)
-    h.setdefault("steps", None)
-    h.setdefault("ideal_bits", None)
-    h.setdefault("model_id", None)
     n = h["original_bytes"]
     h["bits_per_byte"] = 8 * len(blob) / n if n else None
     return h
@@ -185,32 +173,14 @@ def _check_model(header: dict, model: str | LoadedModel | None) -> LoadedModel:
     if model is None:
         lm = registry.find_by_id(want)
         if lm is None:
-            raise ModelError(f"file needs model {want} ({header.get('model_name')}), which is not installed; pass --model PATH")
+            raise ModelError(f"file needs model {want}, which is not installed (installed: "
+                             f"{', '.join(registry.available_models()) or 'none'}); pass --model PATH")
         return lm
     lm = registry.resolve(model)
     if lm.id != want:
-        raise ModelError(f"wrong model: file was made with {want} ({header.get('model_name')}), got {lm.id}")
+        name = lm.path.name if lm.path else "the given model"
+        raise ModelError(f"wrong model: file was made with model {want}, {name} is {lm.id}")
     return lm
-
-
-_REQUIRED = {
-    "store": {"original_bytes": int, "original_crc32": int},
-    "xz": {"original_bytes": int, "original_crc32": int},
-    "mdm": {"original_bytes": int, "original_crc32": int, "model_id": str, "tokenizer_id": str, "seq_len": int,
-            "steps": int, "grid": str, "seed": int, "group_size": int, "tokens": int},
-}
-
-
-def _check_header(h: dict) -> None:
-    """A header with a valid CRC can still be crafted: check fields and types before trusting them."""
-    method = h.get("method")
-    if method not in _REQUIRED:
-        raise FormatError(f"unknown coding method {method!r}")
-    for name, typ in _REQUIRED[method].items():
-        if not isinstance(h.get(name), typ) or isinstance(h.get(name), bool):
-            raise FormatError(f"corrupt ddc file: header field {name!r} missing or invalid")
-    if method == "mdm" and (h["seq_len"] < 1 or h["steps"] < 1 or h["group_size"] < 1 or h["tokens"] < 0):
-        raise FormatError("corrupt ddc file: header values out of range")
 
 
 def decompress(
@@ -220,41 +190,37 @@ def decompress(
     progress: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> bytes:
-    c = parse(blob)
+    frames = parse_frames(blob)  # concatenated frames decode to the concatenation, as gzip/xz/zstd do
+    if on_start:
+        on_start(sum(c.header.get("tokens", 0) for c in frames))
+    return b"".join(_decode_frame(c, model, device, progress) for c in frames)
+
+
+def _decode_frame(c: Container, model, device, progress) -> bytes:
     h = c.header
-    _check_header(h)
     method = h["method"]
     if method == "store":
-        data = c.payloads[0] if c.payloads else b""
+        data = c.payloads[0]
     elif method == "xz":
         try:
             data = lzma.decompress(c.payloads[0])
         except lzma.LZMAError as err:
             raise IntegrityError(f"corrupt ddc file: {err}") from None
-    elif method == "mdm":
-        data = _decode_mdm(c, model, device, progress, on_start)
     else:
-        raise FormatError(f"unknown coding method {method!r}")
+        data = _decode_mdm(c, model, device, progress)
     if len(data) != h["original_bytes"] or zlib.crc32(data) != h["original_crc32"]:
         raise IntegrityError("checksum mismatch: decoded data differs from the original")
     return data
 
 
-def _decode_mdm(c: Container, model, device, progress, on_start) -> bytes:
+def _decode_mdm(c: Container, model, device, progress) -> bytes:
     h = c.header
     tok = get_tokenizer()
-    if h.get("transform") not in (None, "crlf"):
-        raise FormatError(f"unknown transform {h.get('transform')!r}; upgrade ddc")
-    if h["tokenizer_id"] != tok.id:
-        raise ModelError(f"file uses tokenizer {h['tokenizer_id']}, this ddc has {tok.id}")
+    if h["tokenizer_id"] != tok.id[:8]:
+        raise ModelError(f"file uses tokenizer {h['tokenizer_id']}, this ddc has {tok.id[:8]}")
     lm = _check_model(h, model)
     _set_deterministic(device)
-    chunks = chunk_layout(h["tokens"], h["seq_len"])
-    groups = group_layout(chunks, h["group_size"])
-    if len(groups) != len(c.payloads) or len(chunks) != len(c.chunk_crcs):
-        raise FormatError("corrupt ddc file: chunk table does not match the header")
-    if on_start:
-        on_start(h["tokens"])
+    groups = group_layout(chunk_layout(h["tokens"], h["seq_len"]), h["group_size"])
     tokens = np.zeros(h["tokens"], dtype=np.int64)
     coder = Coder(lm, h["steps"], h["grid"], h["seed"], device)
     k = 0
@@ -262,7 +228,7 @@ def _decode_mdm(c: Container, model, device, progress, on_start) -> bytes:
         coder.decode_group(tokens, g, payload, c.chunk_crcs[k : k + len(g)], progress)
         k += len(g)
     data = tok.decode(tokens)
-    return data.replace(b"\n", b"\r\n") if h.get("transform") == "crlf" else data
+    return data.replace(b"\n", b"\r\n") if h["transform"] == "crlf" else data
 
 
 def random_seed() -> int:

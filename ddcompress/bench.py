@@ -33,7 +33,17 @@ from .datasets_eval import DATASETS, SEP, TITLES, DatasetUnavailable, load_corpu
 from .errors import DDCError
 from .tokenizer import EOS_ID
 
-DEFAULT_OUT_DIR = "benchmarks/results"
+DEFAULT_OUT_DIR = "benchmarks/results"  # used when run from the repository root
+USER_OUT_DIR = "ddc-bench-results"  # elsewhere: a folder of its own, made only when there is a report
+DATA_DIR_HINT = "pass --data-dir DIR with local copies (wikitext2/, ptb/, lambada/, lm1b/; e.g. ../shared/data/eval)"
+
+
+def default_out_dir(cwd: str | Path | None = None) -> Path:
+    """benchmarks/results when run from the ddc repository root, else ./ddc-bench-results."""
+    cwd = Path(cwd if cwd is not None else os.getcwd())
+    if (cwd / "benchmarks").is_dir() and (cwd / "ddcompress" / "bench.py").is_file():
+        return Path(DEFAULT_OUT_DIR)
+    return Path(USER_OUT_DIR)
 EPS_T = 1e-4  # smallest t drawn (MD4); keeps the 1/t weight finite
 
 # Zero-shot perplexity bounds per GPT-2 token, columns in DATASETS order (NOTES.md). None = not reported.
@@ -404,11 +414,18 @@ def _cpu_name() -> str:
 
 
 def machine_info(device: str) -> dict:
-    from .api import numeric_profile
+    """Where a benchmark ran (informational: coded sizes do not depend on it)."""
+    import importlib.metadata
 
-    p = numeric_profile(device)
-    hw = p["device_name"] if p["device"] == "cuda" else f"{_cpu_name()} ({os.cpu_count()} CPUs)"
-    return p | {"hardware": hw, "platform": platform.platform(), "python": platform.python_version()}
+    import torch
+
+    dev = torch.device(device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.machine()
+    hw = name if dev.type == "cuda" else f"{_cpu_name()} ({os.cpu_count()} CPUs)"
+    return {"device": dev.type, "device_name": name, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch": torch.__version__, "constriction": importlib.metadata.version("constriction"),
+            "threads": torch.get_num_threads(), "hardware": hw, "platform": platform.platform(),
+            "python": platform.python_version()}
 
 
 @click.command("bench", cls=_RawArgsCommand)
@@ -431,7 +448,8 @@ def machine_info(device: str) -> dict:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the unmasking orders and the NELBO draws.")
 @click.option("--verify", is_flag=True, help="Decode the first step count's stream and check it round-trips.")
 @click.option("--no-baselines", is_flag=True, help="Skip gzip/bzip2/xz/zstd/brotli/PPMd.")
-@click.option("--out-dir", type=click.Path(file_okay=False), default=DEFAULT_OUT_DIR, show_default=True)
+@click.option("--out", "--out-dir", "out_dir", type=click.Path(file_okay=False), default=None,
+              help=f"Directory for the reports [default: {DEFAULT_OUT_DIR} in the ddc repository, else ./{USER_OUT_DIR}].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="JSON report path [default: OUT_DIR/bench-MODEL-DATE.json].")
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), default=None, help="Markdown report path.")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks of internal errors.")
@@ -482,23 +500,23 @@ def bench_command(datasets, split, model, data_dir, offline, steps, more_steps, 
             try:
                 rec = run_dataset(name, lm, opts, bar, done)
             except DatasetUnavailable as err:
-                bar.console.print(f"{err}", highlight=False, soft_wrap=True)
+                bar.console.print(f"{err}" + ("" if data_dir else f"; {DATA_DIR_HINT}"), highlight=False, soft_wrap=True)
                 report["results"].append({"dataset": name, "available": False, "reason": str(err), "model": model_name})
                 continue
             cut = f", truncated to {max_tokens:,} tokens" if rec["truncated"] else ""
             bar.console.print(f"{name}: {rec['gpt2_tokens']:,} tokens{cut}, NELBO ppl {rec['elbo_ppl']:.2f} ± {rec['elbo_stderr']:.2f}, "
                               + ", ".join(f"{c['steps']} steps {c['bpb']:.3f} bpb" for c in rec["coded"]), highlight=False, soft_wrap=True)
             report["results"].append(rec)
+    if not any(r["available"] for r in report["results"]):  # nothing measured: no (empty) report files
+        raise DDCError("no dataset could be measured (see the lines above)" + ("" if data_dir else f"; {DATA_DIR_HINT}"))
     print_tables(report)
-    stem = Path(out_dir) / f"bench-{re.sub(r'[^A-Za-z0-9_.-]', '_', model_name)}-{now.strftime('%Y%m%d-%H%M%S')}"
+    stem = Path(out_dir or default_out_dir()) / f"bench-{re.sub(r'[^A-Za-z0-9_.-]', '_', model_name)}-{now.strftime('%Y%m%d-%H%M%S')}"
     paths = {k: Path(p) if p else stem.with_suffix(ext) for k, p, ext in (("json", json_path, ".json"), ("md", md_path, ".md"), ("png", png_path, ".png"))}
     for p in paths.values():
         p.parent.mkdir(parents=True, exist_ok=True)
     paths["json"].write_text(json.dumps(report, indent=2) + "\n")
     paths["md"].write_text(to_markdown(report))
     wrote = [paths["json"], paths["md"]]
-    if any(r["available"] for r in report["results"]) and plot(report, paths["png"]):
+    if plot(report, paths["png"]):
         wrote.append(paths["png"])
     click.echo("wrote " + ", ".join(map(str, wrote)), err=True)
-    if not any(r["available"] for r in report["results"]):
-        raise DDCError("no dataset could be measured (see the lines above)")

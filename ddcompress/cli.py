@@ -1,11 +1,20 @@
 """`ddc`: the command line, with gzip/zstd conventions.
 
-    ddc compress FILE...      -> FILE.ddc (input kept)      ddc -d / ddc decompress FILE.ddc
-    ddc info FILE.ddc [--json]                              ddc test FILE.ddc
-Exit status: 0 ok, 1 error, 2 usage error.
+    ddc FILE...  /  ddc compress FILE...   -> FILE.ddc (inputs kept; --rm removes them once verified)
+    ddc -d FILE.ddc  /  ddc decompress     ddc -t / ddc test FILE.ddc     ddc -l / ddc info FILE.ddc [--json]
+
+The mode flags (-d, -t, -l, -z) may stand anywhere among the options, alone or combined (`-dc`, `-kd`,
+`-1c`); `--` ends the options. Many files: each failure is reported on one line naming its file, the
+others are still done, and the exit status is that of the worst failure.
+Exit status: 0 ok, 1 error, 2 usage error, 130 interrupted.
+
+Importing this module does not import torch: `--help`, `--version`, `info` and usage errors answer at
+once; the model (and torch) load only when a command needs them.
 """
 from __future__ import annotations
 
+import errno
+import importlib
 import json
 import os
 import sys
@@ -15,21 +24,54 @@ from pathlib import Path
 
 import click
 
-from .errors import DDCError
+from . import __version__
+from .errors import DDCError, FormatError
 
 SUFFIX = ".ddc"
-_ALIASES = {"-d": "decompress", "--decompress": "decompress", "-t": "test", "--test": "test", "-l": "info", "--list": "info", "-z": "compress", "--compress": "compress"}
+# mode flags of the gzip-style command line -> subcommand
+_LONG_MODES = {"--decompress": "decompress", "--uncompress": "decompress", "--test": "test", "--list": "info",
+               "--compress": "compress"}
+_SHORT_MODES = {"d": "decompress", "t": "test", "l": "info", "z": "compress"}
+# subcommands that live in their own (torch-importing) modules: loaded on first use; help is static
+_LAZY = {
+    "bench": ("ddcompress.bench", "bench_command", "Measure perplexity bound and bits/byte on the published corpora."),
+    "train": ("ddcompress.train", "train_command", "Train a denoiser and export it as a ddc model."),
+}
 
 
 def _err(msg: str) -> None:
     click.echo(f"ddc: {msg}", err=True)
 
 
+class _Named(DDCError):
+    """An error whose message already names the file it is about (an output path, say)."""
+
+
+def _display(name: str) -> str:
+    return "stdin" if name == "-" else name
+
+
+def _describe(name: str, err: BaseException) -> str:
+    """One line naming the file: `NAME: reason`."""
+    if isinstance(err, _Named):
+        return str(err)
+    if isinstance(err, OSError):
+        return f"{err.filename if err.filename else _display(name)}: {err.strerror or err}"
+    return f"{_display(name)}: {err}"
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 class _Progress:
     """A rich progress bar (tokens/s) on stderr that appears only once work has run for a second."""
 
     def __init__(self, label: str, enabled: bool):
-        self.label, self.enabled = label, enabled and sys.stderr.isatty()
+        self.label, self.enabled = label, enabled and _isatty(sys.stderr)
         self.total, self.done, self.t0, self.bar, self.task = 0, 0, time.monotonic(), None, None
 
     def start(self, total: int) -> None:
@@ -58,23 +100,47 @@ class _Progress:
             self.bar.stop()
 
 
+# -- files ------------------------------------------------------------------------------------------
+
+
 def _read_input(name: str) -> bytes:
     if name == "-":
-        if sys.stdin.isatty():
+        if _isatty(sys.stdin):
             raise click.UsageError("no input file and standard input is a terminal (see ddc --help)")
         return sys.stdin.buffer.read()
     p = Path(name)
     if p.is_dir():
-        raise DDCError(f"{name}: is a directory")
+        raise DDCError("is a directory")
     return p.read_bytes()
 
 
+def _check_output(out: Path, force: bool, src: str) -> None:
+    """Everything that can be known about writing `out` before any work: it exists (without -f), it is
+    the input, or its directory is missing or not writable. Messages name `out`, never a temp file."""
+    if out.exists() or out.is_symlink():
+        if out.is_dir():
+            raise _Named(f"{out}: is a directory")
+        if not force:
+            raise _Named(f"{out}: already exists; use -f to overwrite")
+        if src != "-" and os.path.exists(src) and os.path.samefile(out, src):
+            raise _Named(f"{out}: is the input file")
+    parent = out.parent
+    if not parent.exists():
+        raise _Named(f"{out}: {os.strerror(errno.ENOENT)}")
+    if not parent.is_dir():
+        raise _Named(f"{out}: {os.strerror(errno.ENOTDIR)}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise _Named(f"{out}: {os.strerror(errno.EACCES)} (cannot write in {parent})")
+
+
 def _write_atomic(path: Path, data: bytes, force: bool) -> None:
-    """Write via a temp file + rename in the same directory: never a partial or clobbered file."""
+    """Write via a temp file + rename in the same directory: never a partial or clobbered file. Errors
+    name `path` (the user's output), not the temp file."""
     if path.exists() and not force:
-        raise DDCError(f"{path}: already exists; use -f to overwrite")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent or Path(".")))
+        raise _Named(f"{path}: already exists; use -f to overwrite")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -83,32 +149,224 @@ def _write_atomic(path: Path, data: bytes, force: bool) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual mode of a new file
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+        tmp = None
+        _fsync_dir(path.parent)  # the rename is durable before any input is removed (--rm)
+    except OSError as err:
+        raise _Named(f"{path}: {err.strerror or err}") from err
+    finally:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
 
 
-def _emit(data: bytes, out: Path | None, to_stdout: bool, force: bool, binary_out: bool) -> None:
-    if to_stdout:
-        if binary_out and sys.stdout.isatty() and not force:
-            raise DDCError("refusing to write compressed data to a terminal (use -o, redirect, or -f)")
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(str(d), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _emit(data: bytes, out: Path | None, force: bool) -> None:
+    if out is None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     else:
         _write_atomic(out, data, force)
 
 
+def _remove_input(name: str) -> None:
+    try:
+        os.unlink(name)
+    except OSError as err:
+        raise _Named(f"{name}: output written but the input could not be removed: {err.strerror or err}") from err
+
+
+def _check_device(device: str) -> None:
+    """A device torch cannot use is a one-line error before any work (torch is imported only here)."""
+    if device == "cpu":
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise DDCError(f"--device {device}: not a device (use cpu, cuda or cuda:N)") from None
+    if dev.type == "cpu":
+        return
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "CUDA is not available in this torch build" if torch.version.cuda is None else "no CUDA device found"
+            raise DDCError(f"--device {device}: {why}")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DDCError(f"--device {device}: no such device ({torch.cuda.device_count()} CUDA devices)")
+        return
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise DDCError(f"--device {device}: MPS is not available")
+        return
+    raise DDCError(f"--device {device}: unsupported device type (use cpu or cuda)")
+
+
+def _plan(files, output, to_stdout, keep, rm) -> tuple[tuple[str, ...], str | None, bool]:
+    """Shared usage checks of compress/decompress: `-o -` is stdout; -o takes one input; --rm needs an
+    output file. Returns (files, output, to_stdout)."""
+    files = files or ("-",)
+    if output == "-":
+        output, to_stdout = None, True
+    if output is not None and to_stdout:
+        raise click.UsageError("-o and -c contradict each other")
+    if output is not None and len(files) > 1:
+        raise click.UsageError("-o takes a single input file")
+    if rm and keep:
+        raise click.UsageError("--rm and -k contradict each other")
+    if rm and to_stdout:
+        raise click.UsageError("--rm removes an input only after writing an output file; it does not go with -c / -o -")
+    return files, output, to_stdout
+
+
+def _finish(failed: int) -> None:
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+# -- header summary without torch -------------------------------------------------------------------
+
+
+def _info(blob: bytes) -> dict:
+    """Header fields plus sizes, from the container alone (no model, no torch)."""
+    from . import container
+
+    c = container.parse(blob)
+    h = dict(c.header)
+    if h.get("method") not in ("store", "xz", "mdm"):
+        raise FormatError(f"unknown coding method {h.get('method')!r}")
+    n = h.get("original_bytes")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise FormatError("corrupt ddc file: header field 'original_bytes' missing or invalid")
+    h.setdefault("format_version", getattr(c, "version", None) or container.FORMAT_VERSION)
+    for key in ("model_id", "numerics", "tokenizer_id", "seq_len", "steps", "grid", "seed", "group_size",
+                "tokens", "chunks", "ideal_bits"):
+        h.setdefault(key, None)
+    h["compressed_bytes"] = len(blob)
+    h["bits_per_byte"] = 8 * len(blob) / n if n else None
+    return h
+
+
+# -- the gzip-style command line ----------------------------------------------------------------------
+
+
 class DdcGroup(click.Group):
-    """Adds zstd-style shortcuts: `ddc -d F`, `ddc -t F`, `ddc -l F`, and `ddc FILE` = compress."""
+    """`ddc FILE` = compress; the mode flags -d/-t/-l/-z anywhere among the options choose the
+    subcommand (`ddc -v -d F`, `ddc -dc F`, `ddc -kd F`); `train` and `bench` load on first use."""
+
+    _CORE = ("compress", "decompress", "test", "info")
+
+    def list_commands(self, ctx):
+        return sorted(set(self.commands) | set(_LAZY))
+
+    def get_command(self, ctx, name):
+        if name in _LAZY and name not in self.commands:
+            module, attr, _ = _LAZY[name]
+            try:
+                cmd = getattr(importlib.import_module(module), attr)
+            except ImportError as err:
+                raise DDCError(f"ddc {name} needs packages that are not installed ({err}); "
+                               f"try: pip install 'ddcompress[bench]'") from None
+            self.add_command(cmd, name)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx, formatter):
+        """As click's, but the lazy commands show a static line instead of being imported."""
+        names = [n for n in self.list_commands(ctx) if n in _LAZY and n not in self.commands or not self.commands[n].hidden]
+        if not names:
+            return
+        limit = formatter.width - 6 - max(map(len, names))
+        rows = [(n, _LAZY[n][2] if n in _LAZY and n not in self.commands else self.commands[n].get_short_help_str(limit))
+                for n in names]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def _value_options(self) -> tuple[set[str], set[str]]:
+        """Short option letters and long options of the core commands that take a value."""
+        short, long = set(), set()
+        for name in self._CORE:
+            for p in self.commands[name].params:
+                if isinstance(p, click.Option) and not p.is_flag and not p.count:
+                    for o in p.opts + p.secondary_opts:
+                        (long if o.startswith("--") else short).add(o.lstrip("-") if not o.startswith("--") else o)
+        return short, long
+
+    def split_mode(self, args: list[str]) -> tuple[str | None, list[str], bool]:
+        """(mode, the arguments without the mode flags, verbose?) of a gzip-style command line."""
+        short_val, long_val = self._value_options()
+        mode, out, verbose, i = None, [], False, 0
+
+        def merge(new: str) -> None:
+            nonlocal mode
+            if mode is None or mode == new or {mode, new} == {"decompress", "test"}:
+                mode = "test" if "test" in (mode, new) else new
+            else:
+                raise click.UsageError(f"conflicting modes: {mode} and {new}")
+
+        while i < len(args):
+            a = args[i]
+            i += 1
+            if a == "--":
+                out += args[i - 1:]
+                break
+            if a.startswith("--"):
+                name = a.split("=", 1)[0]
+                if name in _LONG_MODES:
+                    merge(_LONG_MODES[name])
+                    continue
+                verbose |= name == "--verbose"
+                out.append(a)
+                if "=" not in a and name in long_val and i < len(args):
+                    out.append(args[i])
+                    i += 1
+                continue
+            if a.startswith("-") and len(a) > 1:
+                kept = "-"
+                for j, ch in enumerate(a[1:], start=1):
+                    if ch in _SHORT_MODES:
+                        merge(_SHORT_MODES[ch])
+                        continue
+                    verbose |= ch == "v"
+                    kept += ch
+                    if ch in short_val:  # the rest of the cluster, or the next argument, is its value
+                        kept += a[j + 1:]
+                        if j + 1 == len(a) and i < len(args):
+                            out += [kept, args[i]]
+                            i += 1
+                            kept = ""
+                        break
+                if kept not in ("", "-"):
+                    out.append(kept)
+                continue
+            out.append(a)  # a file name (or "-")
+        return mode, out, verbose
 
     def parse_args(self, ctx, args):
-        ctx.meta["ddc.verbose"] = "-v" in args or "--verbose" in args
-        if args and args[0] in _ALIASES:
-            args = [_ALIASES[args[0]]] + args[1:]
-        elif args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
-            args = ["compress"] + args
-        return super().parse_args(ctx, args)
+        if args and args[0] in self.list_commands(ctx):  # `ddc decompress ...`, `ddc bench ...`
+            if args[0] in self._CORE:
+                _, _, verbose = self.split_mode(args[1:])
+            else:
+                verbose = "-v" in args or "--verbose" in args
+            ctx.meta["ddc.verbose"] = verbose
+            return super().parse_args(ctx, args)
+        if not args:
+            return super().parse_args(ctx, args)  # usage (no_args_is_help)
+        mode, rest, verbose = self.split_mode(args)
+        ctx.meta["ddc.verbose"] = verbose
+        if mode is None and rest and rest[0] in ("-h", "--help", "-V", "--version"):
+            return super().parse_args(ctx, rest)
+        return super().parse_args(ctx, [mode or "compress"] + rest)
 
     def invoke(self, ctx):
         verbose = ctx.meta.get("ddc.verbose", False)  # this command line, not the host's sys.argv
@@ -132,8 +390,10 @@ class DdcGroup(click.Group):
         ctx.exit(1)
 
 
-@click.group(cls=DdcGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="ddcompress", prog_name="ddc")
+@click.group(cls=DdcGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=(
+    "gzip-style: `ddc FILE` compresses; -d, -t, -l choose decompress, test, info anywhere among the "
+    "options (`ddc -dc F.ddc`). Inputs are kept unless --rm. Exit status: 0 ok, 1 error, 2 usage."))
+@click.version_option(__version__, "-V", "--version", prog_name="ddc")
 def main():
     """Lossless text compression with masked diffusion language models."""
 
@@ -152,56 +412,75 @@ def _common(f):
     f = click.option("--device", default="cpu", show_default=True, help="cpu or cuda (decode on the kind that encoded).")(f)
     f = click.option("--model", "model", default=None, help="Shipped model name or checkpoint directory [default: ddc-small].")(f)
     f = click.option("-f", "--force", is_flag=True, help="Overwrite existing files; write binary to a terminal.")(f)
-    f = click.option("-k", "--keep", is_flag=True, help="Keep input files (always on; for gzip compatibility).")(f)
+    f = click.option("--rm", "rm", is_flag=True, help="Remove each input once its output is written (and, when compressing, verified by decoding it).")(f)
+    f = click.option("-k", "--keep", is_flag=True, help="Keep input files: the default, so this does nothing (accepted for gzip compatibility).")(f)
     f = click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write to standard output.")(f)
-    f = click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Output file (one input only).")(f)
+    f = click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default=None,
+                     help="Output file (one input only); '-' is standard output.")(f)
     return f
-
-
-def _outputs(files, output, to_stdout):
-    files = files or ("-",)
-    if output and len(files) > 1:
-        raise DDCError("-o takes a single input file")
-    return files
 
 
 @main.command()
 @click.argument("files", nargs=-1, type=click.Path(allow_dash=True))
 @_common
 @_level_options
-@click.option("--steps", type=int, default=None, help="Reverse steps per chunk (overrides the level; >= L means one token per step).")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Reverse steps per chunk (overrides the level; >= L means one token per step).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the unmasking orders (stored in the file).")
 @click.option("--method", type=click.Choice(["auto", "mdm", "xz", "store"]), default="auto", show_default=True,
               help="auto: the model, unless the input looks binary or xz (or a stored copy) comes out smaller.")
-@click.option("--group-size", type=int, default=None, help="Chunks per forward batch (default 8 on CPU, 64 on CUDA).")
-def compress(files, output, to_stdout, keep, force, model, device, verbose, quiet, level, steps, seed, method, group_size):
-    """Compress FILES (or stdin) to FILE.ddc; inputs are kept."""
+@click.option("--group-size", type=click.IntRange(min=1), default=None, help="Chunks per forward batch (default 8 on CPU, 64 on CUDA).")
+def compress(files, output, to_stdout, keep, rm, force, model, device, verbose, quiet, level, steps, seed, method, group_size):
+    """Compress FILES (or stdin) to FILE.ddc; inputs are kept (unless --rm)."""
+    files, output, to_stdout = _plan(files, output, to_stdout, keep, rm)
+    if not force and _isatty(sys.stdout) and (to_stdout or (output is None and "-" in files)):
+        raise DDCError("refusing to write compressed data to a terminal (use -o, redirect, or -f)")
+    _check_device(device)
+    opts = dict(level=level, steps=steps, model=model, device=device, seed=seed, group_size=group_size, method=method)
+    failed = 0
+    for name in files:
+        try:
+            _compress_one(name, output, to_stdout, force, rm, verbose and not quiet, quiet, opts)
+        except (DDCError, OSError) as err:
+            _err(_describe(name, err))
+            failed += 1
+    _finish(failed)
+
+
+def _compress_one(name: str, output: str | None, to_stdout: bool, force: bool, rm: bool, verbose: bool, quiet: bool,
+                  opts: dict) -> None:
+    stdout = to_stdout or (name == "-" and output is None)
+    if not stdout and output is None and name.endswith(SUFFIX) and not force:
+        raise DDCError(f"already has {SUFFIX} suffix (use -f to compress anyway)")
+    out = None if stdout else Path(output or name + SUFFIX)
+    if out is not None:
+        _check_output(out, force, name)
+    data = _read_input(name)
     from . import api
 
-    for name in _outputs(files, output, to_stdout):
-        stdout = to_stdout or (name == "-" and output is None)
-        if not stdout and output is None and name.endswith(SUFFIX) and not force:
-            raise DDCError(f"{name}: already has {SUFFIX} suffix (use -f to compress anyway)")
-        out = None if stdout else Path(output or name + SUFFIX)
-        if out is not None and out.exists() and not force:
-            raise DDCError(f"{out}: already exists; use -f to overwrite")
-        data = _read_input(name)
-        prog = _Progress(f"compress {name}", not quiet)
-        t0 = time.monotonic()
+    prog = _Progress(f"compress {_display(name)}", not quiet)
+    t0 = time.monotonic()
+    try:
+        blob = api.compress(data, **opts, progress=prog.advance, on_start=prog.start)
+    finally:
+        prog.close()
+    secs = time.monotonic() - t0
+    removing = rm and name != "-" and out is not None
+    if removing:  # decode what will be written before the input goes
         try:
-            blob = api.compress(data, level=level, steps=steps, model=model, device=device, seed=seed,
-                                group_size=group_size, method=method, progress=prog.advance, on_start=prog.start)
-        finally:
-            prog.close()
-        _emit(blob, out, stdout, force, True)
-        if verbose and not quiet:
-            _summary(name, len(data), blob, time.monotonic() - t0)
+            same = api.decompress(blob, model=opts["model"], device=opts["device"]) == data
+        except DDCError as err:
+            raise DDCError(f"verification failed ({err}); input kept, nothing written") from err
+        if not same:
+            raise DDCError("verification failed (decoded data differs); input kept, nothing written")
+    _emit(blob, out, force)
+    if removing:
+        _remove_input(name)
+    if verbose:
+        _summary(_display(name), len(data), blob, secs)
 
 
 def _summary(name: str, n_in: int, blob: bytes, secs: float) -> None:
-    from .api import info
-
-    h = info(blob)
+    h = _info(blob)
     bpb = f"{8 * len(blob) / n_in:.3f} bits/byte" if n_in else "-"
     extra = ""
     if h.get("ideal_bits"):
@@ -212,77 +491,115 @@ def _summary(name: str, n_in: int, blob: bytes, secs: float) -> None:
 @main.command()
 @click.argument("files", nargs=-1, type=click.Path(allow_dash=True))
 @_common
-def decompress(files, output, to_stdout, keep, force, model, device, verbose, quiet):
-    """Decompress FILE.ddc to FILE (or stdout)."""
+def decompress(files, output, to_stdout, keep, rm, force, model, device, verbose, quiet):
+    """Decompress FILE.ddc to FILE (or stdout); inputs are kept (unless --rm)."""
+    files, output, to_stdout = _plan(files, output, to_stdout, keep, rm)
+    _check_device(device)
+    failed = 0
+    for name in files:
+        try:
+            _decompress_one(name, output, to_stdout, force, rm, verbose and not quiet, quiet, model, device)
+        except (DDCError, OSError) as err:
+            _err(_describe(name, err))
+            failed += 1
+    _finish(failed)
+
+
+def _decompress_one(name: str, output: str | None, to_stdout: bool, force: bool, rm: bool, verbose: bool, quiet: bool,
+                    model, device: str) -> None:
+    stdout = to_stdout or (name == "-" and output is None)
+    out = None
+    if not stdout:
+        if output is None:
+            stem = name[: -len(SUFFIX)] if name.endswith(SUFFIX) else ""
+            if not stem or stem.endswith(("/", os.sep)):
+                raise DDCError(f"unknown suffix (expected {SUFFIX}); use -o or -c")
+        out = Path(output or stem)
+        _check_output(out, force, name)  # before decoding: an existing output is refused at once
+    blob = _read_input(name)
     from . import api
 
-    for name in _outputs(files, output, to_stdout):
-        stdout = to_stdout or (name == "-" and output is None)
-        out = None
-        if not stdout:
-            if output is None and not name.endswith(SUFFIX):
-                raise DDCError(f"{name}: unknown suffix (expected {SUFFIX}); use -o or -c")
-            out = Path(output or name[: -len(SUFFIX)])
-            if out.exists() and not force:
-                raise DDCError(f"{out}: already exists; use -f to overwrite")
-        blob = _read_input(name)
-        prog = _Progress(f"decompress {name}", not quiet)
-        t0 = time.monotonic()
-        try:
-            data = api.decompress(blob, model=model, device=device, progress=prog.advance, on_start=prog.start)
-        finally:
-            prog.close()
-        _emit(data, out, stdout, force, False)
-        if verbose and not quiet:
-            click.echo(f"{name}: {len(blob)} -> {len(data)} bytes, {len(data) / 1024 / max(time.monotonic() - t0, 1e-9):.2f} KB/s", err=True)
+    prog = _Progress(f"decompress {_display(name)}", not quiet)
+    t0 = time.monotonic()
+    try:
+        data = api.decompress(blob, model=model, device=device, progress=prog.advance, on_start=prog.start)
+    finally:
+        prog.close()
+    _emit(data, out, force)  # api.decompress has checked the length and CRC32 of the original
+    if rm and name != "-" and out is not None:
+        _remove_input(name)
+    if verbose:
+        click.echo(f"{_display(name)}: {len(blob)} -> {len(data)} bytes, {len(data) / 1024 / max(time.monotonic() - t0, 1e-9):.2f} KB/s", err=True)
 
 
 @main.command("test")
 @click.argument("files", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @click.option("--model", default=None, help="Model name or checkpoint directory (default: found by the file's model id).")
 @click.option("--device", default="cpu", show_default=True)
-@click.option("-q", "--quiet", is_flag=True)
-def test_cmd(files, model, device, quiet):
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks of internal errors.")
+def test_cmd(files, model, device, quiet, verbose):
     """Decode FILES and verify every checksum; write nothing."""
-    from . import api
-
+    _check_device(device)
+    failed = 0
     for name in files:
-        prog = _Progress(f"test {name}", not quiet)
         try:
-            data = api.decompress(_read_input(name), model=model, device=device, progress=prog.advance, on_start=prog.start)
-        finally:
-            prog.close()
+            blob = _read_input(name)
+            from . import api
+
+            prog = _Progress(f"test {_display(name)}", not quiet)
+            try:
+                data = api.decompress(blob, model=model, device=device, progress=prog.advance, on_start=prog.start)
+            finally:
+                prog.close()
+        except (DDCError, OSError) as err:
+            _err(_describe(name, err))
+            failed += 1
+            continue
         if not quiet:
-            click.echo(f"{name}: OK ({len(data)} bytes)")
+            click.echo(f"{_display(name)}: OK ({len(data)} bytes)")
+    _finish(failed)
 
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info(files, as_json):
-    """Show what a .ddc file holds (header, sizes, model, profile) without decoding it."""
-    from . import api
-
-    rows = []
+    """Show what a .ddc file holds (header, sizes, model) without decoding it."""
+    rows, failed = [], 0
     for name in files:
-        h = api.info(_read_input(name))
+        try:
+            h = _info(_read_input(name))
+        except (DDCError, OSError) as err:
+            _err(_describe(name, err))
+            failed += 1
+            continue
         h["file"] = name
         rows.append(h)
     if as_json:
-        click.echo(json.dumps(rows[0] if len(rows) == 1 else rows, indent=2, sort_keys=True))
+        if rows:
+            click.echo(json.dumps(rows[0] if len(files) == 1 else rows, indent=2, sort_keys=True))
+    else:
+        for h in rows:
+            _print_info(h)
+    _finish(failed)
+
+
+def _print_info(h: dict) -> None:
+    bpb = f"{h['bits_per_byte']:.3f}" if h["bits_per_byte"] is not None else "-"
+    click.echo(f"{_display(h['file'])}: format {h['format_version']}, method {h['method']}, "
+               f"{h['original_bytes']} -> {h['compressed_bytes']} bytes ({bpb} bits/byte)")
+    if h["method"] != "mdm":
         return
-    for h in rows:
-        bpb = f"{h['bits_per_byte']:.3f}" if h["bits_per_byte"] is not None else "-"
-        click.echo(f"{h['file']}: format {h['format_version']}, method {h['method']}, "
-                   f"{h['original_bytes']} -> {h['compressed_bytes']} bytes ({bpb} bits/byte)")
-        if h["method"] == "mdm":
-            p = h.get("profile", {})
-            click.echo(f"  model {h['model_name']} ({h['model_id']}), tokenizer {h['tokenizer']} ({h['tokenizer_id']}), "
-                       f"L={h['seq_len']}, {h['steps']} steps ({h['grid']} grid), seed {h['seed']}, group {h['group_size']}")
-            click.echo(f"  {h['tokens']} tokens in {h['chunks']} chunks, ideal {h['ideal_bits'] / 8:.0f} bytes "
-                       f"(coded/ideal {8 * h['compressed_bytes'] / max(h['ideal_bits'], 1e-9):.4f})")
-            click.echo(f"  made on {p.get('device')} ({p.get('device_name')}, {p.get('cpu_capability')}), {p.get('dtype')}, "
-                       f"torch {p.get('torch')}, constriction {p.get('constriction')}")
+    g = lambda k: "-" if h.get(k) is None else h[k]  # noqa: E731
+    click.echo(f"  model {g('model_id')}, numerics {g('numerics')}, tokenizer {g('tokenizer_id')}, "
+               f"L={g('seq_len')}, {g('steps')} steps ({g('grid')} grid), seed {g('seed')}, group {g('group_size')}")
+    ideal = h.get("ideal_bits")
+    if isinstance(ideal, (int, float)) and ideal > 0:
+        tail = f"ideal {ideal / 8:.0f} bytes (coded/ideal {8 * h['compressed_bytes'] / ideal:.4f})"
+    else:
+        tail = "ideal -"
+    click.echo(f"  {g('tokens')} tokens in {g('chunks')} chunks, {tail}")
 
 
 @main.command("models")
@@ -297,17 +614,6 @@ def models_cmd():
         click.echo(f"{name}{default}: id {lm.id}, {c.n_layer}x{c.d_model}, L={c.seq_len}, "
                    f"{lm.model.num_params() / 1e6:.1f}M params, {path}")
 
-
-def _register_subcommands() -> None:
-    """Subcommands that live in their own modules (training, benchmarks)."""
-    from .bench import bench_command
-    from .train import train_command
-
-    main.add_command(train_command, "train")
-    main.add_command(bench_command, "bench")
-
-
-_register_subcommands()
 
 if __name__ == "__main__":
     main()

@@ -1,122 +1,321 @@
-"""The .ddc file format (described in docs/FORMAT.md).
+"""The .ddc container, format version 2 (docs/FORMAT.md). A file is one or more frames back to back:
 
-    magic (8) | u16 format version | u32 header length | header (raw-deflated JSON) | u32 CRC32(header)
-    | u32 group count | u32 payload bytes per group | u32 CRC32 per group payload
-    | u32 chunk count | u32 CRC32 per chunk (of its tokens)
-    | u32 CRC32(table) | group payloads, back to back
+    frame  = magic 89 44 44 43 | u8 version (2) | varint N | N bytes: header, table
+             | u32 CRC32(version byte .. end of table) | group payloads, back to back
+    header = u8 method (0 store, 1 xz, 2 mdm) | varint original_bytes | u32 original_crc32
+      mdm += u8 numerics | model_id (8) | tokenizer_id (4) | varint seq_len | varint steps | u8 grid
+             | u8 level (0 = none) | u8 transform (0 none, 1 crlf) | varint seed | varint group_size
+             | varint tokens | f32 ideal_bits
+    table  = store: nothing (one group of original_bytes bytes, checked against original_crc32)
+             xz:    varint size | u32 CRC32(payload)
+             mdm:   per group (varint size | u32 CRC32(payload)), then per chunk u32 CRC32(its tokens);
+                    the counts are not stored: layout_counts(tokens, seq_len, group_size)
 
-All integers little-endian. The header JSON is self-describing: model id, tokenizer id, chunk length,
-steps, grid, seed, group size, sizes, checksums, and the numeric profile of the encoder.
+Little-endian; varints are LEB128 (minimal, at most 10 bytes, < 2^64). Every version >= 2 keeps magic,
+version, N and the CRC where they are, so the CRC is checked before the version byte is believed.
 """
 from __future__ import annotations
 
-import json
+import math
+import numbers
 import struct
 import zlib
 from dataclasses import dataclass, field
 
 from .errors import FormatError, IntegrityError
+from .layout import layout_counts
 
-MAGIC = b"\x89DDC\r\n\x1a\n"  # PNG-style: catches text-mode and 7-bit transfers
-FORMAT_VERSION = 1
-_MAX_HEADER = 1 << 24
+MAGIC = b"\x89DDC"
+MAGIC_V1 = b"\x89DDC\r\n\x1a\n"  # format 1 (JSON header, float numerics), ddc 0.1.x
+FORMAT_VERSION = 2
+METHODS = {"store": 0, "xz": 1, "mdm": 2}
+NUMERICS = {"int8-exact-1": 1}
+GRIDS = {"cosine": 0, "uniform": 1}
+TRANSFORMS = {None: 0, "crlf": 1}
+LIMITS = {"seq_len": 1 << 20, "group_size": 1 << 20, "tokens": 1 << 40}  # inclusive upper bounds
+MAX_ORIGINAL = 1 << 48  # original_bytes < 2^48
+COMMON = ("method", "original_bytes", "original_crc32")
+MDM = ("numerics", "model_id", "tokenizer_id", "seq_len", "steps", "grid", "level", "transform", "seed",
+       "group_size", "tokens", "ideal_bits")
+DERIVED = ("format_version", "chunks")  # filled by parse; to_bytes accepts them if they agree
+
+
+class _Bad(Exception):
+    """A header value out of range: FormatError when reading, ValueError when writing."""
 
 
 @dataclass
 class Container:
     header: dict
     group_sizes: list[int] = field(default_factory=list)  # payload bytes per group
-    chunk_crcs: list[int] = field(default_factory=list)
+    chunk_crcs: list[int] = field(default_factory=list)  # CRC32 of each chunk's tokens (mdm)
     payloads: list[bytes] = field(default_factory=list)
 
     def to_bytes(self) -> bytes:
-        head = deflate(json.dumps(self.header, sort_keys=True, separators=(",", ":")).encode())
-        n = len(self.group_sizes)
-        pcrcs = [zlib.crc32(p) for p in self.payloads] + [0] * (n - len(self.payloads))
-        table = struct.pack(f"<I{2 * n}I", n, *self.group_sizes, *pcrcs)
-        table += struct.pack(f"<I{len(self.chunk_crcs)}I", len(self.chunk_crcs), *self.chunk_crcs)
-        parts = [MAGIC, struct.pack("<HI", FORMAT_VERSION, len(head)), head, struct.pack("<I", zlib.crc32(head)),
-                 table, struct.pack("<I", zlib.crc32(table))]
-        return b"".join(parts + list(self.payloads))
+        try:
+            h = self.header
+            groups, chunks = _check(h)
+            _check_tables(self, groups, chunks)
+        except _Bad as e:
+            raise ValueError(f"cannot write ddc file: {e}") from None
+        out = bytearray([METHODS[h["method"]]]) + _varint(h["original_bytes"]) + struct.pack("<I", h["original_crc32"])
+        if h["method"] == "mdm":
+            out += bytes([NUMERICS[h["numerics"]]]) + bytes.fromhex(h["model_id"]) + bytes.fromhex(h["tokenizer_id"])
+            out += _varint(h["seq_len"]) + _varint(h["steps"])
+            out += bytes([GRIDS[h["grid"]], h["level"] or 0, TRANSFORMS[h["transform"]]])
+            out += _varint(h["seed"]) + _varint(h["group_size"]) + _varint(h["tokens"])
+            out += struct.pack("<f", float(h["ideal_bits"]))
+        if h["method"] != "store":
+            for p in self.payloads:
+                out += _varint(len(p)) + struct.pack("<I", zlib.crc32(p))
+            out += struct.pack(f"<{len(self.chunk_crcs)}I", *self.chunk_crcs)
+        head = bytes([FORMAT_VERSION]) + _varint(len(out)) + out
+        return b"".join([MAGIC, head, struct.pack("<I", zlib.crc32(head)), *self.payloads])
 
 
 def is_ddc(blob: bytes) -> bool:
-    return blob[: len(MAGIC)] == MAGIC
-
-
-def deflate(raw: bytes) -> bytes:
-    """Raw deflate (no zlib wrapper: the CRC32 after the header covers it): the JSON header shrinks by
-    about 40%, which matters for small files."""
-    c = zlib.compressobj(9, zlib.DEFLATED, -15)
-    return c.compress(raw) + c.flush()
-
-
-def inflate(data: bytes) -> bytes:
-    d = zlib.decompressobj(-15)
-    out = d.decompress(data, _MAX_HEADER)
-    if d.unconsumed_tail or not d.eof or d.unused_data:
-        raise FormatError("corrupt ddc file: bad header encoding")
-    return out
+    """True for anything that starts like a .ddc file, of any format version."""
+    return bytes(blob[: len(MAGIC)]) == MAGIC
 
 
 def parse(blob: bytes, header_only: bool = False) -> Container:
-    """Parse and check the framing; raise FormatError with a one-line reason."""
-    if not is_ddc(blob):
+    """Parse and check exactly one frame; raise FormatError / IntegrityError with a one-line reason.
+
+    header_only: check magic, header and table (and their CRC) only; the payloads are neither read
+    nor checked, and blob may be just a prefix of the file. The Container then has payloads == []."""
+    blob = bytes(blob)
+    c, end = _frame(blob, 0, header_only)
+    if not header_only and end != len(blob):
+        more = " (another ddc frame)" if blob[end : end + len(MAGIC)] == MAGIC else ""
+        raise FormatError(f"corrupt ddc file: {len(blob) - end} unexpected trailing bytes{more}")
+    return c
+
+
+def parse_frames(blob: bytes) -> list[Container]:
+    """Parse one or more frames back to back (like `cat a.ddc b.ddc`); each is fully checked."""
+    blob, frames, pos = bytes(blob), [], 0
+    while True:
+        head = blob[pos : pos + len(MAGIC)]
+        if frames and head != MAGIC and not (len(blob) - pos < len(MAGIC) and MAGIC.startswith(head)):
+            raise FormatError(f"corrupt ddc file: {len(blob) - pos} bytes after frame {len(frames)} are not a ddc frame")
+        c, pos = _frame(blob, pos, False)
+        frames.append(c)
+        if pos == len(blob):
+            return frames
+
+
+# -- reading ------------------------------------------------------------------------------------------
+
+
+class _Reader:
+    """Bytes [pos, end) of blob; running past end raises FormatError(short)."""
+
+    def __init__(self, blob: bytes, pos: int, end: int, short: str):
+        self.blob, self.pos, self.end, self.short = blob, pos, end, short
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > self.end:
+            raise FormatError(self.short)
+        self.pos += n
+        return self.blob[self.pos - n : self.pos]
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u32(self) -> int:
+        return struct.unpack("<I", self.take(4))[0]
+
+    def varint(self, name: str) -> int:
+        value = 0
+        for i in range(10):
+            b = self.u8()
+            value |= (b & 0x7F) << (7 * i)
+            if b < 0x80:
+                if (b == 0 and i > 0) or value >= 1 << 64:
+                    raise FormatError(f"corrupt ddc file: bad varint for {name}")
+                return value
+        raise FormatError(f"corrupt ddc file: varint for {name} longer than 10 bytes")
+
+
+def _enum(table: dict, code: int, name: str):
+    for key, c in table.items():
+        if c == code:
+            return key
+    if name == "numerics":
+        known = ", ".join(NUMERICS)
+        raise FormatError(f"file uses numerics code {code}, unknown to this ddc (knows: {known}); upgrade ddc")
+    raise FormatError(f"corrupt ddc file: unknown {name} code {code}")
+
+
+def _frame(blob: bytes, pos: int, header_only: bool) -> tuple[Container, int]:
+    """Parse the frame at blob[pos:]; return it and the offset just past it."""
+    if blob[pos : pos + len(MAGIC)] != MAGIC:
+        rest = blob[pos:]
+        if 0 < len(rest) < len(MAGIC) and MAGIC.startswith(rest):
+            raise FormatError("truncated ddc file (magic)")
         raise FormatError("not a ddc file (bad magic)")
-    pos = len(MAGIC)
-    if len(blob) < pos + 6:
+    if blob[pos : pos + len(MAGIC_V1)] == MAGIC_V1:
+        raise FormatError("ddc format version 1 (float numerics, written by ddc 0.1.x): this ddc reads format 2; "
+                          "decompress it with ddc 0.1.x")
+    # 1. locate the header by the framing every version >= 2 shares, and check its CRC ...
+    r = _Reader(blob, pos + len(MAGIC), len(blob), "truncated ddc file (header)")
+    version = r.u8()
+    n = r.varint("header length")
+    end = r.pos + n
+    if end + 4 > len(blob):
         raise FormatError("truncated ddc file (header)")
-    version, hlen = struct.unpack_from("<HI", blob, pos)
-    pos += 6
-    if version > FORMAT_VERSION:
-        raise FormatError(f"ddc format version {version} is newer than this ddc supports ({FORMAT_VERSION}); upgrade ddc")
-    if version < 1:
-        raise FormatError(f"corrupt ddc file: unknown format version {version}")
-    if hlen > _MAX_HEADER or len(blob) < pos + hlen + 4:
-        raise FormatError("truncated or corrupt ddc file (header)")
-    head = blob[pos : pos + hlen]
-    pos += hlen
-    (crc,) = struct.unpack_from("<I", blob, pos)
-    pos += 4
-    if zlib.crc32(head) != crc:
+    (crc,) = struct.unpack_from("<I", blob, end)
+    if zlib.crc32(memoryview(blob)[pos + len(MAGIC) : end]) != crc:
         raise FormatError("corrupt ddc file: header checksum mismatch")
+    # 2. ... and only then believe the version byte
+    if version > FORMAT_VERSION:
+        raise FormatError(f"ddc format version {version} is newer than this ddc (reads up to {FORMAT_VERSION}); upgrade ddc")
+    if version != FORMAT_VERSION:
+        raise FormatError(f"corrupt ddc file: invalid format version {version}")
+    # 3. header fields: constant work, then every value is bounded before it sizes anything
+    r = _Reader(blob, r.pos, end, "corrupt ddc file: header fields run past the header length")
+    h = {"format_version": FORMAT_VERSION, "method": _enum(METHODS, r.u8(), "method"),
+         "original_bytes": r.varint("original_bytes"), "original_crc32": r.u32()}
+    if h["method"] == "mdm":
+        h["numerics"] = _enum(NUMERICS, r.u8(), "numerics")
+        h["model_id"] = r.take(8).hex()
+        h["tokenizer_id"] = r.take(4).hex()
+        h["seq_len"] = r.varint("seq_len")
+        h["steps"] = r.varint("steps")
+        h["grid"] = _enum(GRIDS, r.u8(), "grid")
+        h["level"] = r.u8() or None
+        h["transform"] = _enum(TRANSFORMS, r.u8(), "transform")
+        h["seed"] = r.varint("seed")
+        h["group_size"] = r.varint("group_size")
+        h["tokens"] = r.varint("tokens")
+        h["ideal_bits"] = struct.unpack("<f", r.take(4))[0]
     try:
-        header = json.loads(inflate(head))
-    except (ValueError, zlib.error):  # includes UnicodeDecodeError
-        header = None
-    if not isinstance(header, dict):
-        raise FormatError("corrupt ddc file: header is not a JSON object")
+        groups, chunks = _check(h)
+    except _Bad as e:
+        raise FormatError(f"corrupt ddc file: {e}") from None
+    if h["method"] == "mdm":
+        h["chunks"] = chunks
+    # 4. the table: its smallest size must fit in what is left before reading a single entry
+    left = end - r.pos
+    if h["method"] != "store" and 5 * groups + 4 * chunks > left:
+        raise FormatError(f"corrupt ddc file: {left}-byte table is too short for {groups} groups and {chunks} chunks")
+    if h["method"] == "store":
+        sizes, crcs = [h["original_bytes"]], [h["original_crc32"]]
+    else:
+        sizes, crcs = [], []
+        for _ in range(groups):
+            sizes.append(r.varint("payload size"))
+            crcs.append(r.u32())
+    chunk_crcs = list(struct.unpack(f"<{chunks}I", r.take(4 * chunks)))
+    if r.pos != end:
+        raise FormatError(f"corrupt ddc file: {end - r.pos} unexpected bytes after the table")
+    start = end + 4
     if header_only:
-        return Container(header)
-    table_start = pos
-
-    def u32s(count_pos: int, per_item: int = 1) -> tuple[list[int], int]:
-        if len(blob) < count_pos + 4:
-            raise FormatError("truncated ddc file (chunk table)")
-        (n,) = struct.unpack_from("<I", blob, count_pos)
-        end = count_pos + 4 + 4 * n * per_item
-        if len(blob) < end:
-            raise FormatError("truncated ddc file (chunk table)")
-        return list(struct.unpack_from(f"<{n * per_item}I", blob, count_pos + 4)), end
-
-    group_table, pos = u32s(pos, 2)
-    group_sizes, payload_crcs = group_table[: len(group_table) // 2], group_table[len(group_table) // 2 :]
-    chunk_crcs, pos = u32s(pos)
-    if len(blob) < pos + 4:
-        raise FormatError("truncated ddc file (chunk table)")
-    (tcrc,) = struct.unpack_from("<I", blob, pos)
-    if zlib.crc32(blob[table_start:pos]) != tcrc:
-        raise FormatError("corrupt ddc file: chunk table checksum mismatch")
-    pos += 4
-    total = pos + sum(group_sizes)
-    if len(blob) < total:
-        raise FormatError(f"truncated ddc file: {len(blob)} bytes, expected {total}")
-    if len(blob) > total:
-        raise FormatError(f"corrupt ddc file: {len(blob) - total} unexpected trailing bytes")
+        return Container(h, sizes, chunk_crcs, []), start + sum(sizes)
+    # 5. payloads
+    total = start + sum(sizes)
+    if total > len(blob):
+        raise FormatError(f"truncated ddc file: {len(blob) - pos} bytes, expected {total - pos}")
     payloads = []
-    for i, (size, crc) in enumerate(zip(group_sizes, payload_crcs)):
-        payloads.append(blob[pos : pos + size])
-        pos += size
-        if zlib.crc32(payloads[-1]) != crc:
+    for i, (size, want) in enumerate(zip(sizes, crcs)):
+        payloads.append(blob[start : start + size])
+        start += size
+        if zlib.crc32(payloads[-1]) != want:
             raise IntegrityError(f"corrupt ddc file: payload checksum mismatch in group {i}")
-    return Container(header, group_sizes, chunk_crcs, payloads)
+    return Container(h, sizes, chunk_crcs, payloads), total
+
+
+# -- checks shared by reader and writer ---------------------------------------------------------------
+
+
+def _int(h: dict, name: str, lo: int, hi: int) -> int:
+    """h[name] must be an int with lo <= value <= hi."""
+    v = h[name]
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise _Bad(f"{name} must be a Python int, got {type(v).__name__} {v!r}")
+    if not lo <= v <= hi:
+        raise _Bad(f"{name} {v} out of range {lo}..{hi}")
+    return v
+
+
+def _hex(h: dict, name: str, digits: int) -> None:
+    v = h[name]
+    if not isinstance(v, str) or len(v) != digits or v.strip("0123456789abcdef"):
+        raise _Bad(f"{name} {v!r} is not {digits} lowercase hex digits")
+
+
+def _check(h: dict) -> tuple[int, int]:
+    """Check a header dict (keys, types, ranges, cross-checks); return (groups, chunks) of its layout."""
+    if not isinstance(h, dict) or h.get("method") not in METHODS:
+        raise _Bad(f"unknown method {h.get('method') if isinstance(h, dict) else h!r}")
+    mdm = h["method"] == "mdm"
+    want = set(COMMON + MDM) if mdm else set(COMMON)
+    missing, extra = want - set(h), set(h) - want - set(DERIVED)
+    if missing or extra:
+        raise _Bad(f"header for method {h['method']!r}: missing {sorted(missing)}, not in format 2: {sorted(extra)}")
+    if h.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
+        raise _Bad(f"format_version {h['format_version']!r} is not {FORMAT_VERSION}")
+    _int(h, "original_bytes", 0, MAX_ORIGINAL - 1)
+    _int(h, "original_crc32", 0, 0xFFFFFFFF)
+    if not mdm:
+        if "chunks" in h:
+            raise _Bad("chunks is only for method 'mdm'")
+        return 1, 0
+    if h["numerics"] not in NUMERICS:
+        raise _Bad(f"unknown numerics {h['numerics']!r} (knows: {', '.join(NUMERICS)})")
+    _hex(h, "model_id", 16)
+    _hex(h, "tokenizer_id", 8)
+    L = _int(h, "seq_len", 1, LIMITS["seq_len"])
+    _int(h, "steps", 1, L)
+    if h["grid"] not in GRIDS:
+        raise _Bad(f"unknown grid {h['grid']!r}")
+    if h["level"] is not None:
+        _int(h, "level", 1, 9)
+    if h["transform"] not in TRANSFORMS:
+        raise _Bad(f"unknown transform {h['transform']!r}")
+    _int(h, "seed", 0, (1 << 64) - 1)
+    gs = _int(h, "group_size", 1, LIMITS["group_size"])
+    n = _int(h, "tokens", 1, LIMITS["tokens"])
+    if n > h["original_bytes"]:
+        raise _Bad(f"tokens {n} > original_bytes {h['original_bytes']} (every token is at least one byte)")
+    bits = h["ideal_bits"]
+    if not isinstance(bits, numbers.Real) or isinstance(bits, bool) or not 0 <= _f32(bits) < math.inf:
+        raise _Bad(f"ideal_bits {bits!r} is not a finite float32 >= 0")
+    chunks, groups = layout_counts(n, L, gs)
+    if h.get("chunks", chunks) != chunks:
+        raise _Bad(f"chunks {h['chunks']!r} does not match the layout ({chunks})")
+    return groups, chunks
+
+
+def _check_tables(c: Container, groups: int, chunks: int) -> None:
+    """Writer side: tables consistent with the header and the payloads."""
+    h = c.header
+    if len(c.group_sizes) != groups or len(c.payloads) != groups:
+        raise _Bad(f"{len(c.group_sizes)} group sizes and {len(c.payloads)} payloads, the layout has {groups} groups")
+    if list(c.group_sizes) != [len(p) for p in c.payloads]:
+        raise _Bad("group_sizes do not match the payload lengths")
+    if len(c.chunk_crcs) != chunks:
+        raise _Bad(f"{len(c.chunk_crcs)} chunk CRCs, the layout has {chunks} chunks")
+    if any(not isinstance(x, int) or not 0 <= x <= 0xFFFFFFFF for x in c.chunk_crcs):
+        raise _Bad("chunk CRCs must be u32")
+    if h["method"] == "store":
+        data = c.payloads[0]
+        if len(data) != h["original_bytes"] or zlib.crc32(data) != h["original_crc32"]:
+            raise _Bad("a store payload must be the original data (original_bytes, original_crc32)")
+
+
+def _f32(x: float) -> float:
+    """x rounded to float32 (inf when out of range, nan stays nan)."""
+    try:
+        return struct.unpack("<f", struct.pack("<f", float(x)))[0]
+    except OverflowError:
+        return math.inf
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)

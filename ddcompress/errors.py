@@ -13,9 +13,5 @@ class IntegrityError(DDCError):
     """Payload or checksum mismatch."""
 
 
-class NumericMismatchError(IntegrityError):
-    """This machine's probabilities differ from the encoder's (see the file's numeric profile)."""
-
-
 class ModelError(DDCError):
     """Model not found, or not the one the file was made with."""

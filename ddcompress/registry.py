@@ -40,19 +40,24 @@ def _load(path: str) -> LoadedModel:
         raise ModelError(f"cannot load model from {path}: {str(err).splitlines()[0]}") from None
 
 
+def locate(spec: str | Path | None = None) -> Path:
+    """The checkpoint directory of None (the default), a shipped model's name, or a directory; loads nothing."""
+    name = str(spec) if spec is not None else DEFAULT_MODEL
+    path = Path(name)
+    if is_checkpoint(path):
+        return path.resolve()
+    shipped = available_models()
+    if name in shipped:
+        return shipped[name]
+    known = ", ".join(shipped) or "none"
+    raise ModelError(f"model {name!r} not found (shipped models: {known}; or pass a checkpoint directory)")
+
+
 def resolve(spec: str | Path | LoadedModel | None = None) -> LoadedModel:
     """A LoadedModel from None (the default), a shipped model's name, or a checkpoint directory."""
     if isinstance(spec, LoadedModel):
         return spec
-    name = str(spec) if spec is not None else DEFAULT_MODEL
-    path = Path(name)
-    if is_checkpoint(path):
-        return _load(str(path.resolve()))
-    shipped = available_models()
-    if name in shipped:
-        return _load(str(shipped[name]))
-    known = ", ".join(shipped) or "none"
-    raise ModelError(f"model {name!r} not found (shipped models: {known}; or pass a checkpoint directory)")
+    return _load(str(locate(spec)))
 
 
 def find_by_id(model_id: str) -> LoadedModel | None:

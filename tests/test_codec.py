@@ -14,8 +14,8 @@ import torch
 import ddcompress
 from ddcompress import codec
 from ddcompress.codec import Chunk, Coder, chunk_layout, group_layout
-from ddcompress.container import Container, parse
-from ddcompress.errors import DDCError, FormatError, IntegrityError, ModelError, NumericMismatchError
+from ddcompress.container import FORMAT_VERSION, Container, parse
+from ddcompress.errors import DDCError, FormatError, IntegrityError, ModelError
 from ddcompress.model import Denoiser, DenoiserConfig, from_module
 from ddcompress.tokenizer import get_tokenizer
 from samples import CONTENT, words
@@ -112,7 +112,7 @@ def test_roundtrip_content(tiny_lm, name, method):
     blob = roundtrip(data, tiny_lm, method=method, level=1)
     h = ddcompress.info(blob)
     assert h["original_bytes"] == len(data)
-    if method == "mdm":
+    if method == "mdm" and data:
         assert h["method"] == "mdm"
     else:
         assert h["method"] in ("mdm", "xz", "store")
@@ -149,14 +149,15 @@ def test_fallbacks(tiny_lm):
     # xz that would not shrink the data stores it instead
     assert ddcompress.info(roundtrip(b"x", tiny_lm, method="xz"))["method"] == "store"
     # auto on text that the (random, useless) model expands: xz when xz shrinks it, else stored
-    t = b"Plain English text that the random model cannot predict at all.\n" * 3
+    t = b"Plain English text that the random model cannot predict at all.\n" * 6
     auto = roundtrip(t, tiny_lm)
-    assert ddcompress.info(auto)["method"] == "xz" and len(auto) < len(roundtrip(t, tiny_lm, method="mdm"))
+    sizes = {m: len(roundtrip(t, tiny_lm, method=m)) for m in ("mdm", "xz", "store")}
+    assert ddcompress.info(auto)["method"] == "xz" and len(auto) == min(sizes.values()) < sizes["mdm"]
     u = b"Short, no repeats.\n"
     assert ddcompress.info(roundtrip(u, tiny_lm))["method"] == "store"
     # empty input through the model path
     e = roundtrip(b"", tiny_lm, method="mdm")
-    assert ddcompress.info(e)["tokens"] == 0 and parse(e).payloads == []
+    assert ddcompress.info(e)["method"] == "store" and len(e) <= 16 and parse(e).payloads == [b""]
 
 
 def test_header_fields(tiny_lm):
@@ -169,10 +170,9 @@ def test_header_fields(tiny_lm):
         h = ddcompress.info(ddcompress.compress(data, model=tiny_lm, method="mdm", seed=77, **LEVEL_KW[kw]))
         assert (h["steps"], h["grid"], h["level"]) == (steps, grid, level), kw
         assert h["seed"] == 77 and h["seq_len"] == L and h["model_id"] == tiny_lm.id
-        assert h["tokenizer"] == "gpt2" and h["tokenizer_id"] == tok.id
+        assert h["tokenizer_id"] == tok.id[:8] and h["numerics"] == "int8-exact-1"
         assert h["original_crc32"] == zlib.crc32(data) and h["tokens"] == 3 * L + 5 and h["chunks"] == 4
-        assert h["format_version"] == 1 and h["fingerprint"] == codec.numeric_fingerprint(tiny_lm)
-        assert h["profile"]["dtype"] == "float32" and h["profile"]["device"] == "cpu"
+        assert h["format_version"] == FORMAT_VERSION == 2
     h = ddcompress.info(ddcompress.compress(data, model=tiny_lm, method="mdm"))
     assert h["level"] == ddcompress.DEFAULT_LEVEL and h["steps"] == 16
 
@@ -201,8 +201,7 @@ def test_coded_size_close_to_ideal(tiny_lm, eval_dir):
     assert c.header["tokens"] > 2000
     payload = sum(c.group_sizes)
     framing = len(blob) - payload
-    # the framing is exactly the container with empty payloads
-    assert framing == len(Container(c.header, [0] * len(c.group_sizes), c.chunk_crcs, []).to_bytes())
+    assert framing <= 44 + 7 * len(c.payloads) + 4 * len(c.chunk_crcs)  # compact: varints, no JSON
     assert 8 * payload <= 1.01 * ideal + 64 * len(c.payloads)  # <= 1% + one flush per group stream
     assert 8 * payload >= 0.99 * ideal
     assert 8 * len(blob) <= 1.01 * ideal + 8 * framing + 64 * len(c.payloads)
@@ -214,7 +213,7 @@ def test_ideal_bits_equals_path_code_length(tiny_lm):
         tokens = get_tokenizer().encode(words(n, seed=n))
         h = ddcompress.info(ddcompress.compress(words(n, seed=n), model=tiny_lm, method="mdm", seed=5, **kw))
         ref = codec.path_code_length(tiny_lm, tokens, steps=h["steps"], grid=h["grid"], seed=5)
-        assert h["ideal_bits"] == pytest.approx(ref, rel=1e-9)
+        assert h["ideal_bits"] == pytest.approx(ref, rel=1e-6)  # stored as float32
 
 
 # -- decode-side failures ----------------------------------------------------------------------------
@@ -239,26 +238,27 @@ def test_corrupt_payload_is_an_error(tiny_lm):
         bad[start + off] ^= 0x10
         try:
             out = ddcompress.decompress(bytes(bad), model=tiny_lm)
-        except IntegrityError:  # NumericMismatchError (chunk check) is an IntegrityError too
+        except IntegrityError:  # a payload CRC, range-decoder or chunk-check failure
             hits += 1
         else:  # only possible in a stream's final flush word, whose low bits are don't-care
             assert out == data
     assert hits >= 0.9 * len(range(0, sum(c.group_sizes), 7))
 
 
-def test_numeric_mismatch_detected(tiny_lm):
-    blob = bytearray(ddcompress.compress(words(70), model=tiny_lm, method="mdm"))
-    c = parse(bytes(blob))
-    c.header["fingerprint"] = "0" * 16
-    with pytest.raises(NumericMismatchError):
-        ddcompress.decompress(c.to_bytes(), model=tiny_lm)
+def test_chunk_checksum_mismatch_detected(tiny_lm):
+    """A chunk CRC that disagrees with the decoded tokens (payload intact) is reported by chunk."""
+    c = parse(ddcompress.compress(words(3 * L + 5), model=tiny_lm, method="mdm", group_size=2))
+    crcs = list(c.chunk_crcs)
+    crcs[2] ^= 1
+    bad = Container(c.header, c.group_sizes, crcs, c.payloads).to_bytes()
+    with pytest.raises(IntegrityError, match="chunk 2"):
+        ddcompress.decompress(bad, model=tiny_lm)
 
 
 def test_chunk_table_mismatch_detected(tiny_lm):
     c = parse(ddcompress.compress(words(3 * L + 5), model=tiny_lm, method="mdm", group_size=2))
-    c2 = Container(dict(c.header, group_size=8), c.group_sizes, c.chunk_crcs, c.payloads)
-    with pytest.raises(FormatError):
-        ddcompress.decompress(c2.to_bytes(), model=tiny_lm)
+    with pytest.raises(ValueError, match="cannot write"):  # the writer refuses a table that disagrees
+        Container(dict(c.header, group_size=8), c.group_sizes, c.chunk_crcs, c.payloads).to_bytes()
     c3 = Container(dict(c.header, original_crc32=c.header["original_crc32"] ^ 1), c.group_sizes, c.chunk_crcs, c.payloads)
     with pytest.raises(IntegrityError):
         ddcompress.decompress(c3.to_bytes(), model=tiny_lm)
@@ -284,9 +284,7 @@ def test_decode_with_other_thread_count(enc_threads, dec_threads):
     try:
         torch.set_num_threads(enc_threads)
         blob = ddcompress.compress(data, model=lm, method="mdm", level=1, group_size=4)
-        fp_enc = codec.numeric_fingerprint(lm)
         torch.set_num_threads(dec_threads)
-        assert codec.numeric_fingerprint(lm) == fp_enc
         assert ddcompress.decompress(blob, model=lm) == data
     finally:
         torch.set_num_threads(1)
@@ -309,5 +307,5 @@ def test_coder_group_roundtrip_direct(tiny_lm):
     # data the range decoder itself rejects (constriction raises AssertionError): still a ddc error
     with pytest.raises(IntegrityError, match="invalid coded data"):
         coder.decode_group(out, groups[0], b"\xff" * len(results[0].payload), results[0].chunk_crcs)
-    with pytest.raises(NumericMismatchError):  # decodes to the wrong tokens: caught by the chunk CRC
+    with pytest.raises(IntegrityError, match="chunk"):  # decodes to the wrong tokens: caught by the chunk CRC
         coder.decode_group(out, groups[0], bytes(len(results[0].payload)), results[0].chunk_crcs)

@@ -73,7 +73,7 @@ def test_shipped_model_loads_and_its_id_is_recorded_in_files():
     data = "A short sentence, compressed by the shipped model.\n".encode()
     blob = ddcompress.compress(data, steps=4, method="mdm")
     info = ddcompress.info(blob)
-    assert info["model_id"] == lm.id and info["model_name"] == registry.DEFAULT_MODEL
+    assert info["model_id"] == lm.id and info["numerics"] == "int8-exact-1"
     assert ddcompress.decompress(blob) == data
     # a sensible model: far better than a uniform code over the vocabulary (15.6 bits/token)
     assert info["ideal_bits"] / info["tokens"] < 12
