@@ -153,16 +153,17 @@ class ExactLinear:
     def __call__(self, x8: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
         """Real-valued output (fp32): the integer products times the row scale, then the column scale."""
         acc = self.acc(x8)
-        if acc.dtype == torch.int32:  # |int32| < 2^31 rounds to fp32 exactly as the float path's result
-            return torch.mul(acc, row.float()).mul_(self.col)
+        if acc.dtype == torch.int32:  # rounds to fp32 as the float path's (exact) integer would
+            acc = acc.float()
         return acc.mul_(row).mul_(self.col)
 
 
 def quant_rows(y: torch.Tensor, dim: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 along `dim`: (integer-valued q, max |y|) with y ~ q * max / 127."""
-    m = y.abs().amax(dim=dim, keepdim=True)
-    safe = torch.where(m > 0, m, torch.ones_like(m))
-    return torch.round(y / safe * float(Q)).float(), m
+    lo, hi = torch.aminmax(y, dim=dim, keepdim=True)
+    m = torch.maximum(hi, -lo)
+    r = torch.full_like(m, float(Q)) / torch.where(m > 0, m, torch.ones_like(m))  # 127 / max, per row (IEEE)
+    return (y * r).round_(), m
 
 
 class ExactBlock:
@@ -287,31 +288,60 @@ class ExactDenoiser:
         unit = (sq * self.att_unit).reshape(B * H, Lq, 1)
         hi_t, lo_t = (t.to(dt) for t in self.att_digits)  # the weights' two 7-bit digits
         top = len(hi_t) - 1
-        out = torch.empty(B * H, Lq, Dp, dtype=torch.float64, device=dev)
-        s = torch.empty(rows, L, device=dev)
-        idx = torch.empty(rows, L, dtype=torch.int32, device=dev)
-        hi, lo = torch.empty(rows, L, dtype=dt, device=dev), torch.empty(rows, L, dtype=dt, device=dev)
-        for bh in range(B * H):
-            for r0 in range(0, Lq, rows):
-                r1 = min(Lq, r0 + rows)
-                n = r1 - r0
-                sb, ib, hb, lb = s[:n], idx[:n], hi[:n], lo[:n]
-                if use_int:
-                    dot = torch._int_mm(q8[bh, r0:r1], kt[bh])
-                else:
-                    dot = torch.matmul(q8[bh, r0:r1], kt[bh], out=sb)  # exact: |partial sums| <= D * 127^2 < 2^24
-                torch.sub(dot.amax(-1, keepdim=True), dot, out=dot)  # max - score: integers >= 0, exact
-                torch.mul(dot, unit[bh, r0:r1], out=sb)  # in fp32 (the integers convert exactly)
-                ib.copy_(sb.round_().clamp_(max=top))
-                torch.index_select(hi_t, 0, ib.view(-1), out=hb.view(-1))  # e = 128 hi + lo
-                torch.index_select(lo_t, 0, ib.view(-1), out=lb.view(-1))
-                if use_int:
-                    acc = torch._int_mm(hb, v1[bh]).double().mul_(128.0).add_(torch._int_mm(lb, v1[bh]).double())
-                else:
-                    acc = (hb @ v1[bh]).double().mul_(128.0).add_((lb @ v1[bh]).double())
-                out[bh, r0:r1] = acc
+        out = torch.empty(B * H, Lq, Dp, dtype=torch.int32, device=dev)
+
+        def heads(first: int, step: int) -> None:
+            s = torch.empty(rows, L, device=dev)
+            idx = torch.empty(rows, L, dtype=torch.int32, device=dev)
+            hi, lo = torch.empty(rows, L, dtype=dt, device=dev), torch.empty(rows, L, dtype=dt, device=dev)
+            for bh in range(first, B * H, step):
+                for r0 in range(0, Lq, rows):
+                    r1 = min(Lq, r0 + rows)
+                    sb, ib, hb, lb = s[: r1 - r0], idx[: r1 - r0], hi[: r1 - r0], lo[: r1 - r0]
+                    if use_int:
+                        dot = torch._int_mm(q8[bh, r0:r1], kt[bh])
+                    else:  # exact: |partial sums| <= D * 127^2 < 2^24
+                        dot = torch.matmul(q8[bh, r0:r1], kt[bh], out=sb)
+                    torch.sub(dot.amax(-1, keepdim=True), dot, out=dot)  # max - score: integers >= 0, exact
+                    sb.copy_(dot).mul_(unit[bh, r0:r1])  # in fp32 (the integers convert exactly)
+                    ib.copy_(sb.round_().clamp_(max=top))
+                    torch.index_select(hi_t, 0, ib.view(-1), out=hb.view(-1))  # e = 128 hi + lo
+                    torch.index_select(lo_t, 0, ib.view(-1), out=lb.view(-1))
+                    if use_int:
+                        acc, acc_lo = torch._int_mm(hb, v1[bh]), torch._int_mm(lb, v1[bh])
+                    else:  # exact fp32 sums, converted exactly
+                        acc, acc_lo = (hb @ v1[bh]).int(), (lb @ v1[bh]).int()
+                    # 128 H + Lo in int32: <= L * 16383 * 127 < 2^31 (checked for L at load)
+                    out[bh, r0:r1] = acc.mul_(128).add_(acc_lo)
+
+        self._parallel(heads, B * H)
+        out = out.double()
         a = (out[..., :D] / out[..., D : D + 1]).float().view(B, H, Lq, D) * (sv * (1.0 / Q))
         return a.transpose(1, 2).reshape(B, Lq, H * D)
+
+    def _parallel(self, work, n: int) -> None:
+        """work(first, step) for first in range(k) over k threads: the per-head loop is many small ops,
+        and index_select runs on one core, so heads go to one thread per core, each op single-threaded.
+        (Heads are independent, so the result does not depend on the split.)"""
+        k = min(torch.get_num_threads(), n) if self.device.type == "cpu" else 1
+        if k <= 1:
+            work(0, 1)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        threads, inference = torch.get_num_threads(), torch.is_inference_mode_enabled()
+
+        def run(first: int) -> None:
+            with torch.inference_mode(inference):  # thread-local: carry the caller's mode over
+                work(first, k)
+
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(k) as pool:
+                for f in [pool.submit(run, i) for i in range(k)]:
+                    f.result()
+        finally:
+            torch.set_num_threads(threads)
 
     def glu(self, gu: torch.Tensor) -> torch.Tensor:
         """SiLU(gate) * up, the sigmoid from its table at gate rounded to 1/256."""
@@ -361,7 +391,7 @@ class ExactDenoiser:
     def frequencies(self, h8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """Integer frequencies (N, V) as fp32, each <= 2^24 and the largest of a row exactly 2^24:
         round(2^24 exp(z - max z)) with the logits z rounded to 2^-10 nat."""
-        z = self.head.acc(h8) * self.head.col * (scale * float(1 << fp.EXP_FRAC))
+        z = self.head.acc(h8).float().mul_(self.head.col).mul_(scale * float(1 << fp.EXP_FRAC))
         u = torch.round(z.amax(-1, keepdim=True) - z)
         return torch.take(self.exp32, u.clamp_(max=len(self.exp32) - 1).long())
 
