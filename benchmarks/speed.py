@@ -99,7 +99,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     lm = registry.resolve(args.model)
-    from ddcompress.exact import int_mm_is_exact
+    try:
+        from ddcompress.exact import int_mm_is_exact
+    except ImportError:  # ddc 0.1: the float path
+        def int_mm_is_exact(device):
+            return False
 
     meta = {"device": args.device, "machine": machine(args.device), "torch": torch.__version__,
             "model": lm.path.name if lm.path else "?", "model_id": lm.id,
@@ -114,9 +118,9 @@ def main() -> None:
             rows.append(r)
             print(json.dumps(r), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"speed-{args.device.split(':')[0]}{'-' + args.tag if args.tag else ''}"
-    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    stem.with_suffix(".md").write_text(render(rows, meta))
+    stem = f"speed-{args.device.split(':')[0]}{'-' + args.tag if args.tag else ''}"  # a tag may hold dots
+    (args.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    (args.out / f"{stem}.md").write_text(render(rows, meta))
     print(render(rows, meta))
 
 

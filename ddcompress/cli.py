@@ -611,8 +611,9 @@ def models_cmd():
         lm = registry.resolve(str(path))
         c = lm.cfg
         default = " (default)" if name == registry.DEFAULT_MODEL else ""
+        params = sum(t.numel() for k, t in lm.tensors.items() if not k.endswith(".scale"))
         click.echo(f"{name}{default}: id {lm.id}, {c.n_layer}x{c.d_model}, L={c.seq_len}, "
-                   f"{lm.model.num_params() / 1e6:.1f}M params, {path}")
+                   f"{params / 1e6:.1f}M params, {path}")
 
 
 if __name__ == "__main__":

@@ -110,38 +110,39 @@ def int_mm_is_exact(device: torch.device) -> bool:
     return _INT_MM_OK[key]
 
 
-@dataclass
 class ExactLinear:
-    """y = x W^T with W int8 rows: `wt` is W^T as an integer-valued fp32 (K, N) tensor, `w8` the same
-    integers as int8 (for `torch._int_mm`, or None), `col` the per-output scale / 127 (the 1/127 of the
-    activation's int8 scale folded in)."""
+    """y = x W^T with W int8 rows (N, K) and per-row scales. With `torch._int_mm` checked exact, W^T is
+    the int8 (K, N) view of W (column-major: the layout oneDNN's s8 GEMM prefers); otherwise an
+    integer-valued fp32 copy for the split float GEMM. `col` is the per-output scale / 127 (the 1/127
+    of the activation's int8 scale folded in)."""
 
-    wt: torch.Tensor
-    col: torch.Tensor
-    w8: torch.Tensor | None = None
+    def __init__(self, q: torch.Tensor, col: torch.Tensor, device: torch.device):
+        self.int_mm = int_mm_is_exact(device)
+        self.n = q.shape[0]
+        if self.int_mm and device.type == "cuda" and self.n % 8:  # cuBLAS int8 GEMMs want N % 8 == 0
+            q = torch.cat([q, q.new_zeros(-self.n % 8, q.shape[1])])
+        self.w8 = q.to(device).t() if self.int_mm else None
+        self.wt = None if self.int_mm else q.t().float().contiguous().to(device)
+        self.col = col.to(device)
 
     @classmethod
-    def from_tensors(cls, tensors, name: str, rows: int | None = None) -> "ExactLinear":
+    def from_tensors(cls, tensors, name: str, rows: int | None = None, device="cpu") -> "ExactLinear":
         q, s = _int8_rows(tensors, name)
         if rows is not None:
             q, s = q[:rows], s[:rows]
         col = (s.astype(np.float64).reshape(1, -1) / float(Q)).astype(np.float32)
-        return cls(torch.from_numpy(np.ascontiguousarray(q.T)).float(), torch.from_numpy(col))
-
-    def to(self, device) -> "ExactLinear":
-        device = torch.device(device)
-        w8 = None
-        if int_mm_is_exact(device):  # W^T stored column-major: the layout oneDNN's s8 GEMM prefers
-            w8 = self.wt.to(torch.int8).t().contiguous().t().to(device)
-        return ExactLinear(self.wt.to(device), self.col.to(device), w8)
+        return cls(torch.from_numpy(np.ascontiguousarray(q)), torch.from_numpy(col), torch.device(device))
 
     def acc(self, x8: torch.Tensor) -> torch.Tensor:
-        """The integer products x8 @ W^T (x8: integer-valued fp32 in [-127, 127]), exact, then rounded
-        once to fp32 (the same rounding everywhere)."""
+        """The integer products x8 @ W^T (x8: integer-valued fp32 in [-127, 127]), exact: int32, or fp32
+        holding the exact integer rounded once (int32 converts to the same fp32)."""
         K = x8.shape[-1]
         lead, rows = x8.shape[:-1], x8[..., 0].numel()
-        if self.w8 is not None and rows > 16:  # exact int32 sums: |sum| <= K * 127^2 < 2^31 for K < 2^17
-            return torch._int_mm(x8.reshape(rows, K).to(torch.int8), self.w8).view(*lead, -1)  # int32
+        if self.int_mm:  # exact int32 sums: |sum| <= K * 127^2 < 2^31 for K < 2^17
+            a = x8.reshape(rows, K).to(torch.int8)
+            if rows <= 16:  # _int_mm wants more than 16 rows: pad with zero rows
+                a = torch.cat([a, a.new_zeros(17 - rows, K)])
+            return torch._int_mm(a, self.w8)[:rows, : self.n].reshape(*lead, -1)
         if K <= FP32_K:  # every partial sum is an integer of magnitude <= K * 127^2 < 2^24: exact
             return x8 @ self.wt
         out = None  # blocks of FP32_K, each exact in fp32; their sum exact in fp64 (< 2^53)
@@ -170,10 +171,10 @@ class ExactBlock:
     def __init__(self, tensors, prefix: str, device):
         self.g1 = _ln_weight(tensors, prefix + "norm1.weight").to(device)
         self.g2 = _ln_weight(tensors, prefix + "norm2.weight").to(device)
-        self.qkv = ExactLinear.from_tensors(tensors, prefix + "attn.qkv.weight").to(device)
-        self.proj = ExactLinear.from_tensors(tensors, prefix + "attn.proj.weight").to(device)
-        self.gate_up = ExactLinear.from_tensors(tensors, prefix + "mlp.gate_up.weight").to(device)
-        self.down = ExactLinear.from_tensors(tensors, prefix + "mlp.down.weight").to(device)
+        self.qkv = ExactLinear.from_tensors(tensors, prefix + "attn.qkv.weight", device=device)
+        self.proj = ExactLinear.from_tensors(tensors, prefix + "attn.proj.weight", device=device)
+        self.gate_up = ExactLinear.from_tensors(tensors, prefix + "mlp.gate_up.weight", device=device)
+        self.down = ExactLinear.from_tensors(tensors, prefix + "mlp.down.weight", device=device)
 
 
 def _ln_weight(tensors, name: str) -> torch.Tensor:
@@ -201,10 +202,11 @@ class ExactDenoiser:
         if self.device.type == "cpu":
             keep_freed_memory()
         q, s = _int8_rows(tensors, "embed.weight")
-        emb = np.rint(q.astype(np.float64) * s.astype(np.float64) * float(1 << RES_FRAC))  # exact products
-        self.embed = torch.from_numpy(emb.astype(np.int64)).to(self.device)  # (V + 1, d) in Q.16
+        # token embeddings in Q.16: rint(q * s * 2^16), exact products in fp64, computed per forward
+        self.embed_q = torch.from_numpy(q).to(self.device)  # (V + 1, d) int8
+        self.embed_s = torch.from_numpy(s.astype(np.float64) * float(1 << RES_FRAC)).to(self.device)  # (V + 1, 1)
         head_name = "embed.weight" if cfg.tie_embeddings else "head.weight"
-        self.head = ExactLinear.from_tensors(tensors, head_name, rows=cfg.vocab_size).to(self.device)
+        self.head = ExactLinear.from_tensors(tensors, head_name, rows=cfg.vocab_size, device=self.device)
         self.blocks = [ExactBlock(tensors, f"blocks.{i}.", self.device) for i in range(cfg.n_layer)]
         self.gf = _ln_weight(tensors, "norm_f.weight").to(self.device)
         cos_t, sin_t = fp.rope_tables(cfg.seq_len, self.head_dim, cfg.rope_theta)
@@ -376,7 +378,7 @@ class ExactDenoiser:
         B, L = x.shape
         if L > self.cfg.seq_len:
             raise ValueError(f"sequence of {L} tokens exceeds the model's length {self.cfg.seq_len}")
-        h = self.embed[x]
+        h = torch.round(self.embed_q[x].double() * self.embed_s[x]).long()
         last = len(self.blocks) - 1
         for i, blk in enumerate(self.blocks):
             sel = at if i == last and at is not None else None

@@ -248,16 +248,22 @@ def save_checkpoint(model: Denoiser, directory: str | Path, dtype: str = "float3
 
 
 class LoadedModel:
-    """A denoiser with its id and provenance: `model` is the fp32 network (training, NELBO estimates),
-    `exact(device)` the integer network that coding uses (built once per device from the stored tensors)."""
+    """A denoiser's stored tensors with its id and provenance: `exact(device)` is the integer network
+    that coding uses, `model` the fp32 network (training, NELBO estimates), both built on first use."""
 
-    def __init__(self, model: Denoiser, model_id: str, path: Path | None, info: dict, tensors: dict[str, torch.Tensor]):
-        self.model, self.id, self.path, self.info, self.tensors = model, model_id, path, info, tensors
+    def __init__(self, cfg: DenoiserConfig, model_id: str, path: Path | None, info: dict,
+                 tensors: dict[str, torch.Tensor], model: Denoiser | None = None):
+        self.cfg, self.id, self.path, self.info, self.tensors = cfg, model_id, path, info, tensors
+        self._model = model
         self._exact: dict[str, object] = {}
 
     @property
-    def cfg(self) -> DenoiserConfig:
-        return self.model.cfg
+    def model(self) -> Denoiser:
+        if self._model is None:  # coding never needs it: building it costs seconds at 50M parameters
+            model = Denoiser(self.cfg)
+            model.load_state_dict(tensors_to_fp32(self.tensors))
+            self._model = model.eval()
+        return self._model
 
     def exact(self, device: str | torch.device = "cpu"):
         from .exact import ExactDenoiser
@@ -279,18 +285,15 @@ def load_checkpoint(directory: str | Path) -> LoadedModel:
     tensors = {k: v for f in files for k, v in load_file(str(f)).items()}
     config = {k: v for k, v in meta.items() if k != "info"}
     model_id = compute_model_id(config, tensors)
-    cfg = DenoiserConfig.from_dict(config)
-    model = Denoiser(cfg)
-    model.load_state_dict(tensors_to_fp32(tensors))
-    model.eval()
-    return LoadedModel(model, model_id, directory, meta.get("info", {}), tensors)
+    return LoadedModel(DenoiserConfig.from_dict(config), model_id, directory, meta.get("info", {}), tensors)
 
 
 def from_module(model: Denoiser) -> LoadedModel:
     """Wrap an in-memory model (tests, training) with an id computed from its fp32 weights."""
     model.eval()
     tensors = state_for_saving(model, "float32")
-    return LoadedModel(model, compute_model_id(model.cfg.to_dict() | {"weights_dtype": "float32"}, tensors), None, {}, tensors)
+    model_id = compute_model_id(model.cfg.to_dict() | {"weights_dtype": "float32"}, tensors)
+    return LoadedModel(model.cfg, model_id, None, {}, tensors, model)
 
 
 assert MASK_ID == VOCAB_SIZE

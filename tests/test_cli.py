@@ -389,3 +389,12 @@ def test_real_process(tmp_path, tiny_ckpt, other_ckpt):
     lines = p.stderr.decode().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ddc: ") and "wrong model" in lines[0]
     assert sorted(x.name for x in tmp_path.iterdir()) == ["f.ddc"]
+
+
+def test_models_lists_the_shipped_default_with_its_id():
+    from ddcompress import registry
+
+    res = ddc("models")
+    assert res.exit_code == 0, res.output
+    lm = registry.resolve(None)
+    assert f"{registry.DEFAULT_MODEL} (default): id {lm.id}" in res.output and "M params" in res.output

@@ -41,15 +41,22 @@ def test_tables_are_pinned_and_close_to_the_functions():
             assert abs(sin_t[p * 4 + i] / 2**30 - math.sin(w)) < 1e-9
 
 
-def test_split_gemm_is_exact_at_the_bound():
+@pytest.mark.parametrize("int_mm", [False, True])
+def test_split_gemm_is_exact_at_the_bound(monkeypatch, int_mm):
     """Running sums above 2^24 (1100 products of 127^2) that cancel to a small odd total: one fp32 GEMM
-    over all of K would round its partial sums; the split into blocks of FP32_K must not."""
+    over all of K would round its partial sums; the split into blocks of FP32_K must not (nor int32)."""
+    from ddcompress import exact
+
+    if int_mm and not exact.int_mm_is_exact(torch.device("cpu")):
+        pytest.skip("torch._int_mm does not sum exactly on this CPU (the float path is used)")
+    monkeypatch.setitem(exact._INT_MM_OK, "cpu", int_mm)
     K = 2200
     w = torch.full((2, K), 127, dtype=torch.int8)
     w[0, 1100:-1] = -127
     w[0, -1] = 1
     lin = ExactLinear.from_tensors({"w": w, "w.scale": torch.ones(2, 1)}, "w")
-    x = torch.full((1, K), 127.0)
+    assert lin.int_mm == int_mm
+    x = torch.full((3, K), 127.0)  # 3 rows: the int path pads them to the 17 that _int_mm wants
     ref = (x.double() @ w.double().T).long()
     assert ref[0, 0].item() == 127 * 127 + 127 and torch.equal(lin.acc(x).long(), ref)
     assert FP32_K * 127 * 127 < 2**24 <= (FP32_K + 1) * 127 * 127
