@@ -309,3 +309,21 @@ def test_coder_group_roundtrip_direct(tiny_lm):
         coder.decode_group(out, groups[0], b"\xff" * len(results[0].payload), results[0].chunk_crcs)
     with pytest.raises(IntegrityError, match="chunk"):  # decodes to the wrong tokens: caught by the chunk CRC
         coder.decode_group(out, groups[0], bytes(len(results[0].payload)), results[0].chunk_crcs)
+
+
+def test_tiny_inputs_skip_the_model_and_barely_grow(tiny_lm, monkeypatch):
+    """Below MIN_MODEL_BYTES the model cannot pay for its framing: "auto" does not run it at all, and
+    the output is a stored frame (16 bytes of framing) or xz, whichever is smaller."""
+    from ddcompress import api
+
+    def no_model(*a, **k):
+        raise AssertionError("the model ran on a tiny input")
+
+    monkeypatch.setattr(api, "Coder", no_model)
+    for n in (0, 1, 2, api.MIN_MODEL_BYTES - 1):
+        data = b"x!"[:1] * n if n < 2 else words(40)[:n]
+        blob = roundtrip(data, tiny_lm)
+        assert len(blob) <= 16 + n, (n, len(blob))
+    assert len(ddcompress.compress(b"")) == 16 and len(ddcompress.compress(b"a")) == 17
+    with pytest.raises(AssertionError, match="the model ran"):  # at the threshold it does run
+        ddcompress.compress(words(200)[: api.MIN_MODEL_BYTES], model=tiny_lm)
