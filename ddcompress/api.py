@@ -17,7 +17,7 @@ import torch
 
 from . import registry
 from .codec import Coder, chunk_layout, group_layout
-from .container import Container, parse_frames
+from .container import Container, info, parse_frames  # noqa: F401 (info: part of the API)
 from .errors import DDCError, FormatError, IntegrityError, ModelError
 from .exact import NUMERICS
 from .model import LoadedModel
@@ -151,21 +151,6 @@ def compress(
         if len(alt) < len(blob):
             return alt
     return blob
-
-
-def info(blob: bytes) -> dict:
-    """Header fields plus sizes; checks framing (magic, checksums, lengths) but decodes nothing. For
-    concatenated frames: the first frame's header, sizes summed over all, and `frames`."""
-    frames = parse_frames(blob)
-    h = dict(frames[0].header)
-    for key in ("tokens", "steps", "ideal_bits", "model_id", "numerics"):
-        h.setdefault(key, None)
-    h["frames"] = len(frames)
-    h["original_bytes"] = sum(c.header["original_bytes"] for c in frames)
-    h["compressed_bytes"] = len(blob)
-    n = h["original_bytes"]
-    h["bits_per_byte"] = 8 * len(blob) / n if n else None
-    return h
 
 
 def _check_model(header: dict, model: str | LoadedModel | None) -> LoadedModel:

@@ -13,177 +13,22 @@ once; the model (and torch) load only when a command needs them.
 """
 from __future__ import annotations
 
-import errno
-import importlib
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import click
 
 from . import __version__
-from .errors import DDCError, FormatError
+from .cli_args import DdcGroup
+from .cli_files import (_check_output, _describe, _display, _emit, _err, _isatty, _Named, _Progress, _read_input,
+                        _remove_input)
+from .container import info as _info
+from .errors import DDCError
 
 SUFFIX = ".ddc"
-# mode flags of the gzip-style command line -> subcommand
-_LONG_MODES = {"--decompress": "decompress", "--uncompress": "decompress", "--test": "test", "--list": "info",
-               "--compress": "compress"}
-_SHORT_MODES = {"d": "decompress", "t": "test", "l": "info", "z": "compress"}
-# subcommands that live in their own (torch-importing) modules: loaded on first use; help is static
-_LAZY = {
-    "bench": ("ddcompress.bench", "bench_command", "Measure perplexity bound and bits/byte on the published corpora."),
-    "train": ("ddcompress.train", "train_command", "Train a denoiser and export it as a ddc model."),
-}
-
-
-def _err(msg: str) -> None:
-    click.echo(f"ddc: {msg}", err=True)
-
-
-class _Named(DDCError):
-    """An error whose message already names the file it is about (an output path, say)."""
-
-
-def _display(name: str) -> str:
-    return "stdin" if name == "-" else name
-
-
-def _describe(name: str, err: BaseException) -> str:
-    """One line naming the file: `NAME: reason`."""
-    if isinstance(err, _Named):
-        return str(err)
-    if isinstance(err, OSError):
-        return f"{err.filename if err.filename else _display(name)}: {err.strerror or err}"
-    return f"{_display(name)}: {err}"
-
-
-def _isatty(stream) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-class _Progress:
-    """A rich progress bar (tokens/s) on stderr that appears only once work has run for a second."""
-
-    def __init__(self, label: str, enabled: bool):
-        self.label, self.enabled = label, enabled and _isatty(sys.stderr)
-        self.total, self.done, self.t0, self.bar, self.task = 0, 0, time.monotonic(), None, None
-
-    def start(self, total: int) -> None:
-        self.total, self.t0 = total, time.monotonic()
-
-    def advance(self, n: int) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        if self.bar is None and time.monotonic() - self.t0 > 1.0:
-            from rich.console import Console
-            from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                                TextColumn("{task.completed:,.0f}/{task.total:,.0f} tok"),
-                                TextColumn("{task.fields[rate]:,.0f} tok/s"), TimeRemainingColumn(),
-                                console=Console(stderr=True), transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task(self.label, total=self.total, rate=0.0)
-        if self.bar is not None:
-            rate = self.done / max(time.monotonic() - self.t0, 1e-9)
-            self.bar.update(self.task, completed=self.done, rate=rate)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
-# -- files ------------------------------------------------------------------------------------------
-
-
-def _read_input(name: str) -> bytes:
-    if name == "-":
-        if _isatty(sys.stdin):
-            raise click.UsageError("no input file and standard input is a terminal (see ddc --help)")
-        return sys.stdin.buffer.read()
-    p = Path(name)
-    if p.is_dir():
-        raise DDCError("is a directory")
-    return p.read_bytes()
-
-
-def _check_output(out: Path, force: bool, src: str) -> None:
-    """Everything that can be known about writing `out` before any work: it exists (without -f), it is
-    the input, or its directory is missing or not writable. Messages name `out`, never a temp file."""
-    if out.exists() or out.is_symlink():
-        if out.is_dir():
-            raise _Named(f"{out}: is a directory")
-        if not force:
-            raise _Named(f"{out}: already exists; use -f to overwrite")
-        if src != "-" and os.path.exists(src) and os.path.samefile(out, src):
-            raise _Named(f"{out}: is the input file")
-    parent = out.parent
-    if not parent.exists():
-        raise _Named(f"{out}: {os.strerror(errno.ENOENT)}")
-    if not parent.is_dir():
-        raise _Named(f"{out}: {os.strerror(errno.ENOTDIR)}")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise _Named(f"{out}: {os.strerror(errno.EACCES)} (cannot write in {parent})")
-
-
-def _write_atomic(path: Path, data: bytes, force: bool) -> None:
-    """Write via a temp file + rename in the same directory: never a partial or clobbered file. Errors
-    name `path` (the user's output), not the temp file."""
-    if path.exists() and not force:
-        raise _Named(f"{path}: already exists; use -f to overwrite")
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual mode of a new file
-        os.replace(tmp, path)
-        tmp = None
-        _fsync_dir(path.parent)  # the rename is durable before any input is removed (--rm)
-    except OSError as err:
-        raise _Named(f"{path}: {err.strerror or err}") from err
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(str(d), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _emit(data: bytes, out: Path | None, force: bool) -> None:
-    if out is None:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-    else:
-        _write_atomic(out, data, force)
-
-
-def _remove_input(name: str) -> None:
-    try:
-        os.unlink(name)
-    except OSError as err:
-        raise _Named(f"{name}: output written but the input could not be removed: {err.strerror or err}") from err
 
 
 def _check_device(device: str) -> None:
@@ -235,161 +80,6 @@ def _finish(failed: int) -> None:
         raise click.exceptions.Exit(1)
 
 
-# -- header summary without torch -------------------------------------------------------------------
-
-
-def _info(blob: bytes) -> dict:
-    """Header fields plus sizes, from the container alone (no model, no torch)."""
-    from . import container
-
-    c = container.parse(blob)
-    h = dict(c.header)
-    if h.get("method") not in ("store", "xz", "mdm"):
-        raise FormatError(f"unknown coding method {h.get('method')!r}")
-    n = h.get("original_bytes")
-    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-        raise FormatError("corrupt ddc file: header field 'original_bytes' missing or invalid")
-    h.setdefault("format_version", getattr(c, "version", None) or container.FORMAT_VERSION)
-    for key in ("model_id", "numerics", "tokenizer_id", "seq_len", "steps", "grid", "seed", "group_size",
-                "tokens", "chunks", "ideal_bits"):
-        h.setdefault(key, None)
-    h["compressed_bytes"] = len(blob)
-    h["bits_per_byte"] = 8 * len(blob) / n if n else None
-    return h
-
-
-# -- the gzip-style command line ----------------------------------------------------------------------
-
-
-class DdcGroup(click.Group):
-    """`ddc FILE` = compress; the mode flags -d/-t/-l/-z anywhere among the options choose the
-    subcommand (`ddc -v -d F`, `ddc -dc F`, `ddc -kd F`); `train` and `bench` load on first use."""
-
-    _CORE = ("compress", "decompress", "test", "info")
-
-    def list_commands(self, ctx):
-        return sorted(set(self.commands) | set(_LAZY))
-
-    def get_command(self, ctx, name):
-        if name in _LAZY and name not in self.commands:
-            module, attr, _ = _LAZY[name]
-            try:
-                cmd = getattr(importlib.import_module(module), attr)
-            except ImportError as err:
-                raise DDCError(f"ddc {name} needs packages that are not installed ({err}); "
-                               f"try: pip install 'ddcompress[bench]'") from None
-            self.add_command(cmd, name)
-        return super().get_command(ctx, name)
-
-    def format_commands(self, ctx, formatter):
-        """As click's, but the lazy commands show a static line instead of being imported."""
-        names = [n for n in self.list_commands(ctx) if n in _LAZY and n not in self.commands or not self.commands[n].hidden]
-        if not names:
-            return
-        limit = formatter.width - 6 - max(map(len, names))
-        rows = [(n, _LAZY[n][2] if n in _LAZY and n not in self.commands else self.commands[n].get_short_help_str(limit))
-                for n in names]
-        with formatter.section("Commands"):
-            formatter.write_dl(rows)
-
-    def _value_options(self) -> tuple[set[str], set[str]]:
-        """Short option letters and long options of the core commands that take a value."""
-        short, long = set(), set()
-        for name in self._CORE:
-            for p in self.commands[name].params:
-                if isinstance(p, click.Option) and not p.is_flag and not p.count:
-                    for o in p.opts + p.secondary_opts:
-                        (long if o.startswith("--") else short).add(o.lstrip("-") if not o.startswith("--") else o)
-        return short, long
-
-    def split_mode(self, args: list[str]) -> tuple[str | None, list[str], bool]:
-        """(mode, the arguments without the mode flags, verbose?) of a gzip-style command line."""
-        short_val, long_val = self._value_options()
-        mode, out, verbose, i = None, [], False, 0
-
-        def merge(new: str) -> None:
-            nonlocal mode
-            if mode is None or mode == new or {mode, new} == {"decompress", "test"}:
-                mode = "test" if "test" in (mode, new) else new
-            else:
-                raise click.UsageError(f"conflicting modes: {mode} and {new}")
-
-        while i < len(args):
-            a = args[i]
-            i += 1
-            if a == "--":
-                out += args[i - 1:]
-                break
-            if a.startswith("--"):
-                name = a.split("=", 1)[0]
-                if name in _LONG_MODES:
-                    merge(_LONG_MODES[name])
-                    continue
-                verbose |= name == "--verbose"
-                out.append(a)
-                if "=" not in a and name in long_val and i < len(args):
-                    out.append(args[i])
-                    i += 1
-                continue
-            if a.startswith("-") and len(a) > 1:
-                kept = "-"
-                for j, ch in enumerate(a[1:], start=1):
-                    if ch in _SHORT_MODES:
-                        merge(_SHORT_MODES[ch])
-                        continue
-                    verbose |= ch == "v"
-                    kept += ch
-                    if ch in short_val:  # the rest of the cluster, or the next argument, is its value
-                        kept += a[j + 1:]
-                        if j + 1 == len(a) and i < len(args):
-                            out += [kept, args[i]]
-                            i += 1
-                            kept = ""
-                        break
-                if kept not in ("", "-"):
-                    out.append(kept)
-                continue
-            out.append(a)  # a file name (or "-")
-        return mode, out, verbose
-
-    def parse_args(self, ctx, args):
-        if args and args[0] in self.list_commands(ctx):  # `ddc decompress ...`, `ddc bench ...`
-            if args[0] in self._CORE:
-                _, _, verbose = self.split_mode(args[1:])
-            else:
-                verbose = "-v" in args or "--verbose" in args
-            ctx.meta["ddc.verbose"] = verbose
-            return super().parse_args(ctx, args)
-        if not args:
-            return super().parse_args(ctx, args)  # usage (no_args_is_help)
-        mode, rest, verbose = self.split_mode(args)
-        ctx.meta["ddc.verbose"] = verbose
-        if mode is None and rest and rest[0] in ("-h", "--help", "-V", "--version"):
-            return super().parse_args(ctx, rest)
-        return super().parse_args(ctx, [mode or "compress"] + rest)
-
-    def invoke(self, ctx):
-        verbose = ctx.meta.get("ddc.verbose", False)  # this command line, not the host's sys.argv
-        try:
-            return super().invoke(ctx)
-        except DDCError as err:
-            _err(str(err))
-        except OSError as err:
-            _err(f"{err.filename + ': ' if err.filename else ''}{err.strerror or err}")
-        except MemoryError:
-            _err("out of memory")
-        except KeyboardInterrupt:
-            _err("interrupted")
-            ctx.exit(130)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
-            raise
-        except Exception as err:  # never a traceback for users; -v shows it
-            if verbose:
-                raise
-            _err(f"internal error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} (run with -v for details)")
-        ctx.exit(1)
-
-
 @click.group(cls=DdcGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=(
     "gzip-style: `ddc FILE` compresses; -d, -t, -l choose decompress, test, info anywhere among the "
     "options (`ddc -dc F.ddc`). Inputs are kept unless --rm. Exit status: 0 ok, 1 error, 2 usage."))
@@ -409,7 +99,7 @@ def _level_options(f):
 def _common(f):
     f = click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")(f)
     f = click.option("-v", "--verbose", is_flag=True, help="Print sizes, bits/byte and speed.")(f)
-    f = click.option("--device", default="cpu", show_default=True, help="cpu or cuda (decode on the kind that encoded).")(f)
+    f = click.option("--device", default="cpu", show_default=True, help="cpu or cuda (a file decodes on either).")(f)
     f = click.option("--model", "model", default=None, help="Shipped model name or checkpoint directory [default: ddc-small].")(f)
     f = click.option("-f", "--force", is_flag=True, help="Overwrite existing files; write binary to a terminal.")(f)
     f = click.option("--rm", "rm", is_flag=True, help="Remove each input once its output is written (and, when compressing, verified by decoding it).")(f)

@@ -73,6 +73,21 @@ class Container:
         return b"".join([MAGIC, head, struct.pack("<I", zlib.crc32(head)), *self.payloads])
 
 
+def info(blob: bytes) -> dict:
+    """Header fields plus sizes, from the framing alone (checks magic, checksums, lengths; decodes
+    nothing, needs no model or torch). Concatenated frames: the first frame's header, sizes summed over
+    all of them, and `frames`. Keys absent for a method (model_id, tokens, ...) are None."""
+    frames = parse_frames(blob)
+    h = dict(frames[0].header)
+    for key in MDM + ("chunks",):
+        h.setdefault(key, None)
+    h["frames"] = len(frames)
+    h["original_bytes"] = n = sum(c.header["original_bytes"] for c in frames)
+    h["compressed_bytes"] = len(blob)
+    h["bits_per_byte"] = 8 * len(blob) / n if n else None
+    return h
+
+
 def is_ddc(blob: bytes) -> bool:
     """True for anything that starts like a .ddc file, of any format version."""
     return bytes(blob[: len(MAGIC)]) == MAGIC

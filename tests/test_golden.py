@@ -51,3 +51,18 @@ def test_format_1_file_is_refused_by_name_and_nothing_is_written(tmp_path):
     assert res.exit_code == 1
     assert res.output.count("\n") == 1 and "format version 1" in res.output and "ddc 0.1" in res.output
     assert not (tmp_path / "text.txt").exists()
+
+
+def test_info_on_concatenated_frames():
+    import json as _json
+
+    from click.testing import CliRunner
+
+    from ddcompress.cli import main
+
+    v2 = GOLDEN / "v2"
+    res = CliRunner().invoke(main, ["info", "--json", str(v2 / "concatenated.ddc")])
+    assert res.exit_code == 0, res.output
+    h = _json.loads(res.output)
+    assert h["frames"] == 2 and h["method"] == "mdm"
+    assert h["original_bytes"] == len((v2 / "text.txt").read_bytes()) + len((v2 / "binary.bin").read_bytes())
