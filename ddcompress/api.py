@@ -21,29 +21,10 @@ from .container import Container, info, parse_frames  # noqa: F401 (info: part o
 from .errors import DDCError, FormatError, IntegrityError, ModelError
 from .exact import NUMERICS
 from .model import LoadedModel
+from .plan import DEFAULT_LEVEL, LEVELS, default_group_size, steps_for  # noqa: F401 (LEVELS: part of the API)
 from .tokenizer import get_tokenizer
 
-# level -> reverse steps per chunk (cosine grid); 9 = one token per step (uniform grid): the ELBO.
-LEVELS: dict[int, int | None] = {1: 2, 2: 4, 3: 8, 4: 12, 5: 16, 6: 24, 7: 64, 8: 256, 9: None}
-DEFAULT_LEVEL = 5
 METHODS = ("auto", "mdm", "xz", "store")
-
-
-def steps_for(level: int | None, steps: int | None, seq_len: int) -> tuple[int, str]:
-    """(steps per chunk, grid) for a level or an explicit step count."""
-    if steps is not None:
-        if steps < 1:
-            raise DDCError("--steps must be at least 1")
-        return (seq_len, "uniform") if steps >= seq_len else (steps, "cosine")
-    level = DEFAULT_LEVEL if level is None else level
-    if level not in LEVELS:
-        raise DDCError(f"level must be 1..9, got {level}")
-    s = LEVELS[level]
-    return (seq_len, "uniform") if s is None or s >= seq_len else (s, "cosine")
-
-
-def default_group_size(device: str) -> int:
-    return 64 if device.startswith("cuda") else 8
 
 
 def looks_binary(data: bytes) -> bool:

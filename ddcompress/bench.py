@@ -388,7 +388,7 @@ class _RawArgsCommand(click.Command):
 
 def parse_steps(values: tuple[str, ...], L: int) -> list[tuple[int, str]]:
     """'16', '16,64', 'L' (one token per step) -> [(steps, grid)] as ddc codes them, deduplicated."""
-    from .api import DEFAULT_LEVEL, LEVELS, steps_for
+    from .plan import DEFAULT_LEVEL, LEVELS, steps_for
 
     raw = [v for s in values for v in re.split(r"[,\s]+", s.strip()) if v] or [str(LEVELS[DEFAULT_LEVEL])]
     out: list[tuple[int, str]] = []
@@ -443,7 +443,7 @@ def machine_info(device: str) -> dict:
 @click.option("--max-passes", type=click.IntRange(2), default=32, show_default=True, help="Cap on NELBO passes.")
 @click.option("--target-stderr", type=float, default=0.005, show_default=True, help="Stop NELBO passes at this relative standard error.")
 @click.option("--batch", type=click.IntRange(1), default=None, help="Sequences per NELBO forward pass [default: 4 on CPU, 16 on CUDA].")
-@click.option("--group-size", type=click.IntRange(1), default=None, help="Chunks per coding batch (default 8 on CPU, 64 on CUDA).")
+@click.option("--group-size", type=click.IntRange(1), default=None, help="Chunks per coding batch (default 8 on CPU, 64 on CUDA; ddcompress/plan.py).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the unmasking orders and the NELBO draws.")
 @click.option("--verify", is_flag=True, help="Decode the first step count's stream and check it round-trips.")
@@ -461,7 +461,8 @@ def bench_command(datasets, split, model, data_dir, offline, steps, more_steps, 
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
     from . import registry
-    from .api import _set_deterministic, default_group_size
+    from .api import _set_deterministic
+    from .plan import default_group_size
     from .model import weight_files
 
     lm = registry.resolve(model)  # ModelError -> one line from the CLI

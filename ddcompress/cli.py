@@ -27,6 +27,7 @@ from .cli_files import (_check_output, _describe, _display, _emit, _err, _isatty
                         _remove_input)
 from .container import info as _info
 from .errors import DDCError
+from .plan import group_size_help
 
 SUFFIX = ".ddc"
 
@@ -89,10 +90,11 @@ def main():
 
 
 def _level_options(f):
-    for lv in range(9, 0, -1):
-        f = click.option(f"-{lv}", "level", flag_value=lv, help=None if lv not in (1, 5, 9) else
-                         {1: "fastest (2 steps per chunk)", 5: "default (16 steps per chunk)",
-                          9: "one token per step: the ELBO (slowest)"}[lv])(f)
+    from .plan import DEFAULT_LEVEL, LEVELS, level_help
+
+    for lv in sorted(LEVELS, reverse=True):
+        shown = lv in (min(LEVELS), DEFAULT_LEVEL, max(LEVELS))
+        f = click.option(f"-{lv}", "level", flag_value=lv, help=level_help(lv) if shown else None)(f)
     return f
 
 
@@ -118,7 +120,7 @@ def _common(f):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the unmasking orders (stored in the file).")
 @click.option("--method", type=click.Choice(["auto", "mdm", "xz", "store"]), default="auto", show_default=True,
               help="auto: the model, unless the input looks binary or xz (or a stored copy) comes out smaller.")
-@click.option("--group-size", type=click.IntRange(min=1), default=None, help="Chunks per forward batch (default 8 on CPU, 64 on CUDA).")
+@click.option("--group-size", type=click.IntRange(min=1), default=None, help=group_size_help())
 def compress(files, output, to_stdout, keep, rm, force, model, device, verbose, quiet, level, steps, seed, method, group_size):
     """Compress FILES (or stdin) to FILE.ddc; inputs are kept (unless --rm)."""
     files, output, to_stdout = _plan(files, output, to_stdout, keep, rm)

@@ -1,0 +1,39 @@
+"""The coding plan has one home (ddcompress/plan.py): the docs' level tables and the CLI help agree with it."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from ddcompress.cli import main
+from ddcompress.plan import DEFAULT_LEVEL, GROUP_SIZE, LEVELS, steps_for
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def table_row(path: Path, label: str) -> list[str]:
+    line = next(l for l in path.read_text().splitlines() if l.startswith(f"| {label} |"))
+    return [c.strip() for c in line.strip("|").split("|")[1:]]
+
+
+def test_docs_level_tables_match_the_plan():
+    want = [str(s) if s is not None else None for s in LEVELS.values()]
+    for path, label in ((ROOT / "README.md", "steps / chunk"), (ROOT / "docs" / "FORMAT.md", "steps per chunk (cosine grid)")):
+        row = table_row(path, label)
+        assert len(row) == len(LEVELS)
+        assert [c if c.isdigit() else None for c in row] == want, (path, row)
+    header = table_row(ROOT / "README.md", "level")
+    assert header[DEFAULT_LEVEL - 1] == f"{DEFAULT_LEVEL} (default)"
+
+
+def test_help_reads_the_plan():
+    out = CliRunner().invoke(main, ["compress", "--help"]).output
+    assert f"{LEVELS[1]} steps per chunk" in out and f"{LEVELS[DEFAULT_LEVEL]} steps per chunk" in out
+    assert re.search(rf"default {GROUP_SIZE['cpu']} on CPU,\s+{GROUP_SIZE['cuda']} on CUDA", out)
+
+
+def test_steps_for():
+    assert steps_for(None, None, 1024) == (LEVELS[DEFAULT_LEVEL], "cosine")
+    assert steps_for(9, None, 1024) == (1024, "uniform") == steps_for(None, 5000, 1024)
+    assert steps_for(1, None, 1) == (1, "uniform")  # a level's steps never exceed L
