@@ -24,12 +24,16 @@ import sys
 import time
 from pathlib import Path
 
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
 import click
 import numpy as np
 import torch
 
 from . import __version__
 from .datasets_eval import DATASETS, SEP, TITLES, DatasetUnavailable, load_corpus, stream_bytes, token_stream
+from .bench_report import plot, print_tables, to_markdown
 from .errors import DDCError
 from .tokenizer import EOS_ID
 
@@ -46,16 +50,33 @@ def default_out_dir(cwd: str | Path | None = None) -> Path:
     return Path(USER_OUT_DIR)
 EPS_T = 1e-4  # smallest t drawn (MD4); keeps the 1/t weight finite
 
-# Zero-shot perplexity bounds per GPT-2 token, columns in DATASETS order (NOTES.md). None = not reported.
-PUBLISHED = {
-    "GPT-2 small (AR)": (45.04, 42.43, 138.43, 41.60, 75.20),
-    "D3PM": (93.47, 77.28, 200.82, 75.16, 138.92),
-    "Plaid": (57.28, 51.80, 142.60, 50.86, 91.12),
-    "SEDD absorb small": (50.92, 41.84, 114.24, 40.62, 79.29),
-    "MD4 small": (48.43, 34.94, 102.26, 35.90, 68.10),
-    "MD4 medium": (44.12, 25.84, 66.07, 25.84, 51.45),
-    "MDLM (own protocol)": (47.52, 32.83, 95.26, None, 67.01),
-}
+@dataclass
+class BenchOptions:
+    """What `ddc bench` measures and how (the command line fills it; the report quotes it)."""
+
+    steps: list[tuple[int, str]]  # (steps per chunk, grid) to code at
+    split: str = "test"
+    data_dir: str | None = None
+    offline: bool = False
+    max_tokens: int | None = None
+    samples: int = 2  # antithetic t draws per chunk per NELBO pass
+    batch: int = 4  # sequences per NELBO forward pass
+    target: float = 0.005  # stop NELBO passes at this relative standard error
+    max_passes: int = 32
+    seed: int = 0
+    device: str = "cpu"
+    group_size: int = 8
+    verify: bool = False
+    baselines: bool = True
+    model_name: str = "?"
+    model_bytes: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+# progress(label, completed, total): a task's state; total 0 = the task is done
+ProgressFn = Callable[[str, int, int], None]
+
+
 PROTOCOL = (
     "Documents (WikiText articles, PTB sentences, LAMBADA passages, LM1B sentences) are detokenized, "
     "GPT-2 tokenized, each followed by EOS (50256), concatenated and cut into raw L-token chunks with no "
@@ -184,14 +205,14 @@ def usable_length(n: int, L: int) -> int:
     return n if n < L else n - n % L
 
 
-def run_dataset(name: str, lm, opts: dict, progress, done: dict | None = None) -> dict:
+def run_dataset(name: str, lm, opts: BenchOptions, progress: ProgressFn | None = None, done: dict | None = None) -> dict:
     """All metrics for one corpus; raises DatasetUnavailable if it cannot be had. `done` maps
     (source, split) to earlier records: WikiText-103 from a data dir is WikiText-2's file, measured once."""
-    corpus = load_corpus(name, opts["split"], opts["data_dir"], opts["offline"])
+    corpus = load_corpus(name, opts.split, opts.data_dir, opts.offline)
     if done is not None and (corpus.source, corpus.split) in done:
         return done[(corpus.source, corpus.split)] | {"dataset": name, "note": corpus.note}
     L = lm.cfg.seq_len
-    tokens, truncated = token_stream(corpus.documents, opts["max_tokens"])
+    tokens, truncated = token_stream(corpus.documents, opts.max_tokens)
     n = usable_length(len(tokens), L)
     dropped, tokens = len(tokens) - n, tokens[:n]
     if n == 0:
@@ -199,27 +220,27 @@ def run_dataset(name: str, lm, opts: dict, progress, done: dict | None = None) -
     data = stream_bytes(tokens)
     rec = {
         "dataset": name, "available": True, "split": corpus.split, "source": corpus.source, "note": corpus.note,
-        "model": opts["model_name"], "model_id": lm.id, "model_bytes": opts["model_bytes"],
+        "model": opts.model_name, "model_id": lm.id, "model_bytes": opts.model_bytes,
         "documents": int(np.count_nonzero(tokens == EOS_ID)), "bytes": len(data), "gpt2_tokens": int(n),
-        "chunks": int(math.ceil(n / L)), "seq_len": L, "truncated": truncated, "max_tokens": opts["max_tokens"],
+        "chunks": int(math.ceil(n / L)), "seq_len": L, "truncated": truncated, "max_tokens": opts.max_tokens,
         "dropped_tail_tokens": int(dropped),
     }
     chunks = tokens.reshape(-1, min(L, n)).astype(np.int64)
-    per_pass = chunks.size * opts["samples"]
+    progress = progress or (lambda label, completed, total: None)
+    per_pass = chunks.size * opts.samples
     state = {"done": 0, "total": 2 * per_pass}  # two passes at least; grows as passes are added
-    task = progress.add_task(f"{name}: NELBO", total=state["total"])
+    label = f"{name}: NELBO"
 
     def adv_nelbo(k):
         state["done"] += k
         if state["done"] > state["total"]:
             state["total"] += per_pass
-            progress.update(task, total=state["total"])
-        progress.advance(task, k)
+        progress(label, state["done"], state["total"])
 
     t0 = time.monotonic()
-    ne = nelbo_chunks(lm.model, chunks, opts["samples"], opts["batch"], opts["target"], 2, opts["max_passes"],
-                      opts["seed"], opts["device"], adv_nelbo)
-    progress.remove_task(task)
+    ne = nelbo_chunks(lm.model, chunks, opts.samples, opts.batch, opts.target, 2, opts.max_passes,
+                      opts.seed, opts.device, adv_nelbo)
+    progress(label, state["done"], 0)
     nat_tok = ne["nats"] / n
     rec.update({
         "nelbo_nats_per_token": nat_tok, "nelbo_stderr_nats_per_token": ne["stderr_nats"] / n,
@@ -229,11 +250,15 @@ def run_dataset(name: str, lm, opts: dict, progress, done: dict | None = None) -
         "elbo_ppl": math.exp(nat_tok), "elbo_stderr": math.exp(nat_tok) * ne["stderr_nats"] / n,
     })
     coded = []
-    for i, (steps, grid) in enumerate(opts["steps"]):
-        task = progress.add_task(f"{name}: code {steps} steps", total=n)
-        c = code_stream(lm, tokens, steps, grid, opts["seed"], opts["device"], opts["group_size"],
-                        opts["verify"] and i == 0, lambda k: progress.advance(task, k))
-        progress.remove_task(task)
+    for i, (steps, grid) in enumerate(opts.steps):
+        label, coded_tokens = f"{name}: code {steps} steps", [0]
+
+        def adv_code(k, label=label, coded_tokens=coded_tokens):
+            coded_tokens[0] += k
+            progress(label, coded_tokens[0], n)
+
+        c = code_stream(lm, tokens, steps, grid, opts.seed, opts.device, opts.group_size, opts.verify and i == 0, adv_code)
+        progress(label, n, 0)
         bits = 8 * c["payload_bytes"]
         coded.append({"steps": steps, "grid": grid, "payload_bytes": c["payload_bytes"], "coded_bits": bits,
                       "ideal_bits": c["ideal_bits"], "bits_per_token": bits / n, "coded_ppl": 2 ** (bits / n),
@@ -243,136 +268,10 @@ def run_dataset(name: str, lm, opts: dict, progress, done: dict | None = None) -
     rec["coded"] = coded
     rec["coded_ppl"] = {str(c["steps"]): c["coded_ppl"] for c in coded}
     rec["bpb"] = {str(c["steps"]): c["bpb"] for c in coded}
-    rec["baselines"] = baselines(data) if opts["baselines"] else {}
+    rec["baselines"] = baselines(data) if opts.baselines else {}
     if done is not None:
         done[(corpus.source, corpus.split)] = rec
     return rec
-
-
-# -- reports ----------------------------------------------------------------------------------------
-
-
-def _f(x, nd=2) -> str:
-    return "-" if x is None else f"{x:.{nd}f}"
-
-
-def _notes(report: dict) -> list[str]:
-    out = [PROTOCOL]
-    for r in report["results"]:
-        if not r["available"]:
-            out.append(r["reason"])
-            continue
-        bits = [f"{TITLES[r['dataset']]}: {r['split']} split from {r['source']}, {r['gpt2_tokens']:,} tokens, {r['bytes']:,} bytes"]
-        if r["truncated"]:
-            bits.append(f"TRUNCATED to the first {r['max_tokens']:,} tokens (--max-tokens)")
-        if r["dropped_tail_tokens"]:
-            bits.append(f"{r['dropped_tail_tokens']} tail tokens dropped")
-        if r["note"]:
-            bits.append(r["note"])
-        short = " (target not reached: raise --max-passes or --max-tokens)" if r["nelbo_rel_stderr"] > report["settings"]["target"] else ""
-        bits.append(f"NELBO from {r['nelbo_draws_per_chunk']} t draws per chunk (rel. stderr {100 * r['nelbo_rel_stderr']:.2f}%{short})")
-        v = [c for c in r["coded"] if c["verified"] is not None]
-        if v:
-            bits.append(f"round trip at {v[0]['steps']} steps: {'OK' if v[0]['verified'] else 'FAILED'}")
-        out.append("; ".join(bits))
-    if any(r["available"] and r["split"] != "validation" and r["dataset"] in ("wikitext2", "wikitext103", "ptb") for r in report["results"]):
-        out.append("Published WikiText/PTB numbers (MDLM protocol) use the validation split; these use the test split.")
-    return out
-
-
-def _ppl_rows(report: dict) -> list[tuple[str, list[str], str]]:
-    by = {r["dataset"]: r for r in report["results"] if r["available"]}
-    rows = [(m, [_f(v) for v in vals], "published") for m, vals in PUBLISHED.items()]
-    name = report["model"]["name"]
-    rows.append((f"{name} NELBO bound", [f"{by[d]['elbo_ppl']:.2f} ± {by[d]['elbo_stderr']:.2f}" if d in by else "-" for d in DATASETS], "measured"))
-    for s in report["settings"]["steps"]:
-        rows.append((f"{name} coded, {s} steps", [_f(by[d]["coded_ppl"].get(str(s))) if d in by else "-" for d in DATASETS], "measured"))
-    return rows
-
-
-def _bpb_header(report: dict) -> list[str]:
-    names = list(_codecs())
-    return ["dataset", "bytes", "tokens", "NELBO bound"] + [f"ddc {s} steps" for s in report["settings"]["steps"]] + names
-
-
-def _bpb_rows(report: dict) -> list[list[str]]:
-    rows = []
-    for r in report["results"]:
-        if not r["available"]:
-            continue
-        base = [_f((r["baselines"].get(k) or {}).get("bpb"), 3) for k in _codecs()]
-        rows.append([TITLES[r["dataset"]], f"{r['bytes']:,}", f"{r['gpt2_tokens']:,}", _f(r["nelbo_bpb"], 3)]
-                    + [_f(r["bpb"].get(str(s)), 3) for s in report["settings"]["steps"]] + base)
-    return rows
-
-
-def to_markdown(report: dict) -> str:
-    m, mach = report["model"], report["machine"]
-    lines = [f"# ddc bench: {m['name']}", "",
-             f"Measured {report['date']} with ddc {report['ddc_version']} on {mach['hardware']} "
-             f"(torch {mach['torch']}, {mach['threads']} threads).", "",
-             f"Model `{m['name']}` (id `{m['id']}`), L = {m['seq_len']}, {m['params']:,} parameters, "
-             f"{_f(m['bytes'] and m['bytes'] / 1e6, 1)} MB on disk ({m['bytes']} bytes; not included in any bits/byte below).", "",
-             f"Command: `{report['command']}`", "",
-             "## Zero-shot perplexity (per GPT-2 token; lower is better)", "",
-             "| model | " + " | ".join(TITLES[d] for d in DATASETS) + " | source |",
-             "|---|" + "---|" * (len(DATASETS) + 1)]
-    lines += [f"| {n} | " + " | ".join(v) + f" | {s} |" for n, v, s in _ppl_rows(report)]
-    hdr = _bpb_header(report)
-    lines += ["", "## Coded size vs general-purpose compressors (bits per byte; lower is better)", "",
-              "| " + " | ".join(hdr) + " |", "|---|" + "---|" * (len(hdr) - 1)]
-    lines += ["| " + " | ".join(r) + " |" for r in _bpb_rows(report)]
-    lines += ["", "## Notes", ""] + [f"- {n}" for n in _notes(report)]
-    return "\n".join(lines) + "\n"
-
-
-def print_tables(report: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    con = Console() if sys.stdout.isatty() else Console(width=220, no_color=True)
-    t = Table(title="Zero-shot perplexity per GPT-2 token (lower is better)")
-    for c in ["model"] + [TITLES[d] for d in DATASETS] + ["source"]:
-        t.add_column(c, justify="left" if c in ("model", "source") else "right")
-    for n, v, s in _ppl_rows(report):
-        t.add_row(n, *v, s, style="bold" if s == "measured" else None)
-    con.print(t)
-    t = Table(title=f"Bits per byte (lower is better); model file {report['model']['bytes']:,} bytes, not counted")
-    for c in _bpb_header(report):
-        t.add_column(c, justify="left" if c == "dataset" else "right")
-    for r in _bpb_rows(report):
-        t.add_row(*r)
-    con.print(t)
-    for n in _notes(report)[1:]:
-        con.print(f"- {n}", highlight=False, soft_wrap=True)
-
-
-def plot(report: dict, path: Path) -> bool:
-    """Bits/token against steps per chunk, NELBO bound dashed; False if matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, r in enumerate(x for x in report["results"] if x["available"]):
-        col = f"C{i}"
-        ax.plot([c["steps"] for c in r["coded"]], [c["bits_per_token"] for c in r["coded"]], "o-", color=col, label=f"{TITLES[r['dataset']]} coded")
-        ax.axhline(r["nelbo_nats_per_token"] / math.log(2), color=col, ls="--", lw=1, label=f"{TITLES[r['dataset']]} NELBO")
-    ax.set_xscale("log")
-    ticks = sorted({c["steps"] for r in report["results"] if r["available"] for c in r["coded"]})
-    ax.set_xticks(ticks, [str(t) for t in ticks])
-    ax.minorticks_off()
-    ax.set_xlabel("reverse steps per chunk")
-    ax.set_ylabel("bits per GPT-2 token")
-    ax.set_title(f"ddc {report['model']['name']}: coded size vs steps (L = {report['model']['seq_len']})")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
 
 
 # -- command line -----------------------------------------------------------------------------------
@@ -454,9 +353,18 @@ def machine_info(device: str) -> dict:
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), default=None, help="Markdown report path.")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks of internal errors.")
 @click.option("--plot", "png_path", type=click.Path(dir_okay=False), default=None, help="PNG plot path (needs matplotlib).")
+@click.option("--render", "render_json", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Measure nothing: re-render the Markdown and plot of a JSON report (next to it, or --markdown/--plot).")
 def bench_command(datasets, split, model, data_dir, offline, steps, more_steps, max_tokens, samples, max_passes,
-                  target_stderr, batch, group_size, device, seed, verify, no_baselines, out_dir, json_path, md_path, verbose, png_path):
+                  target_stderr, batch, group_size, device, seed, verify, no_baselines, out_dir, json_path, md_path, verbose,
+                  png_path, render_json):
     """Zero-shot perplexity bound, coded bits/byte and baselines on the published corpora."""
+    if render_json:
+        from .bench_report import render
+
+        wrote = render(Path(render_json), Path(md_path) if md_path else None, Path(png_path) if png_path else None)
+        click.echo("wrote " + ", ".join(map(str, wrote)), err=True)
+        return
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
@@ -471,14 +379,13 @@ def bench_command(datasets, split, model, data_dir, offline, steps, more_steps, 
     model_name = lm.path.name if lm.path else "in-memory"
     weights = weight_files(lm.path) if lm.path else []
     group_size = group_size or default_group_size(device)
-    opts = {
-        "split": split, "data_dir": data_dir, "offline": offline, "max_tokens": max_tokens, "samples": samples,
+    opts = BenchOptions(
+        steps=parse_steps(tuple(steps) + tuple(more_steps), L), split=split, data_dir=data_dir, offline=offline,
+        max_tokens=max_tokens, samples=samples, target=target_stderr, max_passes=max_passes, seed=seed, device=device,
         # the NELBO batch holds logits of every masked row (B*L*V floats): smaller than the coding groups
-        "batch": batch or (16 if device.startswith("cuda") else 4), "target": target_stderr, "max_passes": max_passes, "seed": seed, "device": device,
-        "group_size": group_size, "verify": verify, "baselines": not no_baselines, "model_name": model_name,
-        "model_bytes": sum(f.stat().st_size for f in weights) if weights else None,
-        "steps": parse_steps(tuple(steps) + tuple(more_steps), L),
-    }
+        batch=batch or (16 if device.startswith("cuda") else 4), group_size=group_size, verify=verify,
+        baselines=not no_baselines, model_name=model_name,
+        model_bytes=sum(f.stat().st_size for f in weights) if weights else None)
     _set_deterministic(device)  # as `ddc compress` codes
     lm.model.to(device).eval()
     now = dt.datetime.now(dt.timezone.utc)
@@ -486,20 +393,31 @@ def bench_command(datasets, split, model, data_dir, offline, steps, more_steps, 
         "tool": "ddc bench", "ddc_version": __version__, "date": now.isoformat(timespec="seconds"),
         "command": "ddc bench " + shlex.join(click.get_current_context().meta.get("bench_args", [])),
         "machine": machine_info(device),
-        "model": {"name": model_name, "id": lm.id, "path": str(lm.path) if lm.path else None, "bytes": opts["model_bytes"],
+        "model": {"name": model_name, "id": lm.id, "path": str(lm.path) if lm.path else None, "bytes": opts.model_bytes,
                   "params": lm.model.num_params(), "seq_len": L},
         "protocol": PROTOCOL, "separator_byte": SEP.hex(),
-        "settings": {k: opts[k] for k in ("split", "max_tokens", "samples", "max_passes", "target", "seed", "group_size", "batch", "device")}
-                    | {"steps": [s for s, _ in opts["steps"]], "grids": [g for _, g in opts["steps"]]},
+        "settings": {k: v for k, v in asdict(opts).items() if k in ("split", "max_tokens", "samples", "max_passes", "target", "seed", "group_size", "batch", "device")}
+                    | {"steps": [s for s, _ in opts.steps], "grids": [g for _, g in opts.steps]},
         "results": [],
     }
     bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
                    console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty())
+    tasks: dict = {}
+
+    def on_progress(label: str, completed: int, total: int) -> None:  # the measuring side's callback -> rich
+        if total == 0:
+            if label in tasks:
+                bar.remove_task(tasks.pop(label))
+            return
+        if label not in tasks:
+            tasks[label] = bar.add_task(label, total=total)
+        bar.update(tasks[label], completed=completed, total=total)
+
     done: dict = {}
     with bar:
         for name in names:
             try:
-                rec = run_dataset(name, lm, opts, bar, done)
+                rec = run_dataset(name, lm, opts, on_progress, done)
             except DatasetUnavailable as err:
                 bar.console.print(f"{err}" + ("" if data_dir else f"; {DATA_DIR_HINT}"), highlight=False, soft_wrap=True)
                 report["results"].append({"dataset": name, "available": False, "reason": str(err), "model": model_name})

@@ -5,6 +5,7 @@ import json
 import math
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -157,3 +158,17 @@ def test_baselines_round_trip_and_missing_module(monkeypatch):
     assert res["gzip -9"]["bpb"] < 8 and res["xz -9e"]["bytes"] > 0
     monkeypatch.setitem(sys.modules, "brotli", None)  # import now raises ImportError
     assert baselines(data)["brotli -11"] is None
+
+
+def test_reports_render_from_the_json_alone(tmp_path):
+    """`ddc bench --render` re-makes a committed report's Markdown from its JSON, byte for byte."""
+    from click.testing import CliRunner
+
+    from ddcompress.cli import main
+
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    src = results / "bench-ddc-small-20261128-050719.json"
+    (tmp_path / "r.json").write_bytes(src.read_bytes())
+    res = CliRunner().invoke(main, ["bench", "--render", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "r.md").read_text() == src.with_suffix(".md").read_text()
