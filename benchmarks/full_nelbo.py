@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from ddcompress import registry
-from ddcompress.bench import nelbo_chunks, usable_length
+from ddcompress.bench import usable_length
+from ddcompress.elbo import estimate_nelbo_chunks
 from ddcompress.datasets_eval import load_corpus, token_stream
 
 ROOT = Path(__file__).resolve().parent
@@ -45,7 +46,7 @@ def main() -> None:
         n = usable_length(len(tokens), L)
         chunks = tokens[:n].reshape(-1, L)
         t0 = time.time()
-        r = nelbo_chunks(lm.model, chunks, samples=args.samples, batch=args.batch, target=0.0,
+        r = estimate_nelbo_chunks(lm.model, chunks, samples=args.samples, batch=args.batch, target=0.0,
                          min_passes=args.passes, max_passes=args.passes)
         per_tok, se_tok = r["nats"] / n, r["stderr_nats"] / n
         row = {"dataset": name, "split": "test", "tokens": int(n), "dropped_tail_tokens": int(len(tokens) - n),

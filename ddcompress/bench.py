@@ -34,6 +34,7 @@ import torch
 from . import __version__
 from .datasets_eval import DATASETS, SEP, TITLES, DatasetUnavailable, load_corpus, stream_bytes, token_stream
 from .bench_report import plot, print_tables, to_markdown
+from .elbo import estimate_nelbo_chunks
 from .errors import DDCError
 from .tokenizer import EOS_ID
 
@@ -48,7 +49,6 @@ def default_out_dir(cwd: str | Path | None = None) -> Path:
     if (cwd / "benchmarks").is_dir() and (cwd / "ddcompress" / "bench.py").is_file():
         return Path(DEFAULT_OUT_DIR)
     return Path(USER_OUT_DIR)
-EPS_T = 1e-4  # smallest t drawn (MD4); keeps the 1/t weight finite
 
 @dataclass
 class BenchOptions:
@@ -87,41 +87,6 @@ PROTOCOL = (
 
 
 # -- metric 1: the NELBO bound ----------------------------------------------------------------------
-
-
-@torch.no_grad()
-def nelbo_chunks(model, chunks: np.ndarray, samples: int = 2, batch: int = 8, target: float = 0.005,
-                 min_passes: int = 2, max_passes: int = 32, seed: int = 0, device: str = "cpu", advance=None) -> dict:
-    """Monte Carlo NELBO (nats) summed over chunks (C, L), with its standard error.
-
-    Each pass draws `samples` antithetic times per chunk (stratified over [0, 1] within the chunk).
-    Passes repeat until the standard error of the total is below `target` of it (or max_passes);
-    per-chunk estimates are independent across passes and chunks, so Var(total) = sum_i s_i^2 / P.
-    """
-    from .elbo import antithetic_times, nelbo_per_sequence
-
-    model.eval()
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    x_all = torch.from_numpy(np.ascontiguousarray(chunks, dtype=np.int64))
-    C, L = x_all.shape
-    rows = np.repeat(np.arange(C), samples)
-    passes: list[torch.Tensor] = []
-    while True:
-        t = torch.cat([antithetic_times(samples, EPS_T, g) for _ in range(C)])
-        vals = torch.empty(C * samples, dtype=torch.float64)
-        for r0 in range(0, len(rows), batch):
-            idx = torch.from_numpy(rows[r0 : r0 + batch])
-            x = x_all[idx].to(device)
-            vals[r0 : r0 + len(idx)] = nelbo_per_sequence(model, x, t[r0 : r0 + len(idx)].to(device), generator=g).double().cpu()
-            if advance:
-                advance(len(idx) * L)
-        passes.append(vals.view(C, samples).mean(1))
-        X = torch.stack(passes)  # (P, C)
-        total = float(X.mean(0).sum())
-        P = len(passes)
-        se = float(math.sqrt(X.var(0, unbiased=True).sum() / P)) if P > 1 else float("inf")
-        if P >= max_passes or (P >= min_passes and se < target * abs(total)):
-            return {"nats": total, "stderr_nats": se, "passes": P, "draws_per_chunk": P * samples}
 
 
 # -- metric 2: real coded size ----------------------------------------------------------------------
@@ -238,7 +203,7 @@ def run_dataset(name: str, lm, opts: BenchOptions, progress: ProgressFn | None =
         progress(label, state["done"], state["total"])
 
     t0 = time.monotonic()
-    ne = nelbo_chunks(lm.model, chunks, opts.samples, opts.batch, opts.target, 2, opts.max_passes,
+    ne = estimate_nelbo_chunks(lm.model, chunks, opts.samples, opts.batch, opts.target, 2, opts.max_passes,
                       opts.seed, opts.device, adv_nelbo)
     progress(label, state["done"], 0)
     nat_tok = ne["nats"] / n

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from .model import Denoiser
 from .schedule import alpha, nelbo_weight
 
+T_EPS = 1e-4  # smallest t drawn by the estimators (MD4): keeps the 1/t weight finite
+
 
 def antithetic_times(batch: int, eps: float, generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:
     """t_i = eps + (1 - eps) * ((u + i/B) mod 1): one uniform shared, evenly spread over the batch."""
@@ -51,34 +53,44 @@ def nelbo_per_sequence(
 
 
 @torch.no_grad()
-def estimate_nelbo(
-    model: Denoiser,
-    tokens: np.ndarray,
-    samples: int = 16,
-    batch: int = 16,
-    eps: float = 1e-4,
-    seed: int = 0,
-    device: str = "cpu",
-    schedule: str = "linear",
-) -> tuple[float, float]:
-    """Monte Carlo NELBO of one sequence (length <= L) in nats: (mean, standard error).
+def estimate_nelbo_chunks(model, chunks: np.ndarray, samples: int = 2, batch: int = 8, target: float = 0.005,
+                          min_passes: int = 2, max_passes: int = 32, seed: int = 0, device: str = "cpu",
+                          advance=None) -> dict:
+    """Monte Carlo NELBO (nats) summed over chunks (C, L), with its standard error.
 
-    `samples` antithetic time draws in batches of `batch` (each batch is one stratified set, so the
-    standard error is computed across batches when there are several, else across draws).
+    Each pass draws `samples` antithetic times per chunk (stratified over [0, 1] within the chunk).
+    Passes repeat until the standard error of the total is below `target` of it (or max_passes);
+    per-chunk estimates are independent across passes and chunks, so Var(total) = sum_i s_i^2 / P.
     """
     model.eval()
     g = torch.Generator(device="cpu").manual_seed(seed)
-    x0 = torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=device)[None]
-    means = []
-    draws = []
-    for start in range(0, samples, batch):
-        b = min(batch, samples - start)
-        t = antithetic_times(b, eps, g).to(device)
-        vals = nelbo_per_sequence(model, x0.expand(b, -1), t, schedule, generator=g).double().cpu()
-        means.append(vals.mean().item())
-        draws.append(vals)
-    if len(means) > 1:
-        m = np.array(means)
-        return float(m.mean()), float(m.std(ddof=1) / math.sqrt(len(m)))
-    d = torch.cat(draws).numpy()
-    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("nan")
+    x_all = torch.from_numpy(np.ascontiguousarray(chunks, dtype=np.int64))
+    C, L = x_all.shape
+    rows = np.repeat(np.arange(C), samples)
+    passes: list[torch.Tensor] = []
+    while True:
+        t = torch.cat([antithetic_times(samples, T_EPS, g) for _ in range(C)])
+        vals = torch.empty(C * samples, dtype=torch.float64)
+        for r0 in range(0, len(rows), batch):
+            idx = torch.from_numpy(rows[r0 : r0 + batch])
+            x = x_all[idx].to(device)
+            vals[r0 : r0 + len(idx)] = nelbo_per_sequence(model, x, t[r0 : r0 + len(idx)].to(device), generator=g).double().cpu()
+            if advance:
+                advance(len(idx) * L)
+        passes.append(vals.view(C, samples).mean(1))
+        X = torch.stack(passes)  # (P, C)
+        total = float(X.mean(0).sum())
+        P = len(passes)
+        se = float(math.sqrt(X.var(0, unbiased=True).sum() / P)) if P > 1 else float("inf")
+        if P >= max_passes or (P >= min_passes and se < target * abs(total)):
+            return {"nats": total, "stderr_nats": se, "passes": P, "draws_per_chunk": P * samples}
+
+
+def estimate_nelbo(model: Denoiser, tokens: np.ndarray, samples: int = 16, batch: int = 16, seed: int = 0,
+                   device: str = "cpu") -> tuple[float, float]:
+    """Monte Carlo NELBO of one sequence (length <= L) in nats: (mean, standard error), from about
+    `samples` antithetic draws in passes of `batch` (at least two passes)."""
+    r = estimate_nelbo_chunks(model, np.asarray(tokens)[None], samples=batch, batch=batch, target=0.0,
+                              min_passes=max(2, -(-samples // batch)), max_passes=max(2, -(-samples // batch)),
+                              seed=seed, device=device)
+    return r["nats"], r["stderr_nats"]
