@@ -33,7 +33,7 @@ def path_bits(lm, em, ids: np.ndarray, steps: int) -> tuple[float, float, float,
         truth = torch.from_numpy(ids[c].astype(np.int64))
         x = torch.full((1, L), lm.cfg.mask_id, dtype=torch.long)
         off = 0
-        for k in reveal_counts(L, steps, "cosine"):
+        for k in reveal_counts(L, steps, "sine"):
             pos = torch.from_numpy(perm[off : off + k])
             off += k
             t = time.perf_counter()
@@ -77,7 +77,7 @@ def main() -> None:
         f"# Exact integer path vs float path ({lm.path.name}, id {lm.id})\n\n"
         f"Command: `{cmd}`  \nMachine: {platform.machine()}, {torch.backends.cpu.get_cpu_capability()}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}  \n"
-        f"{args.chunks} chunks of {L} tokens per input, {args.steps} steps (cosine grid), seed 0. Bits are sum -log2 p "
+        f"{args.chunks} chunks of {L} tokens per input, {args.steps} steps (sine grid), seed 0. Bits are sum -log2 p "
         "of the true tokens along the same path (no entropy coder). Time: seconds per forward pass incl. the head rows.\n\n"
         "| input | tokens | float bits/token | exact bits/token | exact vs float | float s/forward | exact s/forward |\n"
         "|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .errors import DDCError
 
-# level -> reverse steps per chunk on the cosine grid; None = one token per step (uniform grid): the ELBO
+# level -> reverse steps per chunk on the sine grid; None = one token per step (uniform grid): the ELBO
 LEVELS: dict[int, int | None] = {1: 2, 2: 4, 3: 8, 4: 12, 5: 16, 6: 24, 7: 64, 8: 256, 9: None}
 DEFAULT_LEVEL = 5
 GROUP_SIZE = {"cpu": 8, "cuda": 64}  # chunks per forward batch and per range-coder stream
@@ -16,12 +16,12 @@ def steps_for(level: int | None, steps: int | None, seq_len: int) -> tuple[int, 
     if steps is not None:
         if steps < 1:
             raise DDCError("--steps must be at least 1")
-        return (seq_len, "uniform") if steps >= seq_len else (steps, "cosine")
+        return (seq_len, "uniform") if steps >= seq_len else (steps, "sine")
     level = DEFAULT_LEVEL if level is None else level
     if level not in LEVELS:
         raise DDCError(f"level must be 1..9, got {level}")
     s = LEVELS[level]
-    return (seq_len, "uniform") if s is None or s >= seq_len else (s, "cosine")
+    return (seq_len, "uniform") if s is None or s >= seq_len else (s, "sine")
 
 
 def default_group_size(device: str) -> int:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 SCHEDULES = ("linear", "cosine", "polynomial")
-GRIDS = ("uniform", "cosine")
+GRIDS = ("uniform", "sine")
 
 
 def alpha(t: torch.Tensor, schedule: str = "linear", power: float = 1.0) -> torch.Tensor:
@@ -42,23 +42,24 @@ def nelbo_weight(t: torch.Tensor, schedule: str = "linear", power: float = 1.0) 
     return -alpha_prime(t, schedule, power) / (1.0 - alpha(t, schedule, power)).clamp_min(1e-12)
 
 
-def time_grid(steps: int, grid: str = "cosine") -> np.ndarray:
+def time_grid(steps: int, grid: str = "sine") -> np.ndarray:
     """t_0 = 0 < t_1 < ... < t_T = 1; reverse step i goes from t_i down to t_{i-1}.
 
-    With the linear schedule, the masked fraction at t is t. "cosine" is the seed's grid
-    t_i = cos(pi/2 (1 - i/T)): few tokens are revealed early (t near 1), many late.
+    With the linear schedule, the masked fraction at t is t. "sine" is the seed's grid
+    t_i = cos(pi/2 (1 - i/T)) = sin(pi i / 2T): few tokens are revealed early (t near 1), many late.
+    (Named for its shape; it has nothing to do with the cosine masking schedule alpha_t.)
     """
     i = np.arange(steps + 1, dtype=np.float64)
     if grid == "uniform":
         return i / steps
-    if grid == "cosine":
+    if grid == "sine":
         t = np.cos(0.5 * np.pi * (1.0 - i / steps))
         t[0], t[-1] = 0.0, 1.0
         return t
     raise ValueError(f"unknown grid {grid!r} (choose from {', '.join(GRIDS)})")
 
 
-def reveal_counts(n: int, steps: int, grid: str = "cosine") -> np.ndarray:
+def reveal_counts(n: int, steps: int, grid: str = "sine") -> np.ndarray:
     """Tokens revealed at each reverse step (first step first), summing to n; empty steps dropped.
 
     Step k goes from t_{T-k+1} to t_{T-k}; under the linear schedule the expected number of masked

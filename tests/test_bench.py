@@ -72,7 +72,7 @@ def test_json_fields_consistent(report, tiny_ckpt):
         assert r["elbo_ppl"] == pytest.approx(math.exp(r["nelbo_nats_per_token"]))
         assert 0 < r["elbo_stderr"] < r["elbo_ppl"] and 2 <= r["nelbo_passes"] <= 3
         assert r["model_bytes"] == (tiny_ckpt / "model.safetensors").stat().st_size
-        assert r["steps"] == [2, 64] and [c["grid"] for c in r["coded"]] == ["cosine", "uniform"]
+        assert r["steps"] == [2, 64] and [c["grid"] for c in r["coded"]] == ["sine", "uniform"]
         for c in r["coded"]:
             # flushing costs >= 32 bits per group, far above what 24-bit quantization can win back on
             # 128 tokens (a near-uniform model on 65k tokens did come out ~0.0006 bit/token under ideal)
@@ -118,8 +118,8 @@ def test_short_stream_single_chunk_and_bad_model(tiny_ckpt, eval_dir, tmp_path, 
 
 
 def test_parse_steps():
-    assert parse_steps((), 1024) == [(16, "cosine")]
-    assert parse_steps(("16", "64,1024", "L", "2000"), 1024) == [(16, "cosine"), (64, "cosine"), (1024, "uniform")]
+    assert parse_steps((), 1024) == [(16, "sine")]
+    assert parse_steps(("16", "64,1024", "L", "2000"), 1024) == [(16, "sine"), (64, "sine"), (1024, "uniform")]
     with pytest.raises(Exception):
         parse_steps(("x",), 64)
 

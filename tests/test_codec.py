@@ -164,8 +164,8 @@ def test_header_fields(tiny_lm):
     data = words(3 * L + 5)
     tok = get_tokenizer()
     for kw, (steps, grid, level) in {
-        "level1": (2, "cosine", 1), "level5": (16, "cosine", 5), "level9": (L, "uniform", 9),
-        "steps3": (3, "cosine", None), "steps_ge_L": (L, "uniform", None),
+        "level1": (2, "sine", 1), "level5": (16, "sine", 5), "level9": (L, "uniform", 9),
+        "steps3": (3, "sine", None), "steps_ge_L": (L, "uniform", None),
     }.items():
         h = ddcompress.info(ddcompress.compress(data, model=tiny_lm, method="mdm", seed=77, **LEVEL_KW[kw]))
         assert (h["steps"], h["grid"], h["level"]) == (steps, grid, level), kw
@@ -295,7 +295,7 @@ def test_coder_group_roundtrip_direct(tiny_lm):
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, 50257, size=2 * L + 10).astype(np.uint32)
     chunks = chunk_layout(len(tokens), L)
-    coder = Coder(tiny_lm, 4, "cosine", seed=9)
+    coder = Coder(tiny_lm, 4, "sine", seed=9)
     groups = group_layout(chunks, 2)
     results = [coder.encode_group(tokens, g) for g in groups]
     out = np.zeros(len(tokens), dtype=np.int64)

@@ -21,7 +21,7 @@ from ddcompress.layout import layout_counts
 from ddcompress.schedule import reveal_counts, time_grid
 
 MDM = {"method": "mdm", "original_bytes": 300, "original_crc32": 0x12345678, "numerics": "int8-exact-1",
-       "model_id": "f513e2f185caa3f2", "tokenizer_id": "0123abcd", "seq_len": 8, "steps": 4, "grid": "cosine",
+       "model_id": "f513e2f185caa3f2", "tokenizer_id": "0123abcd", "seq_len": 8, "steps": 4, "grid": "sine",
        "level": 2, "transform": None, "seed": 5, "group_size": 2, "tokens": 20, "ideal_bits": 1.5}
 
 
@@ -88,7 +88,7 @@ def test_exact_layout():
         "36"  # N = 54 bytes of header and table follow
         "02" "ac02" "78563412"  # method mdm, original_bytes 300, original_crc32
         "01" "f513e2f185caa3f2" "0123abcd"  # numerics int8-exact-1, model id, tokenizer id
-        "08" "04" "00" "02" "00"  # seq_len 8, steps 4, grid cosine, level 2, transform none
+        "08" "04" "00" "02" "00"  # seq_len 8, steps 4, grid sine, level 2, transform none
         "05" "02" "14" "0000c03f"  # seed 5, group_size 2, tokens 20, ideal_bits 1.5 (f32)
         "04" "11cd82ed" "02" "9928e68f"  # group 0: 4 bytes, CRC32(b"abcd"); group 1: 2 bytes, CRC32(b"xy")
         "01000000" "02000000" "efbeadde"  # chunk CRCs
@@ -377,18 +377,18 @@ def test_permutation_known_answers():
 
 
 def test_reveal_counts_known_answers():
-    assert reveal_counts(64, 2, "cosine").tolist() == [19, 45]
-    assert reveal_counts(64, 3, "cosine").tolist() == [9, 23, 32]
-    assert reveal_counts(64, 16, "cosine").tolist() == [1, 2, 2, 3, 3, 4, 4, 4, 5, 6, 6, 5, 7, 6, 6]
-    assert reveal_counts(1024, 16, "cosine").tolist() == [5, 15, 24, 34, 43, 52, 59, 68, 74, 81, 86, 91, 95, 97, 100, 100]
-    assert reveal_counts(5, 16, "cosine").tolist() == [1, 1, 1, 2]  # steps capped at n
+    assert reveal_counts(64, 2, "sine").tolist() == [19, 45]
+    assert reveal_counts(64, 3, "sine").tolist() == [9, 23, 32]
+    assert reveal_counts(64, 16, "sine").tolist() == [1, 2, 2, 3, 3, 4, 4, 4, 5, 6, 6, 5, 7, 6, 6]
+    assert reveal_counts(1024, 16, "sine").tolist() == [5, 15, 24, 34, 43, 52, 59, 68, 74, 81, 86, 91, 95, 97, 100, 100]
+    assert reveal_counts(5, 16, "sine").tolist() == [1, 1, 1, 2]  # steps capped at n
     assert reveal_counts(10, 4, "uniform").tolist() == [2, 3, 3, 2]  # np.rint: half to even
     assert reveal_counts(64, 64, "uniform").tolist() == [1] * 64
-    assert reveal_counts(0, 5, "cosine").tolist() == []
+    assert reveal_counts(0, 5, "sine").tolist() == []
     for n in (1, 7, 64, 1000):
         for steps in (1, 2, 5, 16, 64, 2000):
-            for grid in ("cosine", "uniform"):
+            for grid in ("sine", "uniform"):
                 c = reveal_counts(n, steps, grid)
                 assert c.sum() == n and (c > 0).all() and len(c) <= min(n, steps)
-    t = time_grid(4, "cosine")
+    t = time_grid(4, "sine")
     assert t[0] == 0.0 and t[-1] == 1.0 and np.all(np.diff(t) > 0)

@@ -94,7 +94,7 @@ def test_one_token_per_step_codes_at_the_elbo(trained, which):
     assert abs(code - nelbo) < 3 * se, f"code {code:.3f}±{code_se:.3f} bits vs NELBO {nelbo:.3f}±{nelbo_se:.3f} bits"
     # power: the comparison resolves differences far smaller than what parallel decoding costs
     for steps in (1, 2):
-        par, par_se = mean_se(code_lengths(trained, x0, steps, "cosine", range(100)))
+        par, par_se = mean_se(code_lengths(trained, x0, steps, "sine", range(100)))
         gap_se = math.hypot(par_se, nelbo_se)
         assert par - nelbo > 10 * gap_se, (steps, par, nelbo, gap_se)
         assert par - nelbo > 1.0  # bits per 16-token chunk: a real, not just a significant, gap
@@ -129,7 +129,7 @@ def test_coder_on_trained_model(trained):
     tokens = pattern_batch(1, g, length=7 * L + 5)[0].numpy().astype(np.uint32)
     chunks = chunk_layout(len(tokens), L)
     groups = group_layout(chunks, 3)
-    for steps, grid in ((L, "uniform"), (4, "cosine"), (1, "cosine")):
+    for steps, grid in ((L, "uniform"), (4, "sine"), (1, "sine")):
         coder = Coder(trained, steps, grid, seed=11)
         results = [coder.encode_group(tokens, grp) for grp in groups]
         out = np.zeros(len(tokens), dtype=np.int64)

@@ -19,7 +19,7 @@ def table_row(path: Path, label: str) -> list[str]:
 
 def test_docs_level_tables_match_the_plan():
     want = [str(s) if s is not None else None for s in LEVELS.values()]
-    for path, label in ((ROOT / "README.md", "steps / chunk"), (ROOT / "docs" / "FORMAT.md", "steps per chunk (cosine grid)")):
+    for path, label in ((ROOT / "README.md", "steps / chunk"), (ROOT / "docs" / "FORMAT.md", "steps per chunk (sine grid)")):
         row = table_row(path, label)
         assert len(row) == len(LEVELS)
         assert [c if c.isdigit() else None for c in row] == want, (path, row)
@@ -34,6 +34,6 @@ def test_help_reads_the_plan():
 
 
 def test_steps_for():
-    assert steps_for(None, None, 1024) == (LEVELS[DEFAULT_LEVEL], "cosine")
+    assert steps_for(None, None, 1024) == (LEVELS[DEFAULT_LEVEL], "sine")
     assert steps_for(9, None, 1024) == (1024, "uniform") == steps_for(None, 5000, 1024)
     assert steps_for(1, None, 1) == (1, "uniform")  # a level's steps never exceed L

@@ -25,7 +25,7 @@ def test_layout_is_linear_up_to_a_million_chunks():
         groups, t2 = timed(group_layout, chunks, gs)
         assert (len(chunks), len(groups)) == layout_counts(n, L, gs)
         secs.append(t1 + t2)
-    assert secs[1] < 3.0, secs  # linear: ~1 s for a million chunks; quadratic would take hours
+    assert secs[1] < 30.0, secs  # linear: ~1 s for a million chunks (more on a loaded machine); quadratic: hours
     assert secs[1] < 25 * secs[0] + 0.2, secs  # 10x the chunks, not 100x the time
 
 
@@ -35,10 +35,10 @@ def test_container_is_linear_at_a_hundred_thousand_chunks():
     n_chunks_, n_groups = layout_counts(tokens, L, gs)
     payloads = [bytes([g % 251]) * 4 for g in range(n_groups)]
     header = {"method": "mdm", "original_bytes": 5 * tokens, "original_crc32": 0, "numerics": "int8-exact-1",
-              "model_id": "f513e2f185caa3f2", "tokenizer_id": "e8796d36", "seq_len": L, "steps": 16, "grid": "cosine",
+              "model_id": "f513e2f185caa3f2", "tokenizer_id": "e8796d36", "seq_len": L, "steps": 16, "grid": "sine",
               "level": 5, "transform": None, "seed": 0, "group_size": gs, "tokens": tokens, "ideal_bits": 1.0}
     crcs = [zlib.crc32(i.to_bytes(4, "little")) for i in range(n_chunks_)]
     blob, t_write = timed(Container(header, [4] * n_groups, crcs, payloads).to_bytes)
     c, t_read = timed(parse, blob)
     assert c.chunk_crcs == crcs and len(c.payloads) == n_groups and c.header["chunks"] == n_chunks
-    assert t_write + t_read < 2.0, (t_write, t_read)
+    assert t_write + t_read < 10.0, (t_write, t_read)  # ~0.5 s alone; generous for loaded CI machines
