@@ -58,11 +58,28 @@ def _base_header(data: bytes, method: str) -> dict:
 
 
 def _fallback(data: bytes, method: str) -> bytes:
+    """A stored frame, or for "xz" the smaller of the xz frame and the stored one (whole frames are
+    compared: their headers differ in size too)."""
+    stored = Container(_base_header(data, "store"), [len(data)], [], [data]).to_bytes()
     if method == "xz":
         packed = lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)
-        if len(packed) < len(data):
-            return Container(_base_header(data, "xz"), [len(packed)], [], [packed]).to_bytes()
-    return Container(_base_header(data, "store"), [len(data)], [], [data]).to_bytes()
+        framed = Container(_base_header(data, "xz"), [len(packed)], [], [packed]).to_bytes()
+        if len(framed) < len(stored):
+            return framed
+    return stored
+
+
+def _unxz(payload: bytes, original_bytes: int) -> bytes:
+    """xz payload -> bytes, never producing more than the header promised (a crafted frame could
+    otherwise expand a few KB into gigabytes before the length check)."""
+    d = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+    try:
+        data = d.decompress(payload, max_length=original_bytes + 1)
+    except lzma.LZMAError as err:
+        raise IntegrityError(f"corrupt ddc file: {err}") from None
+    if len(data) > original_bytes or not d.eof or d.unused_data:
+        raise IntegrityError("corrupt ddc file: xz payload does not match the recorded size")
+    return data
 
 
 # Below this size the model cannot pay for its framing (an mdm frame carries ~40 bytes more than a
@@ -168,10 +185,7 @@ def _decode_frame(c: Container, model, device, progress) -> bytes:
     if method == "store":
         data = c.payloads[0]
     elif method == "xz":
-        try:
-            data = lzma.decompress(c.payloads[0])
-        except lzma.LZMAError as err:
-            raise IntegrityError(f"corrupt ddc file: {err}") from None
+        data = _unxz(c.payloads[0], h["original_bytes"])
     else:
         data = _decode_mdm(c, model, device, progress)
     if len(data) != h["original_bytes"] or zlib.crc32(data) != h["original_crc32"]:
@@ -185,6 +199,9 @@ def _decode_mdm(c: Container, model, device, progress) -> bytes:
     if h["tokenizer_id"] != tok.id[:8]:
         raise ModelError(f"file uses tokenizer {h['tokenizer_id']}, this ddc has {tok.id[:8]}")
     lm = _check_model(h, model)
+    if h["seq_len"] != lm.cfg.seq_len:  # the encoder always chunks at the model's length
+        raise FormatError(f"corrupt ddc file: chunk length {h['seq_len']} is not model "
+                          f"{lm.id}'s {lm.cfg.seq_len}")
     _set_deterministic(device)
     groups = group_layout(chunk_layout(h["tokens"], h["seq_len"]), h["group_size"])
     tokens = np.zeros(h["tokens"], dtype=np.int64)
