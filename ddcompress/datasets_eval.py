@@ -7,6 +7,7 @@ with a one-line reason and the caller carries on with the others.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import threading
@@ -126,6 +127,9 @@ def _go_offline() -> None:
 
 
 def _hub(name: str, split: str, offline: bool) -> tuple[list[str], str, str]:
+    if importlib.util.find_spec("datasets") is None:  # not imported yet: it reads the offline flags at import
+        raise DatasetUnavailable(f"{name}: not found locally (pass --data-dir), and the hub needs the "
+                                 "'bench' extra (pip install 'ddcompress[bench]')")
     url = LAMBADA_URL if name == "lambada" else HUB_URL
     offline = offline or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "")
     online = not offline and _reachable(url)

@@ -1,4 +1,5 @@
-"""Finding models: shipped ones in `models/<name>/`, any checkpoint directory, or by model id."""
+"""Finding models: shipped ones (`models/<name>/`, installed as `ddcompress/models/<name>/`), any
+checkpoint directory, or by model id."""
 from __future__ import annotations
 
 import functools
@@ -12,10 +13,19 @@ from .model import CONFIG_FILE, LoadedModel, load_checkpoint, weight_files
 DEFAULT_MODEL = "ddc-small"
 
 
+def shipped_dir() -> Path:
+    """The shipped models: package data `ddcompress/models/` when installed from a wheel or an sdist
+    (setup.cfg maps the top-level models/ there), else models/ beside the package (an editable install
+    or a source checkout)."""
+    package = Path(__file__).resolve().parent
+    installed = package / "models"
+    return installed if installed.is_dir() else package.parent / "models"
+
+
 def model_dirs() -> list[Path]:
-    """Where shipped models live: $DDC_MODELS (colon-separated) first, then the project's models/."""
+    """Where models are looked up by name: $DDC_MODELS (colon-separated) first, then the shipped ones."""
     dirs = [Path(p) for p in os.environ.get("DDC_MODELS", "").split(os.pathsep) if p]
-    dirs.append(Path(__file__).resolve().parent.parent / "models")
+    dirs.append(shipped_dir())
     return [d for d in dirs if d.is_dir()]
 
 

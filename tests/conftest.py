@@ -1,4 +1,9 @@
-"""Shared fixtures: tiny denoisers that run in milliseconds on CPU."""
+"""Shared fixtures: tiny denoisers that run in milliseconds on CPU, and the shared data folder.
+
+DDC_SHARED: the path of the read-only shared data folder (default: `../shared` beside the checkout).
+Tests that read its evaluation corpora (`$DDC_SHARED/data/eval`: canterbury/, wikitext2/, ptb/, ...)
+take the `eval_dir` fixture and are skipped when the folder is absent, with a reason naming the path
+(setup.cfg runs pytest with `-rs`, so the reasons are listed at the end of every run)."""
 from __future__ import annotations
 
 import os
@@ -9,8 +14,8 @@ import torch
 
 from ddcompress.model import Denoiser, DenoiserConfig, load_checkpoint, save_checkpoint
 
-# CI and sessions keep the read-only shared data beside the checkout: ../shared
-SHARED = Path(os.environ.get("DDC_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+# CI and sessions keep the read-only shared data beside the checkout: ../shared; $DDC_SHARED overrides
+SHARED = Path(os.environ.get("DDC_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 EVAL_DIR = SHARED / "data" / "eval"
 
 
@@ -35,7 +40,7 @@ def tiny_lm(tiny_ckpt):
 @pytest.fixture(scope="session")
 def eval_dir() -> Path:
     if not EVAL_DIR.is_dir():
-        pytest.skip(f"shared eval data not found at {EVAL_DIR}")
+        pytest.skip(f"needs the shared eval data, not found at {EVAL_DIR} (set DDC_SHARED to the shared folder)")
     return EVAL_DIR
 
 

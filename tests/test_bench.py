@@ -172,3 +172,19 @@ def test_reports_render_from_the_json_alone(tmp_path):
     res = CliRunner().invoke(main, ["bench", "--render", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "r.md").read_text() == src.with_suffix(".md").read_text()
+
+
+def test_without_the_bench_extra_messages_name_it(monkeypatch, tmp_path):
+    """Plain installs lack `datasets`: hub corpora and hf: training sources say which extra to install."""
+    import importlib.util
+
+    from ddcompress.data import iter_documents
+    from ddcompress.errors import DDCError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "datasets" else real(n, *a))
+    with pytest.raises(DatasetUnavailable, match=r"--data-dir.*'bench' extra"):
+        load_corpus("ptb", data_dir=tmp_path)
+    monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets -> ImportError
+    with pytest.raises(DDCError, match=r"'bench' extra"):
+        next(iter_documents("hf:some/corpus"))

