@@ -2,8 +2,13 @@
 
 Sources: text files (one document per file), jsonl / jsonl.xz / jsonl.gz files with a `text` field
 (the layout of shared/data/train), or a Hugging Face dataset name (`hf:NAME[:CONFIG][:SPLIT]`) when
-online. Documents are joined by EOS. Batches are windows at offsets drawn from the platform-stable
-PRNG keyed by (seed, step), so a resumed run sees exactly the batches it would have seen.
+online. Documents are joined by EOS (sequence packing: a window runs on into the next document after
+the EOS). Batches (`WindowSampler`) are keyed by (seed, step) through the platform-stable PRNG, so a
+resumed run sees exactly the batches it would have seen:
+
+- "random": windows at uniformly drawn offsets of the stream (with replacement);
+- "docs": document-aligned chunks, as the coder cuts a file (each document from its first token at
+  multiples of L, the last piece running on past the EOS), in a fresh shuffled order each epoch.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from typing import Iterator
 import numpy as np
 
 from . import prng
+from .errors import DDCError
 from .tokenizer import EOS_ID, get_tokenizer
 
 _BATCH_DOCS = 2048
@@ -35,7 +41,11 @@ def _open_text(path: Path):
 def iter_documents(source: str) -> Iterator[str]:
     """Yield the documents of one source (file path or hf:NAME[:CONFIG][:SPLIT])."""
     if source.startswith("hf:"):
-        from datasets import load_dataset
+        try:
+            from datasets import load_dataset
+        except ImportError:
+            raise DDCError(f"{source}: hub datasets need the 'bench' extra "
+                           "(pip install 'ddcompress[bench]'), or pass a local file") from None
 
         parts = source[3:].split(":")
         name, config = parts[0], (parts[1] if len(parts) > 1 and parts[1] else None)
@@ -114,6 +124,17 @@ def load_tokens(sources: list[str], cache_dir: str | Path | None = None, log=pri
     return np.concatenate(arrays) if arrays else np.zeros(0, np.uint16)
 
 
+def write_u16_xz(path: str | Path, tokens: np.ndarray) -> int:
+    """Store tokens as xz-compressed little-endian uint16 (read back by `load_tokens`); returns bytes written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with lzma.open(tmp, "wb", preset=6) as f:
+        f.write(np.ascontiguousarray(tokens, dtype="<u2").tobytes())
+    os.replace(tmp, path)
+    return path.stat().st_size
+
+
 def batch_windows(tokens: np.ndarray, seq_len: int, batch: int, seed: int, step: int) -> np.ndarray:
     """(batch, seq_len) int64 windows at offsets drawn from (seed, step)."""
     n = len(tokens) - seq_len
@@ -122,6 +143,56 @@ def batch_windows(tokens: np.ndarray, seq_len: int, batch: int, seed: int, step:
     offs = (prng.uniforms(seed, step, batch) * n).astype(np.int64)
     idx = offs[:, None] + np.arange(seq_len)[None, :]
     return np.asarray(tokens[idx], dtype=np.int64)
+
+
+def document_chunk_starts(tokens: np.ndarray, seq_len: int, eos_id: int = EOS_ID) -> np.ndarray:
+    """Start offsets of document-aligned chunks: each document (a run ending with EOS) cut at multiples of
+    seq_len from its first token, like the coder's chunk layout; starts are clipped so every window fits."""
+    n = len(tokens)
+    if n <= seq_len:
+        raise ValueError(f"need more than {seq_len} tokens of data, have {n}")
+    starts = np.concatenate([[0], np.flatnonzero(np.asarray(tokens) == eos_id) + 1]).astype(np.int64)
+    starts = starts[starts < n]
+    lengths = np.diff(np.append(starts, n))
+    counts = -(-lengths // seq_len)
+    first = np.repeat(starts, counts)
+    k = np.arange(len(first)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return np.unique(np.minimum(first + k * seq_len, n - seq_len))
+
+
+class WindowSampler:
+    """(batch, seq_len) int64 training windows keyed by (seed, step); see the module docstring."""
+
+    PACKINGS = ("random", "docs")
+
+    def __init__(self, tokens: np.ndarray, seq_len: int, packing: str = "random", seed: int = 0, eos_id: int = EOS_ID):
+        if packing not in self.PACKINGS:
+            raise ValueError(f"unknown packing {packing!r} (choose from {', '.join(self.PACKINGS)})")
+        self.seq_len, self.packing, self.seed, self.eos_id = seq_len, packing, seed, eos_id
+        self.set_tokens(tokens)
+
+    def set_tokens(self, tokens: np.ndarray) -> None:
+        """Swap in a new token stream (a campaign adds staged data while it trains)."""
+        if len(tokens) <= self.seq_len:
+            raise ValueError(f"need more than {self.seq_len} tokens of data, have {len(tokens)}")
+        self.tokens = tokens
+        self._starts = document_chunk_starts(tokens, self.seq_len, self.eos_id) if self.packing == "docs" else None
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        if self._perm is None or self._perm[0] != epoch:  # streams of negative numbers: apart from the steps'
+            self._perm = (epoch, prng.permutation(self.seed, -(epoch + 1), len(self._starts)))
+        return self._perm[1]
+
+    def batch(self, batch: int, step: int) -> np.ndarray:
+        if self.packing == "random":
+            return batch_windows(self.tokens, self.seq_len, batch, self.seed, step)
+        m = len(self._starts)
+        rows = []
+        for i in range(step * batch, (step + 1) * batch):
+            rows.append(self._starts[self._epoch_order(i // m)[i % m]])
+        idx = np.asarray(rows, dtype=np.int64)[:, None] + np.arange(self.seq_len)[None, :]
+        return np.asarray(self.tokens[idx], dtype=np.int64)
 
 
 def eval_windows(tokens: np.ndarray, seq_len: int, count: int) -> np.ndarray:

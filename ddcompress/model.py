@@ -40,13 +40,20 @@ class DenoiserConfig:
     tie_embeddings: bool = True  # output head = the first V rows of the input embedding
     dropout: float = 0.0
     tokenizer: str = "gpt2"
+    # Experimental, off by default: RMS-normalized queries and keys (with learned gains) before RoPE.
+    # The exact integer network that coding uses (exact.py) does not implement it, so a model with
+    # qk_norm cannot code files yet; when off, it is left out of the config dict (model ids unchanged).
+    qk_norm: bool = False
 
     @property
     def mask_id(self) -> int:
         return self.vocab_size
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if not d["qk_norm"]:
+            del d["qk_norm"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "DenoiserConfig":
@@ -75,10 +82,15 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.dropout = cfg.dropout
+        if cfg.qk_norm:
+            self.q_norm = nn.RMSNorm(cfg.d_model // cfg.n_head, eps=1e-6)
+            self.k_norm = nn.RMSNorm(cfg.d_model // cfg.n_head, eps=1e-6)
 
     def forward(self, x, cos, sin):
         B, L, D = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.n_head, D // self.n_head).permute(2, 0, 3, 1, 4)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(B, L, D))
