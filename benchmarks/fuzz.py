@@ -48,7 +48,9 @@ _W: dict = {}  # per worker process: model, bases, frames
 def build_model():
     import torch
 
-    from ddcompress.model import Denoiser, DenoiserConfig, from_module
+    from ddcompress.model import Denoiser, DenoiserConfig
+
+    from ddcompress.checkpoint import from_module
 
     torch.manual_seed(0)
     return from_module(Denoiser(DenoiserConfig(seq_len=64, n_layer=2, n_head=2, d_model=32, d_mlp=64)))

@@ -145,7 +145,7 @@ def prepare(args) -> dict:
     """Tokenize (cached), then write the stage folders part0..partN and their manifest."""
     from ddcompress.data import load_tokens
     from ddcompress.datasets_eval import load_corpus, token_stream
-    from ddcompress.model import load_checkpoint, weight_files
+    from ddcompress.checkpoint import load_checkpoint, weight_files
 
     stage, cache = Path(args.stage), Path(args.cache or Path(args.stage) / "cache")
     resume = Path(args.resume_from) if args.resume_from else default_resume()
@@ -243,7 +243,7 @@ def check(args) -> int:
 
 def collect(args) -> dict:
     """Reassemble the export from the files a finish call brought back; verify the id; unpack metrics."""
-    from ddcompress.model import load_checkpoint
+    from ddcompress.checkpoint import load_checkpoint
 
     src, dest = Path(args.files), Path(args.to)
     report = json.loads((src / "campaign.json").read_text())
@@ -495,10 +495,8 @@ def evaluate_sets(model, work: Path, plan: dict, device, run_cfg) -> dict:
     """NELBO of the held-out sets with the ddc bench protocol (whole L-token chunks, tail dropped,
     antithetic t in [1e-4, 1], `samples` draws per chunk per pass), plus the training run's fixed
     validation (first 128 windows, train.validate), which ddc-small's card quotes."""
-    import torch
-
     from ddcompress.data import eval_windows
-    from ddcompress.elbo import antithetic_times, nelbo_per_sequence
+    from ddcompress.elbo import estimate_nelbo_chunks
     from ddcompress.train import validate
 
     L = model.cfg.seq_len
@@ -506,28 +504,15 @@ def evaluate_sets(model, work: Path, plan: dict, device, run_cfg) -> dict:
     vwin = eval_windows(np.load(work / "eval" / "valid.npy"), L, 128)
     m, se = validate(model, vwin, run_cfg, device, contextlib.nullcontext)
     res["valid128"] = {"nelbo": m, "stderr": se, "tokens": int(vwin.size)}
-    model.eval()
     for name in ["valid", *EVAL_SETS]:
         tokens = np.load(work / "eval" / f"{name}.npy").astype(np.int64)
         n = len(tokens) if len(tokens) < L else len(tokens) - len(tokens) % L
-        chunks = torch.from_numpy(tokens[:n].reshape(-1, min(L, n)))
-        S, P, B = plan["eval_samples"], plan["eval_passes"], 64
-        g = torch.Generator(device="cpu").manual_seed(0)
-        gm = torch.Generator(device=device).manual_seed(1)  # masks
-        passes = []
-        with torch.no_grad():
-            for _ in range(P):
-                t = torch.cat([antithetic_times(S, 1e-4, g) for _ in range(len(chunks))])
-                rows = torch.arange(len(chunks)).repeat_interleave(S)
-                vals = torch.empty(len(rows), dtype=torch.float64)
-                for r in range(0, len(rows), B):
-                    x = chunks[rows[r : r + B]].to(device)
-                    vals[r : r + B] = nelbo_per_sequence(model, x, t[r : r + B].to(device), generator=gm).double().cpu()
-                passes.append(vals.view(len(chunks), S).mean(1))
-        X = torch.stack(passes)
-        total = float(X.mean(0).sum())
-        se = float(math.sqrt(X.var(0, unbiased=True).sum() / P)) if P > 1 else float("nan")
-        res[name] = {"nelbo": total / n, "stderr": se / n, "tokens": int(n), "chunks": len(chunks), "draws_per_chunk": S * P}
+        chunks = tokens[:n].reshape(-1, min(L, n))
+        P = plan["eval_passes"]
+        r = estimate_nelbo_chunks(model, chunks, samples=plan["eval_samples"], batch=64, target=0.0,
+                                  min_passes=P, max_passes=P, seed=0, device=str(device))
+        res[name] = {"nelbo": r["nats"] / n, "stderr": r["stderr_nats"] / n, "tokens": int(n), "chunks": len(chunks),
+                     "draws_per_chunk": r["draws_per_chunk"]}
     return res
 
 
@@ -536,7 +521,7 @@ def _daemon(args) -> int:
     final eval, packaging for $OUT. State goes to WORK/status.json; WORK/result/DONE marks the end."""
     import torch
 
-    from ddcompress.model import load_checkpoint
+    from ddcompress.checkpoint import load_checkpoint
     from ddcompress.train import TrainConfig, check_args, evaluate, export, report, setup, train_step
 
     work = Path(args.work)
@@ -677,7 +662,8 @@ def _package(work: Path, model_dir: Path, rep: dict) -> None:
 
 def salvage(work: Path) -> bool:
     """The trainer died before its result: export its last EMA snapshot (int8, no evaluation)."""
-    from ddcompress.model import Denoiser, load_checkpoint, save_checkpoint
+    from ddcompress.model import Denoiser
+    from ddcompress.checkpoint import load_checkpoint, save_checkpoint
 
     snap = work / "snapshot.safetensors"
     if not snap.exists():

@@ -42,7 +42,8 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
 from ddcompress.data import WindowSampler, load_tokens  # noqa: E402
-from ddcompress.model import DenoiserConfig, save_checkpoint  # noqa: E402
+from ddcompress.model import DenoiserConfig
+from ddcompress.checkpoint import save_checkpoint  # noqa: E402
 from ddcompress.tokenizer import EOS_ID  # noqa: E402
 from ddcompress.train import TrainConfig, evaluate, setup, train_step  # noqa: E402
 

@@ -336,7 +336,7 @@ def bench_command(datasets, split, model, data_dir, offline, steps, more_steps, 
     from . import registry
     from .api import _set_deterministic
     from .plan import default_group_size
-    from .model import weight_files
+    from .checkpoint import weight_files
 
     lm = registry.resolve(model)  # ModelError -> one line from the CLI
     L = lm.cfg.seq_len

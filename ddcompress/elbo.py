@@ -8,6 +8,7 @@ revealing tokens one at a time along a random order (what `ddc -9` writes).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .model import Denoiser
-from .schedule import alpha, nelbo_weight
+from .schedule import LINEAR, MaskingSchedule
 
 T_EPS = 1e-4  # smallest t drawn by the estimators (MD4): keeps the 1/t weight finite
 
@@ -31,8 +32,7 @@ def nelbo_per_sequence(
     model: Denoiser,
     x0: torch.Tensor,
     t: torch.Tensor,
-    schedule: str = "linear",
-    power: float = 1.0,
+    schedule: MaskingSchedule = LINEAR,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """One-sample NELBO estimate in nats for each sequence x0 (B, L) at times t (B,).
@@ -41,7 +41,7 @@ def nelbo_per_sequence(
     weights their cross-entropy by -alpha'_t / (1 - alpha_t).
     """
     B, L = x0.shape
-    a = alpha(t, schedule, power)
+    a = schedule.alpha(t)
     u = torch.rand((B, L), generator=generator, device=x0.device if generator is None else generator.device).to(x0.device)
     masked = u < (1.0 - a)[:, None]
     xt = torch.where(masked, torch.full_like(x0, model.cfg.mask_id), x0)
@@ -49,18 +49,22 @@ def nelbo_per_sequence(
     rows = masked.nonzero(as_tuple=True)
     ce = F.cross_entropy(model.logits(h[rows]).float(), x0[rows], reduction="none")
     per_seq = torch.zeros(B, device=x0.device, dtype=torch.float32).index_add_(0, rows[0], ce)
-    return nelbo_weight(t, schedule, power).float() * per_seq
+    return schedule.nelbo_weight(t).float() * per_seq
 
 
 @torch.no_grad()
 def estimate_nelbo_chunks(model, chunks: np.ndarray, samples: int = 2, batch: int = 8, target: float = 0.005,
                           min_passes: int = 2, max_passes: int = 32, seed: int = 0, device: str = "cpu",
-                          advance=None) -> dict:
-    """Monte Carlo NELBO (nats) summed over chunks (C, L), with its standard error.
+                          advance=None, schedule: MaskingSchedule = LINEAR, autocast=None) -> dict:
+    """Monte Carlo NELBO (nats) summed over chunks (C, L), with its standard error: the one estimator of
+    bench, training validation and the benchmarks.
 
-    Each pass draws `samples` antithetic times per chunk (stratified over [0, 1] within the chunk).
+    Each pass draws `samples` antithetic times per chunk in [T_EPS, 1] (stratified within the chunk).
     Passes repeat until the standard error of the total is below `target` of it (or max_passes);
     per-chunk estimates are independent across passes and chunks, so Var(total) = sum_i s_i^2 / P.
+    Times and masks come from one CPU generator seeded with `seed`, so a fixed set of chunks gets the
+    same draws on every device (paired comparisons between checkpoints). `autocast`: a context manager
+    factory for the forward pass (mixed precision in training), none by default.
     """
     model.eval()
     g = torch.Generator(device="cpu").manual_seed(seed)
@@ -74,7 +78,9 @@ def estimate_nelbo_chunks(model, chunks: np.ndarray, samples: int = 2, batch: in
         for r0 in range(0, len(rows), batch):
             idx = torch.from_numpy(rows[r0 : r0 + batch])
             x = x_all[idx].to(device)
-            vals[r0 : r0 + len(idx)] = nelbo_per_sequence(model, x, t[r0 : r0 + len(idx)].to(device), generator=g).double().cpu()
+            with autocast() if autocast else contextlib.nullcontext():
+                v = nelbo_per_sequence(model, x, t[r0 : r0 + len(idx)].to(device), schedule, generator=g)
+            vals[r0 : r0 + len(idx)] = v.double().cpu()
             if advance:
                 advance(len(idx) * L)
         passes.append(vals.view(C, samples).mean(1))

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from .errors import ModelError
-from .model import CONFIG_FILE, LoadedModel, load_checkpoint, weight_files
+from .checkpoint import CONFIG_FILE, LoadedModel, load_checkpoint, weight_files
 
 DEFAULT_MODEL = "ddc-small"
 

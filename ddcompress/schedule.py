@@ -7,6 +7,7 @@ denoiser's cross-entropy by -alpha'_t / (1 - alpha_t) and is invariant to the sc
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -15,31 +16,42 @@ SCHEDULES = ("linear", "cosine", "polynomial")
 GRIDS = ("uniform", "sine")
 
 
-def alpha(t: torch.Tensor, schedule: str = "linear", power: float = 1.0) -> torch.Tensor:
-    """alpha_t: probability that a token is still clean at time t."""
-    if schedule == "linear":
-        return 1.0 - t
-    if schedule == "cosine":
-        return 1.0 - torch.cos(0.5 * math.pi * (1.0 - t))
-    if schedule == "polynomial":
-        return 1.0 - t**power
-    raise ValueError(f"unknown schedule {schedule!r} (choose from {', '.join(SCHEDULES)})")
+@dataclass(frozen=True)
+class MaskingSchedule:
+    """alpha_t, the probability that a token is still clean at time t (alpha_0 = 1, alpha_1 = 0), with
+    its derivative alpha'_t and the NELBO weight -alpha'_t / (1 - alpha_t).
+
+    kind: "linear" (alpha_t = 1 - t), "cosine" (1 - cos(pi/2 (1 - t))) or "polynomial" (1 - t^power).
+    """
+
+    kind: str = "linear"
+    power: float = 1.0
+
+    def __post_init__(self):
+        if self.kind not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.kind!r} (choose from {', '.join(SCHEDULES)})")
+
+    def alpha(self, t: torch.Tensor) -> torch.Tensor:
+        if self.kind == "linear":
+            return 1.0 - t
+        if self.kind == "cosine":
+            return 1.0 - torch.cos(0.5 * math.pi * (1.0 - t))
+        return 1.0 - t**self.power
+
+    def alpha_prime(self, t: torch.Tensor) -> torch.Tensor:
+        """d alpha_t / dt (negative)."""
+        if self.kind == "linear":
+            return -torch.ones_like(t)
+        if self.kind == "cosine":
+            return -0.5 * math.pi * torch.sin(0.5 * math.pi * (1.0 - t))
+        return -self.power * t ** (self.power - 1.0)
+
+    def nelbo_weight(self, t: torch.Tensor) -> torch.Tensor:
+        """-alpha'_t / (1 - alpha_t): the weight on the masked tokens' cross-entropy at time t."""
+        return -self.alpha_prime(t) / (1.0 - self.alpha(t)).clamp_min(1e-12)
 
 
-def alpha_prime(t: torch.Tensor, schedule: str = "linear", power: float = 1.0) -> torch.Tensor:
-    """d alpha_t / dt (negative)."""
-    if schedule == "linear":
-        return -torch.ones_like(t)
-    if schedule == "cosine":
-        return -0.5 * math.pi * torch.sin(0.5 * math.pi * (1.0 - t))
-    if schedule == "polynomial":
-        return -power * t ** (power - 1.0)
-    raise ValueError(f"unknown schedule {schedule!r} (choose from {', '.join(SCHEDULES)})")
-
-
-def nelbo_weight(t: torch.Tensor, schedule: str = "linear", power: float = 1.0) -> torch.Tensor:
-    """-alpha'_t / (1 - alpha_t): the weight on the masked tokens' cross-entropy at time t."""
-    return -alpha_prime(t, schedule, power) / (1.0 - alpha(t, schedule, power)).clamp_min(1e-12)
+LINEAR = MaskingSchedule()  # what the estimators use: the continuous-time NELBO does not depend on it
 
 
 def time_grid(steps: int, grid: str = "sine") -> np.ndarray:

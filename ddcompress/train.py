@@ -40,9 +40,10 @@ import numpy as np
 import torch
 
 from .data import WindowSampler, eval_windows, load_tokens
-from .elbo import antithetic_times, nelbo_per_sequence
-from .model import CONFIG_FILE, Denoiser, DenoiserConfig, load_checkpoint, save_checkpoint, tensors_to_fp32, weight_files
-from .schedule import SCHEDULES
+from .elbo import antithetic_times, estimate_nelbo_chunks, nelbo_per_sequence
+from .checkpoint import CONFIG_FILE, load_checkpoint, save_checkpoint, tensors_to_fp32, weight_files
+from .model import Denoiser, DenoiserConfig
+from .schedule import SCHEDULES, MaskingSchedule
 
 OPTIMIZERS = ("adamw", "muon")
 LR_SCHEDULES = ("cosine", "wsd")
@@ -86,7 +87,7 @@ class TrainConfig:
     t_eps: float = _opt("Smallest diffusion time sampled (t in [eps, 1]).", default=1e-3)
     eval_every: int = _opt("Validate every N steps (and at the end).", default=500)
     eval_windows: int = _opt("Held-out L-token windows per validation.", default=64)
-    eval_passes: int = _opt("Antithetic time sets per validation window.", default=2)
+    eval_passes: int = _opt("Validation passes (two antithetic times per window each; at least 2).", default=2)
     save_every: int = _opt("Checkpoint every N steps (and at the end).", default=1000)
     log_every: int = _opt("Log a metrics line every N steps.", default=20)
     seed: int = _opt("Seed of batches, masks and initialization.", default=0)
@@ -246,25 +247,17 @@ def _load_state(path: Path, model, ema, opts, gen, device) -> dict:
 # ---------------------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
 def validate(model: Denoiser, windows: np.ndarray, cfg: TrainConfig, device, autocast) -> tuple[float, float]:
-    """Validation NELBO in nats/token of fixed windows with fixed antithetic times: (mean, stderr)."""
+    """Validation NELBO in nats/token of fixed windows: (mean, Monte Carlo standard error), from
+    elbo.estimate_nelbo_chunks with `eval_passes` passes of two antithetic times per window and a fixed
+    seed, so every validation of a run (and of other runs) sees the same times and masks."""
     was_training = model.training
-    model.eval()
-    g = torch.Generator(device=device).manual_seed(12345)
-    L = windows.shape[1]
-    per_window = []
-    for p in range(cfg.eval_passes):
-        vals = []
-        for i in range(0, len(windows), cfg.batch_size):
-            x0 = torch.from_numpy(windows[i : i + cfg.batch_size]).to(device)
-            t = antithetic_times(x0.shape[0], cfg.t_eps, g, device=device)
-            with autocast():
-                vals.append(nelbo_per_sequence(model, x0, t, cfg.schedule, cfg.power, generator=g).double().cpu())
-        per_window.append(torch.cat(vals))
-    v = torch.stack(per_window).mean(0).numpy() / L
+    passes = max(2, cfg.eval_passes)
+    r = estimate_nelbo_chunks(model, windows, samples=2, batch=cfg.batch_size, target=0.0, min_passes=passes,
+                              max_passes=passes, seed=12345, device=str(device),
+                              schedule=MaskingSchedule(cfg.schedule, cfg.power), autocast=autocast)
     model.train(was_training)
-    return float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
+    return r["nats"] / windows.size, r["stderr_nats"] / windows.size
 
 
 def _plot(metrics_path: Path, out_png: Path) -> bool:
@@ -388,6 +381,10 @@ class Run:
     last_valid_step: int = -1
 
     @property
+    def schedule(self) -> MaskingSchedule:
+        return MaskingSchedule(self.cfg.schedule, self.cfg.power)
+
+    @property
     def tokens_per_step(self) -> int:
         return self.cfg.batch_size * self.model.cfg.seq_len
 
@@ -467,7 +464,7 @@ def train_step(run: Run) -> dict:
     x0 = torch.from_numpy(run.sampler.batch(B, run.step)).to(run.device, non_blocking=True)
     t = antithetic_times(B, cfg.t_eps, run.gen, device=run.device)
     with run.autocast():
-        loss = nelbo_per_sequence(model, x0, t, cfg.schedule, cfg.power, generator=run.gen).mean() / L
+        loss = nelbo_per_sequence(model, x0, t, run.schedule, generator=run.gen).mean() / L
     for opt in run.opts:
         opt.zero_grad(set_to_none=True)
     loss.backward()

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddcompress.model import Denoiser, DenoiserConfig, load_checkpoint, save_checkpoint
+from ddcompress.model import Denoiser, DenoiserConfig
+
+from ddcompress.checkpoint import load_checkpoint, save_checkpoint
 
 # CI and sessions keep the read-only shared data beside the checkout: ../shared; $DDC_SHARED overrides
 SHARED = Path(os.environ.get("DDC_SHARED") or Path(__file__).resolve().parents[2] / "shared")

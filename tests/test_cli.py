@@ -20,7 +20,8 @@ from click.testing import CliRunner
 
 from ddcompress.cli import main
 from ddcompress.container import FORMAT_VERSION, parse
-from ddcompress.model import Denoiser, DenoiserConfig, save_checkpoint
+from ddcompress.model import Denoiser, DenoiserConfig
+from ddcompress.checkpoint import save_checkpoint
 from samples import CONTENT as SAMPLES
 from samples import words
 
@@ -106,7 +107,7 @@ def test_canterbury_binary(tmp_path, tiny_ckpt, eval_dir):
 
 
 def test_info_json_fields(tmp_path, tiny_ckpt):
-    from ddcompress.model import load_checkpoint
+    from ddcompress.checkpoint import load_checkpoint
 
     data = words(2 * L + 3)
     h = roundtrip_files(tmp_path, data, tiny_ckpt, "--method", "mdm", "-5")
@@ -303,7 +304,7 @@ def test_bad_fallback_payload(tmp_path, method):
 
 def test_wrong_model(tmp_path, tiny_ckpt, other_ckpt, good_file):
     f = _write(tmp_path / "g.txt.ddc", good_file)
-    from ddcompress.model import load_checkpoint
+    from ddcompress.checkpoint import load_checkpoint
 
     line = assert_one_line_error(ddc("-d", f, "--model", other_ckpt), "wrong model")
     assert load_checkpoint(tiny_ckpt).id in line and line.startswith(f"ddc: {f}: ")

@@ -23,8 +23,9 @@ import torch
 
 from ddcompress import codec, elbo
 from ddcompress.codec import Coder, chunk_layout, group_layout
-from ddcompress.model import Denoiser, DenoiserConfig, from_module
-from ddcompress.schedule import nelbo_weight
+from ddcompress.model import Denoiser, DenoiserConfig
+from ddcompress.checkpoint import from_module
+from ddcompress.schedule import LINEAR, MaskingSchedule
 
 V, L, PERIOD = 16, 16, 8
 LN2 = math.log(2.0)
@@ -107,7 +108,7 @@ def test_full_mask_nelbo_term_is_the_one_step_code(trained):
     coder's exact integer arithmetic: measured within 0.1% of the float model's code length)."""
     x0 = eval_sequences()[1]
     t = torch.ones(1)
-    assert float(nelbo_weight(t)) == 1.0
+    assert float(LINEAR.nelbo_weight(t)) == 1.0
     with torch.no_grad():
         nats = float(elbo.nelbo_per_sequence(trained.model, torch.as_tensor(x0[None], dtype=torch.long), t))
     bits = codec.path_code_length(trained, x0, steps=1, grid="uniform", seed=0)
@@ -150,13 +151,12 @@ def test_coder_on_trained_model(trained):
 @pytest.mark.parametrize("schedule,power", [("linear", 1.0), ("cosine", 1.0), ("polynomial", 2.0), ("polynomial", 0.5)])
 def test_alpha_prime_is_the_derivative_of_alpha(schedule, power):
     """Central differences of alpha_t agree with alpha'_t, and the NELBO weight is -alpha'/(1 - alpha)."""
-    from ddcompress.schedule import alpha, alpha_prime
-
+    sched = MaskingSchedule(schedule, power)
     t = torch.linspace(0.05, 0.95, 19, dtype=torch.float64)
     h = 1e-6
-    fd = (alpha(t + h, schedule, power) - alpha(t - h, schedule, power)) / (2 * h)
-    torch.testing.assert_close(alpha_prime(t, schedule, power), fd, rtol=1e-6, atol=1e-8)
-    assert float(alpha(torch.tensor(0.0, dtype=torch.float64), schedule, power)) == pytest.approx(1.0)
-    assert float(alpha(torch.tensor(1.0, dtype=torch.float64), schedule, power)) == pytest.approx(0.0, abs=1e-12)
-    w = nelbo_weight(t, schedule, power)
-    torch.testing.assert_close(w, -alpha_prime(t, schedule, power) / (1 - alpha(t, schedule, power)))
+    fd = (sched.alpha(t + h) - sched.alpha(t - h)) / (2 * h)
+    torch.testing.assert_close(sched.alpha_prime(t), fd, rtol=1e-6, atol=1e-8)
+    assert float(sched.alpha(torch.tensor(0.0, dtype=torch.float64))) == pytest.approx(1.0)
+    assert float(sched.alpha(torch.tensor(1.0, dtype=torch.float64))) == pytest.approx(0.0, abs=1e-12)
+    w = sched.nelbo_weight(t)
+    torch.testing.assert_close(w, -sched.alpha_prime(t) / (1 - sched.alpha(t)))

@@ -65,7 +65,7 @@ def test_split_gemm_is_exact_at_the_bound(monkeypatch, int_mm):
 def _probe_script(ckpt: str) -> str:
     return f"""
 import hashlib, numpy as np, torch
-from ddcompress.model import load_checkpoint
+from ddcompress.checkpoint import load_checkpoint
 lm = load_checkpoint({ckpt!r})
 g = torch.Generator().manual_seed(1)
 x = torch.randint(0, lm.cfg.vocab_size, (2, lm.cfg.seq_len), generator=g)

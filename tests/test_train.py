@@ -89,7 +89,8 @@ def test_auto_keeps_the_shipped_model_where_it_beats_xz(eval_dir):
 
 
 def test_sharded_checkpoint_loads_with_the_same_id(tmp_path):
-    from ddcompress.model import Denoiser, DenoiserConfig, load_checkpoint, save_checkpoint, weight_files
+    from ddcompress.model import Denoiser, DenoiserConfig
+    from ddcompress.checkpoint import load_checkpoint, save_checkpoint, weight_files
 
     torch.manual_seed(0)
     m = Denoiser(DenoiserConfig(seq_len=32, n_layer=2, n_head=2, d_model=32, d_mlp=64))
@@ -211,7 +212,9 @@ def _campaign(tmp_path: Path, resume: Path, run: str, eval_dir: Path) -> dict:
 def test_campaign_end_to_end_and_resume_on_cpu(tmp_path, eval_dir):
     import random
 
-    from ddcompress.model import Denoiser, DenoiserConfig, load_checkpoint, save_checkpoint
+    from ddcompress.model import Denoiser, DenoiserConfig
+
+    from ddcompress.checkpoint import load_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
     start_id = save_checkpoint(Denoiser(DenoiserConfig(seq_len=32, n_layer=1, n_head=2, d_model=32, d_mlp=64)), tmp_path / "start",
