@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 from . import registry
-from .codec import Coder, chunk_layout, group_layout
+from .codec import Coder
 from .container import Container, info, parse_frames  # noqa: F401 (info: part of the API)
 from .errors import DDCError, FormatError, IntegrityError, ModelError
 from .exact import NUMERICS
+from .layout import chunk_layout, group_layout
 from .checkpoint import LoadedModel
 from .plan import DEFAULT_LEVEL, LEVELS, default_group_size, steps_for  # noqa: F401 (LEVELS: part of the API)
 from .tokenizer import get_tokenizer

@@ -29,10 +29,9 @@ from typing import Callable
 
 import click
 import numpy as np
-import torch
 
 from . import __version__
-from .datasets_eval import DATASETS, SEP, TITLES, DatasetUnavailable, load_corpus, stream_bytes, token_stream
+from .datasets_eval import DATASETS, SEP, DatasetUnavailable, load_corpus, stream_bytes, token_stream
 from .bench_report import plot, print_tables, to_markdown
 from .elbo import estimate_nelbo_chunks
 from .errors import DDCError
@@ -95,7 +94,8 @@ PROTOCOL = (
 def code_stream(lm, tokens: np.ndarray, steps: int, grid: str, seed: int, device: str, group_size: int,
                 verify: bool = False, advance=None) -> dict:
     """Range-code tokens with ddc's coder; returns payload bytes, ideal bits, time, and a round-trip check."""
-    from .codec import Coder, chunk_layout, group_layout
+    from .codec import Coder
+    from .layout import chunk_layout, group_layout
     from .errors import IntegrityError
 
     groups = group_layout(chunk_layout(len(tokens), lm.cfg.seq_len), group_size)

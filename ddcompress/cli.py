@@ -23,7 +23,7 @@ import click
 
 from . import __version__
 from .cli_args import DdcGroup
-from .cli_files import (_check_output, _describe, _display, _emit, _err, _isatty, _Named, _Progress, _read_input,
+from .cli_files import (_check_output, _describe, _display, _emit, _err, _isatty, _Progress, _read_input,
                         _remove_input)
 from .container import info as _info
 from .errors import DDCError

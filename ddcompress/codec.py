@@ -24,8 +24,8 @@ import torch
 
 from . import prng
 from .errors import IntegrityError
-from .layout import Chunk, chunk_layout, group_layout  # noqa: F401 (re-exported)
 from .checkpoint import LoadedModel
+from .layout import Chunk
 from .schedule import reveal_counts
 
 ROW_BLOCK = 512  # rows of the output head computed (and coded) at once: bounds memory at V = 50257

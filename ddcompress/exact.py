@@ -25,7 +25,6 @@ at most 2^24 each) for the V clean tokens: what the range coder gets.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch

@@ -13,9 +13,10 @@ import torch
 
 import ddcompress
 from ddcompress import codec
-from ddcompress.codec import Chunk, Coder, chunk_layout, group_layout
+from ddcompress.codec import Coder
+from ddcompress.layout import Chunk, chunk_layout, group_layout
 from ddcompress.container import FORMAT_VERSION, Container, parse
-from ddcompress.errors import DDCError, FormatError, IntegrityError, ModelError
+from ddcompress.errors import DDCError, IntegrityError, ModelError
 from ddcompress.model import Denoiser, DenoiserConfig
 from ddcompress.checkpoint import from_module
 from ddcompress.tokenizer import get_tokenizer

@@ -22,7 +22,8 @@ import pytest
 import torch
 
 from ddcompress import codec, elbo
-from ddcompress.codec import Coder, chunk_layout, group_layout
+from ddcompress.codec import Coder
+from ddcompress.layout import chunk_layout, group_layout
 from ddcompress.model import Denoiser, DenoiserConfig
 from ddcompress.checkpoint import from_module
 from ddcompress.schedule import LINEAR, MaskingSchedule

@@ -1,13 +1,11 @@
 """The exact integer denoiser: tables pinned, results independent of kernels, threads and batch."""
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 

@@ -131,7 +131,7 @@ def test_arguments_are_checked_before_any_data_is_loaded(tmp_path, monkeypatch):
 
 
 def test_wsd_schedule_holds_then_decays():
-    from ddcompress.train import lr_at
+    from ddcompress.optim import lr_at
 
     cfg = TrainConfig(lr=1e-3, warmup=10, lr_schedule="wsd", decay_frac=0.2, min_lr_frac=0.0)
     assert lr_at(cfg, 0, 0.0) == pytest.approx(1e-4)
