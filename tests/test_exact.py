@@ -43,11 +43,11 @@ def test_tables_are_pinned_and_close_to_the_functions():
 def test_split_gemm_is_exact_at_the_bound(monkeypatch, int_mm):
     """Running sums above 2^24 (1100 products of 127^2) that cancel to a small odd total: one fp32 GEMM
     over all of K would round its partial sums; the split into blocks of FP32_K must not (nor int32)."""
-    from ddcompress import exact
+    from ddcompress import intlinear
 
-    if int_mm and not exact.int_mm_is_exact(torch.device("cpu")):
+    if int_mm and not intlinear.int_mm_is_exact(torch.device("cpu")):
         pytest.skip("torch._int_mm does not sum exactly on this CPU (the float path is used)")
-    monkeypatch.setitem(exact._INT_MM_OK, "cpu", int_mm)
+    monkeypatch.setitem(intlinear._INT_MM_OK, "cpu", int_mm)
     K = 2200
     w = torch.full((2, K), 127, dtype=torch.int8)
     w[0, 1100:-1] = -127
@@ -97,7 +97,7 @@ def _int_mm_here() -> bool:
 
 def test_int_mm_check_rejects_a_saturating_kernel(monkeypatch):
     """The check feeds inputs whose 16-bit pair sums overflow: a kernel that saturates them is refused."""
-    from ddcompress import exact
+    from ddcompress import intlinear
 
     def saturating(a, b):  # what oneDNN's s8s8 kernels do without VNNI: u8 = a + 128, pairs saturate
         u = a.long() + 128
@@ -106,12 +106,12 @@ def test_int_mm_check_rejects_a_saturating_kernel(monkeypatch):
         pairs = (prod[:, 0:k:2] + prod[:, 1:k:2]).clamp(-(2**15), 2**15 - 1).sum(1)
         return (pairs - 128 * b.long().sum(0)).int()
 
-    monkeypatch.setattr(exact, "_INT_MM_OK", {})
+    monkeypatch.setattr(intlinear, "_INT_MM_OK", {})
     monkeypatch.setattr(torch, "_int_mm", saturating)
-    assert not exact.int_mm_is_exact(torch.device("cpu"))
-    monkeypatch.setattr(exact, "_INT_MM_OK", {})
+    assert not intlinear.int_mm_is_exact(torch.device("cpu"))
+    monkeypatch.setattr(intlinear, "_INT_MM_OK", {})
     monkeypatch.setattr(torch, "_int_mm", lambda a, b: (a.long() @ b.long()).int())
-    assert exact.int_mm_is_exact(torch.device("cpu"))
+    assert intlinear.int_mm_is_exact(torch.device("cpu"))
 
 
 def test_selected_rows_equal_the_full_computation(tiny_lm, one_thread):
