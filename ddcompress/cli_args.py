@@ -16,7 +16,7 @@ _LONG_MODES = {"--decompress": "decompress", "--uncompress": "decompress", "--te
 _SHORT_MODES = {"d": "decompress", "t": "test", "l": "info", "z": "compress"}
 # subcommands that live in their own (torch-importing) modules: loaded on first use; help is static
 _LAZY = {
-    "bench": ("ddcompress.bench", "bench_command", "Measure perplexity bound and bits/byte on the published corpora."),
+    "bench": ("ddcompress.bench_cli", "bench_command", "Measure perplexity bound and bits/byte on the published corpora."),
     "train": ("ddcompress.train", "train_command", "Train a denoiser and export it as a ddc model."),
 }
 

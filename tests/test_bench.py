@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ddcompress.bench import baselines, parse_steps, usable_length
+from ddcompress.bench import baselines, usable_length
+from ddcompress.bench_cli import parse_steps
 from ddcompress.cli import main
 from ddcompress.datasets_eval import SEP, DatasetUnavailable, load_corpus, stream_bytes, token_stream, wikitext_articles
 from ddcompress.tokenizer import EOS_ID

@@ -434,7 +434,7 @@ for args in (["--help"], ["--version"], [], ["info", "--json", {str(packed)!r}],
              ["--steps", "0", "x"], ["--bogus"], ["-d", "-z", "x"], ["-d", "--help"]):
     res = CliRunner().invoke(ddcompress.cli.main, args)
     assert res.exception is None or isinstance(res.exception, SystemExit), (args, res.exception)
-bad = [m for m in ("torch", "ddcompress.api", "ddcompress.bench", "ddcompress.train") if m in sys.modules]
+bad = [m for m in ("torch", "ddcompress.api", "ddcompress.bench", "ddcompress.bench_cli", "ddcompress.train") if m in sys.modules]
 assert not bad, bad
 assert "compress" in dir(ddcompress)
 ddcompress.compress  # the library loads on first use
@@ -465,7 +465,7 @@ def test_bench_offline_suggests_data_dir_and_writes_nothing(tmp_path, tiny_ckpt,
 
 
 def test_bench_default_out_dir(tmp_path):
-    from ddcompress.bench import default_out_dir
+    from ddcompress.bench_cli import default_out_dir
 
     assert default_out_dir(tmp_path) == Path("ddc-bench-results")
     (tmp_path / "benchmarks").mkdir()
