@@ -13,7 +13,6 @@ import zlib
 from typing import Callable
 
 import numpy as np
-import torch
 
 from . import registry
 from .codec import Coder
@@ -36,13 +35,6 @@ def looks_binary(data: bytes) -> bool:
     text = sample.decode("utf-8", errors="surrogateescape")
     bad = sum(1 for ch in text if ("\udc80" <= ch <= "\udcff") or (ord(ch) < 32 and ch not in "\t\n\r\f\v\x1b"))
     return bad > 0.05 * len(text)
-
-
-def _set_deterministic(device: str) -> None:
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    if device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
 
 
 def crlf_transform_applies(data: bytes) -> bool:
@@ -122,7 +114,6 @@ def compress(
     group_size = group_size or default_group_size(device)
     transform = "crlf" if crlf_transform_applies(data) else None
     tokens = tok.encode(data.replace(b"\r\n", b"\n") if transform else data)
-    _set_deterministic(device)
     chunks = chunk_layout(len(tokens), L)
     groups = group_layout(chunks, group_size)
     if on_start:
@@ -203,7 +194,6 @@ def _decode_mdm(c: Container, model, device, progress) -> bytes:
     if h["seq_len"] != lm.cfg.seq_len:  # the encoder always chunks at the model's length
         raise FormatError(f"corrupt ddc file: chunk length {h['seq_len']} is not model "
                           f"{lm.id}'s {lm.cfg.seq_len}")
-    _set_deterministic(device)
     groups = group_layout(chunk_layout(h["tokens"], h["seq_len"]), h["group_size"])
     tokens = np.zeros(h["tokens"], dtype=np.int64)
     coder = Coder(lm, h["steps"], h["grid"], h["seed"], device)

@@ -125,7 +125,6 @@ def bench_command(datasets, split, model, data_dir, offline, steps, more_steps, 
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
     from . import registry
-    from .api import _set_deterministic
     from .plan import default_group_size
     from .checkpoint import weight_files
 
@@ -142,7 +141,6 @@ def bench_command(datasets, split, model, data_dir, offline, steps, more_steps, 
         batch=batch or (16 if device.startswith("cuda") else 4), group_size=group_size, verify=verify,
         baselines=not no_baselines, model_name=model_name,
         model_bytes=sum(f.stat().st_size for f in weights) if weights else None)
-    _set_deterministic(device)  # as `ddc compress` codes
     lm.model.to(device).eval()
     now = dt.datetime.now(dt.timezone.utc)
     report = {

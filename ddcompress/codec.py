@@ -163,9 +163,30 @@ class Coder:
 
 
 @torch.inference_mode()
-def path_code_length(lm: LoadedModel, tokens: np.ndarray, steps: int, grid: str, seed: int, chunk_index: int = 0, device: str = "cpu") -> float:
-    """Exact code length in bits (sum of -log2 mu_theta) of one chunk along the unmasking path that
-    `seed` defines, without entropy coding: the quantity the coder achieves up to ~0.01 bit/token."""
-    coder = Coder(lm, steps, grid, seed, device)
-    chunk = Chunk(chunk_index, 0, len(tokens), 0)
-    return sum(code_bits(probs, sym) for sym, probs in coder._known_walk(np.asarray(tokens), [chunk]))
+def path_code_lengths(lm: LoadedModel, tokens: np.ndarray, steps: int, grid: str, seeds, chunk_index: int = 0,
+                      device: str = "cpu") -> np.ndarray:
+    """Exact code length in bits (sum of -log2 mu_theta) of one chunk along the unmasking path of each
+    seed, without entropy coding: what the coder achieves up to ~0.01 bit/token. The seeds' walks go
+    through the denoiser as one batch; its batch invariance makes each row's probabilities those of
+    its own walk (tests/test_codec.py checks it against one walk at a time)."""
+    coder = Coder(lm, steps, grid, 0, device)
+    truth = np.asarray(tokens, dtype=np.int64)
+    n = len(truth)
+    perms = np.stack([prng.permutation(s, chunk_index, n) for s in seeds])
+    x = torch.full(perms.shape, lm.cfg.mask_id, dtype=torch.long, device=coder.device)
+    bits = np.zeros(len(perms))
+    for pos, r0, probs in coder._walk(x, perms, reveal_counts(n, steps, grid)):
+        G, c = pos.shape
+        rows = np.arange(r0, r0 + probs.shape[0])
+        sym = truth[pos.reshape(-1)[rows]]
+        p = probs[np.arange(len(rows)), sym].astype(np.float64) / probs.sum(axis=1, dtype=np.float64)
+        np.add.at(bits, rows // c, -np.log2(p))
+        if r0 + probs.shape[0] >= G * c:  # step finished: reveal its tokens
+            x[torch.arange(G)[:, None], torch.from_numpy(pos)] = torch.from_numpy(truth[pos]).to(coder.device)
+    return bits
+
+
+def path_code_length(lm: LoadedModel, tokens: np.ndarray, steps: int, grid: str, seed: int, chunk_index: int = 0,
+                     device: str = "cpu") -> float:
+    """path_code_lengths of one seed, walked alone."""
+    return float(path_code_lengths(lm, tokens, steps, grid, [seed], chunk_index, device)[0])

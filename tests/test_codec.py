@@ -218,6 +218,18 @@ def test_ideal_bits_equals_path_code_length(tiny_lm):
         assert h["ideal_bits"] == pytest.approx(ref, rel=1e-6)  # stored as float32
 
 
+def test_path_code_lengths_of_many_seeds_walked_as_one_batch(tiny_lm):
+    """Seeds walked together (one batch, each row its own order) give each seed's code length walked
+    alone: the batch invariance the faster NELBO-vs-code tests rely on."""
+    tokens = get_tokenizer().encode(words(L, seed=3))[:L]
+    seeds = [0, 1, 7, 123456789]
+    for steps, grid in ((L, "uniform"), (3, "sine")):
+        together = codec.path_code_lengths(tiny_lm, tokens, steps, grid, seeds, chunk_index=2)
+        alone = [codec.path_code_length(tiny_lm, tokens, steps, grid, s, chunk_index=2) for s in seeds]
+        np.testing.assert_allclose(together, alone, rtol=1e-12)
+        assert len(set(np.round(together, 6))) == len(seeds)  # the orders do differ
+
+
 # -- decode-side failures ----------------------------------------------------------------------------
 
 

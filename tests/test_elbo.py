@@ -71,7 +71,7 @@ def eval_sequences() -> list[np.ndarray]:
 
 
 def code_lengths(lm, tokens, steps: int, grid: str, seeds) -> np.ndarray:
-    return np.array([codec.path_code_length(lm, tokens, steps=steps, grid=grid, seed=s) for s in seeds])
+    return codec.path_code_lengths(lm, tokens, steps, grid, list(seeds))
 
 
 def mean_se(x: np.ndarray) -> tuple[float, float]:

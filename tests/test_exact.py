@@ -61,36 +61,47 @@ def test_split_gemm_is_exact_at_the_bound(monkeypatch, int_mm):
 
 
 def _probe_script(ckpt: str) -> str:
+    """Prints one line per (threads, GEMM path): kernel level, threads, int_mm, probe hash."""
     return f"""
-import hashlib, numpy as np, torch
+import hashlib, torch
+from ddcompress import intlinear
 from ddcompress.checkpoint import load_checkpoint
+from ddcompress.exact import ExactDenoiser
 lm = load_checkpoint({ckpt!r})
 g = torch.Generator().manual_seed(1)
 x = torch.randint(0, lm.cfg.vocab_size, (2, lm.cfg.seq_len), generator=g)
 x[torch.rand(x.shape, generator=g) < 0.5] = lm.cfg.mask_id
-f = lm.exact("cpu")(x)
-print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads(), lm.exact("cpu").int_mm,
-      hashlib.sha256(f.numpy().tobytes()).hexdigest()[:16])
+paths = sorted({{intlinear.int_mm_is_exact(torch.device("cpu")), False}})
+for threads in (1, 2):
+    torch.set_num_threads(threads)
+    for int_mm in paths:  # int8 GEMMs where they are exact, and the split float GEMMs
+        intlinear._INT_MM_OK["cpu"] = int_mm
+        ex = ExactDenoiser(lm.cfg, lm.tensors, "cpu")
+        f = ex(x)
+        print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads(), ex.int_mm,
+              hashlib.sha256(f.numpy().tobytes()).hexdigest()[:16])
 """
 
 
 def test_probe_hash_identical_across_cpu_kernels_and_threads(tiny_ckpt):
-    """The same frequencies under every ATen kernel level and thread count, each in a fresh process."""
+    """The same frequencies under every ATen kernel level (each in a fresh process), with 1 and 2
+    threads and both GEMM paths."""
     hashes = {}
     for cap in ("default", "avx2", "avx512"):
-        for threads in ("1", "2"):
-            for int_mm in ("1", "0"):  # int8 GEMMs where they are exact, and the split float GEMMs
-                env = dict(os.environ, ATEN_CPU_CAPABILITY=cap, OMP_NUM_THREADS=threads, DDC_INT_MM=int_mm)
-                out = subprocess.run([sys.executable, "-c", _probe_script(str(tiny_ckpt))], env=env,
-                                     capture_output=True, text=True, check=True).stdout.split()
-                hashes[tuple(out[:3])] = out[3]
+        env = dict(os.environ, ATEN_CPU_CAPABILITY=cap)
+        out = subprocess.run([sys.executable, "-c", _probe_script(str(tiny_ckpt))], env=env,
+                             capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            cap_run, threads, int_mm, digest = line.split()
+            hashes[(cap_run, threads, int_mm)] = digest
     assert len(set(hashes.values())) == 1, hashes
     assert len({k[0] for k in hashes}) >= 2  # at least two kernel levels actually ran
+    assert {k[1] for k in hashes} == {"1", "2"}
     assert {k[2] for k in hashes} == {"False", "True"} or not _int_mm_here()  # both GEMM paths ran
 
 
 def _int_mm_here() -> bool:
-    from ddcompress.exact import int_mm_is_exact
+    from ddcompress.intlinear import int_mm_is_exact
 
     return int_mm_is_exact(torch.device("cpu"))
 

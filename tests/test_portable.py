@@ -6,8 +6,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 # (ATen kernel level, threads, int8 GEMMs): the two ends of what a user's machines may differ in
 MACHINES = {"avx512-2threads-int8": ("avx512", "2", "1"), "generic-1thread-float": ("default", "1", "0")}
 TEXT = ("The keeper wrote the time the lamp was lit, the state of the sea and the ships he had seen pass.\r\n"
@@ -22,11 +20,11 @@ def ddc(args: list[str], machine: str, stdin: bytes) -> bytes:
     return res.stdout
 
 
-@pytest.mark.parametrize("enc,dec", [("avx512-2threads-int8", "generic-1thread-float"),
-                                     ("generic-1thread-float", "avx512-2threads-int8")])
-def test_cli_file_crosses_kernels_threads_and_gemm_paths(enc, dec):
+def test_cli_file_crosses_kernels_threads_and_gemm_paths():
+    """Both machines write the same bytes, and each decodes the file (so each decodes the other's)."""
+    a, b = MACHINES
     data = TEXT.encode()
-    blob = ddc(["compress", "-3", "--method", "mdm", "-c", "-"], enc, data)
-    assert ddc(["decompress", "-c", "-"], dec, blob) == data
-    # and the encoder is deterministic across machines too: the same bytes from both
-    assert ddc(["compress", "-3", "--method", "mdm", "-c", "-"], dec, data) == blob
+    blob = ddc(["compress", "-3", "--method", "mdm", "-c", "-"], a, data)
+    assert ddc(["compress", "-3", "--method", "mdm", "-c", "-"], b, data) == blob
+    assert ddc(["decompress", "-c", "-"], b, blob) == data
+    assert ddc(["decompress", "-c", "-"], a, blob) == data
