@@ -15,13 +15,13 @@ from typing import Callable
 import numpy as np
 
 from . import registry
-from .codec import Coder
+from .codec import Coder, decode_all, encode_all
 from .container import Container, info, parse_frames  # noqa: F401 (info: part of the API)
 from .errors import DDCError, FormatError, IntegrityError, ModelError
 from .exact import NUMERICS
 from .layout import chunk_layout, group_layout
 from .checkpoint import LoadedModel
-from .plan import DEFAULT_LEVEL, LEVELS, default_group_size, steps_for  # noqa: F401 (LEVELS: part of the API)
+from .plan import DEFAULT_LEVEL, LEVELS, default_batch_chunks, default_group_size, steps_for  # noqa: F401 (LEVELS: part of the API)
 from .tokenizer import get_tokenizer
 
 METHODS = ("auto", "mdm", "xz", "store")
@@ -91,11 +91,14 @@ def compress(
     method: str = "auto",
     progress: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    batch_chunks: int | None = None,
 ) -> bytes:
     """Compress bytes with a masked diffusion model.
 
     method "auto" sends binary-looking input straight to xz, and keeps the model's output only when it
-    is smaller than xz's (or a stored copy); "mdm" always uses the model; "xz" / "store" skip it."""
+    is smaller than xz's (or a stored copy); "mdm" always uses the model; "xz" / "store" skip it.
+    group_size (chunks per range-coder stream) is recorded in the file; batch_chunks (chunks per forward
+    pass, whole groups) is not: it changes speed and memory, never the output."""
     if method not in METHODS:
         raise DDCError(f"unknown method {method!r}")
     steps_for(level, steps, 1 << 30)  # argument errors first, whatever the input
@@ -119,7 +122,7 @@ def compress(
     if on_start:
         on_start(len(tokens))
     coder = Coder(lm, n_steps, grid, seed, device)
-    results = [coder.encode_group(tokens, g, progress) for g in groups]
+    results = encode_all(coder, tokens, groups, batch_chunks or default_batch_chunks(device), progress)
     header = _base_header(data, "mdm") | {
         "numerics": NUMERICS,
         "model_id": lm.id,
@@ -164,14 +167,17 @@ def decompress(
     device: str = "cpu",
     progress: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    batch_chunks: int | None = None,
 ) -> bytes:
+    """The original bytes of a ddc file (or of concatenated ddc files). batch_chunks: chunks per
+    forward pass at most (default by device), whatever group size the file was made with."""
     frames = parse_frames(blob)  # concatenated frames decode to the concatenation, as gzip/xz/zstd do
     if on_start:
         on_start(sum(c.header.get("tokens", 0) for c in frames))
-    return b"".join(_decode_frame(c, model, device, progress) for c in frames)
+    return b"".join(_decode_frame(c, model, device, progress, batch_chunks) for c in frames)
 
 
-def _decode_frame(c: Container, model, device, progress) -> bytes:
+def _decode_frame(c: Container, model, device, progress, batch_chunks=None) -> bytes:
     h = c.header
     method = h["method"]
     if method == "store":
@@ -179,13 +185,13 @@ def _decode_frame(c: Container, model, device, progress) -> bytes:
     elif method == "xz":
         data = _unxz(c.payloads[0], h["original_bytes"])
     else:
-        data = _decode_mdm(c, model, device, progress)
+        data = _decode_mdm(c, model, device, progress, batch_chunks or default_batch_chunks(device))
     if len(data) != h["original_bytes"] or zlib.crc32(data) != h["original_crc32"]:
         raise IntegrityError("checksum mismatch: decoded data differs from the original")
     return data
 
 
-def _decode_mdm(c: Container, model, device, progress) -> bytes:
+def _decode_mdm(c: Container, model, device, progress, batch_chunks: int) -> bytes:
     h = c.header
     tok = get_tokenizer()
     if h["tokenizer_id"] != tok.id[:8]:
@@ -197,10 +203,9 @@ def _decode_mdm(c: Container, model, device, progress) -> bytes:
     groups = group_layout(chunk_layout(h["tokens"], h["seq_len"]), h["group_size"])
     tokens = np.zeros(h["tokens"], dtype=np.int64)
     coder = Coder(lm, h["steps"], h["grid"], h["seed"], device)
-    k = 0
-    for g, payload in zip(groups, c.payloads):
-        coder.decode_group(tokens, g, payload, c.chunk_crcs[k : k + len(g)], progress)
-        k += len(g)
+    ends = np.cumsum([len(g) for g in groups])
+    crcs = [c.chunk_crcs[e - len(g) : e] for g, e in zip(groups, ends)]
+    decode_all(coder, tokens, groups, list(c.payloads), crcs, batch_chunks, progress)
     data = tok.decode(tokens)
     return data.replace(b"\n", b"\r\n") if h["transform"] == "crlf" else data
 

@@ -63,23 +63,25 @@ PROTOCOL = (
 
 def code_stream(lm, tokens: np.ndarray, steps: int, grid: str, seed: int, device: str, group_size: int,
                 verify: bool = False, advance=None) -> dict:
-    """Range-code tokens with ddc's coder; returns payload bytes, ideal bits, time, and a round-trip check."""
-    from .codec import Coder
-    from .layout import chunk_layout, group_layout
+    """Range-code tokens with ddc's coder (as `ddc compress` does, without the container); returns
+    payload bytes, ideal bits, time, and a round-trip check."""
+    from .codec import Coder, decode_all, encode_all
     from .errors import IntegrityError
+    from .layout import chunk_layout, group_layout
+    from .plan import default_batch_chunks
 
     groups = group_layout(chunk_layout(len(tokens), lm.cfg.seq_len), group_size)
     coder = Coder(lm, steps, grid, seed, device)
+    batch = default_batch_chunks(device)
     t0 = time.monotonic()
-    results = [coder.encode_group(tokens, g, advance) for g in groups]
+    results = encode_all(coder, tokens, groups, batch, advance)
     secs = time.monotonic() - t0
     out = {"payload_bytes": sum(len(r.payload) for r in results), "ideal_bits": sum(r.ideal_bits for r in results),
            "seconds": secs, "verified": None}
     if verify:
         dec = np.zeros(len(tokens), dtype=np.int64)
         try:
-            for g, r in zip(groups, results):
-                coder.decode_group(dec, g, r.payload, r.chunk_crcs)
+            decode_all(coder, dec, groups, [r.payload for r in results], [r.chunk_crcs for r in results], batch)
             out["verified"] = bool(np.array_equal(dec, tokens))
         except IntegrityError:
             out["verified"] = False

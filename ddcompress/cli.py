@@ -27,7 +27,7 @@ from .cli_files import (_check_output, _describe, _display, _emit, _err, _isatty
                         _remove_input)
 from .container import info as _info
 from .errors import DDCError
-from .plan import group_size_help
+from .plan import batch_help, group_size_help
 
 SUFFIX = ".ddc"
 
@@ -101,6 +101,7 @@ def _level_options(f):
 def _common(f):
     f = click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")(f)
     f = click.option("-v", "--verbose", is_flag=True, help="Print sizes, bits/byte and speed.")(f)
+    f = click.option("--batch", "batch", type=click.IntRange(min=1), default=None, help=batch_help())(f)
     f = click.option("--device", default="cpu", show_default=True, help="cpu or cuda (a file decodes on either).")(f)
     f = click.option("--model", "model", default=None, help="Shipped model name or checkpoint directory [default: ddc-small].")(f)
     f = click.option("-f", "--force", is_flag=True, help="Overwrite existing files; write binary to a terminal.")(f)
@@ -121,13 +122,15 @@ def _common(f):
 @click.option("--method", type=click.Choice(["auto", "mdm", "xz", "store"]), default="auto", show_default=True,
               help="auto: the model, unless the input looks binary or xz (or a stored copy) comes out smaller.")
 @click.option("--group-size", type=click.IntRange(min=1), default=None, help=group_size_help())
-def compress(files, output, to_stdout, keep, rm, force, model, device, verbose, quiet, level, steps, seed, method, group_size):
+def compress(files, output, to_stdout, keep, rm, force, model, device, batch, verbose, quiet, level, steps, seed, method,
+             group_size):
     """Compress FILES (or stdin) to FILE.ddc; inputs are kept (unless --rm)."""
     files, output, to_stdout = _plan(files, output, to_stdout, keep, rm)
     if not force and _isatty(sys.stdout) and (to_stdout or (output is None and "-" in files)):
         raise DDCError("refusing to write compressed data to a terminal (use -o, redirect, or -f)")
     _check_device(device)
-    opts = dict(level=level, steps=steps, model=model, device=device, seed=seed, group_size=group_size, method=method)
+    opts = dict(level=level, steps=steps, model=model, device=device, seed=seed, group_size=group_size, method=method,
+                batch_chunks=batch)
     failed = 0
     for name in files:
         try:
@@ -159,7 +162,7 @@ def _compress_one(name: str, output: str | None, to_stdout: bool, force: bool, r
     removing = rm and name != "-" and out is not None
     if removing:  # decode what will be written before the input goes
         try:
-            same = api.decompress(blob, model=opts["model"], device=opts["device"]) == data
+            same = api.decompress(blob, model=opts["model"], device=opts["device"], batch_chunks=opts["batch_chunks"]) == data
         except DDCError as err:
             raise DDCError(f"verification failed ({err}); input kept, nothing written") from err
         if not same:
@@ -183,14 +186,15 @@ def _summary(name: str, n_in: int, blob: bytes, secs: float) -> None:
 @main.command()
 @click.argument("files", nargs=-1, type=click.Path(allow_dash=True))
 @_common
-def decompress(files, output, to_stdout, keep, rm, force, model, device, verbose, quiet):
+def decompress(files, output, to_stdout, keep, rm, force, model, device, batch, verbose, quiet):
     """Decompress FILE.ddc to FILE (or stdout); inputs are kept (unless --rm)."""
     files, output, to_stdout = _plan(files, output, to_stdout, keep, rm)
     _check_device(device)
     failed = 0
     for name in files:
         try:
-            _decompress_one(name, output, to_stdout, force, rm, verbose and not quiet, quiet, model, device)
+            _decompress_one(name, output, to_stdout, force, rm, verbose and not quiet, quiet,
+                            dict(model=model, device=device, batch_chunks=batch))
         except (DDCError, OSError) as err:
             _err(_describe(name, err))
             failed += 1
@@ -198,7 +202,7 @@ def decompress(files, output, to_stdout, keep, rm, force, model, device, verbose
 
 
 def _decompress_one(name: str, output: str | None, to_stdout: bool, force: bool, rm: bool, verbose: bool, quiet: bool,
-                    model, device: str) -> None:
+                    run: dict) -> None:
     stdout = to_stdout or (name == "-" and output is None)
     out = None
     if not stdout:
@@ -214,7 +218,7 @@ def _decompress_one(name: str, output: str | None, to_stdout: bool, force: bool,
     prog = _Progress(f"decompress {_display(name)}", not quiet)
     t0 = time.monotonic()
     try:
-        data = api.decompress(blob, model=model, device=device, progress=prog.advance, on_start=prog.start)
+        data = api.decompress(blob, **run, progress=prog.advance, on_start=prog.start)
     finally:
         prog.close()
     _emit(data, out, force)  # api.decompress has checked the length and CRC32 of the original
@@ -228,9 +232,10 @@ def _decompress_one(name: str, output: str | None, to_stdout: bool, force: bool,
 @click.argument("files", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @click.option("--model", default=None, help="Model name or checkpoint directory (default: found by the file's model id).")
 @click.option("--device", default="cpu", show_default=True)
+@click.option("--batch", "batch", type=click.IntRange(min=1), default=None, help=batch_help())
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks of internal errors.")
-def test_cmd(files, model, device, quiet, verbose):
+def test_cmd(files, model, device, batch, quiet, verbose):
     """Decode FILES and verify every checksum; write nothing."""
     _check_device(device)
     failed = 0
@@ -241,7 +246,8 @@ def test_cmd(files, model, device, quiet, verbose):
 
             prog = _Progress(f"test {_display(name)}", not quiet)
             try:
-                data = api.decompress(blob, model=model, device=device, progress=prog.advance, on_start=prog.start)
+                data = api.decompress(blob, model=model, device=device, batch_chunks=batch, progress=prog.advance,
+                                      on_start=prog.start)
             finally:
                 prog.close()
         except (DDCError, OSError) as err:

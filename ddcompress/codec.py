@@ -7,9 +7,12 @@ the probabilities mu_theta(x_t) at their positions. The probabilities come from 
 denoiser (`exact.ExactDenoiser`, numerics "int8-exact-1"): integer frequencies that every machine
 computes bit for bit, whatever its CPU, GPU, thread count or batch composition.
 
-Chunks are processed in groups of `group_size` (one batch, one range-coder stream per group), so
-memory is bounded whatever the file size. The final partial chunk is coded inside the last L tokens
-of the file with the already known ones as context, so every forward call keeps the full length L.
+Chunks are coded in groups of `group_size`, one range-coder stream per group. Forward passes batch
+any number of whole groups (`batch_chunks`, a choice of the machine that runs it, not of the file): the
+exact denoiser is batch invariant, so a file made with groups of 8 on a CPU decodes with 256 chunks per
+forward pass on a GPU. The final partial chunk is coded inside the last L tokens of the file with the
+already known ones as context, so every forward call keeps the full length L; it is coded after the
+full chunks that hold its context.
 """
 from __future__ import annotations
 
@@ -99,54 +102,66 @@ class Coder:
         return torch.from_numpy(x).to(self.device)
 
     # -- encode / decode ----------------------------------------------------------------------------
-    def _known_walk(self, tokens: np.ndarray, group: list[Chunk], progress=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """The walk when the tokens are known (encoder, code lengths): yields (symbols int32, probs) per
-        row block and reveals each step's true tokens once the step is done."""
-        x = self._window(tokens, group, True)
-        truth = np.stack([tokens[c.start : c.start + c.width] for c in group]).astype(np.int64)
-        perms, counts = self._orders(group)
+    def _known_walk(self, tokens: np.ndarray, chunks: list[Chunk], progress=None) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+        """The walk when the tokens are known (encoder, code lengths): yields (step tokens per chunk,
+        first row, symbols int32, probs) per row block and reveals each step's true tokens once the
+        step is done. Rows are chunk-major within a step."""
+        x = self._window(tokens, chunks, True)
+        truth = np.stack([tokens[c.start : c.start + c.width] for c in chunks]).astype(np.int64)
+        perms, counts = self._orders(chunks)
         for pos, r0, probs in self._walk(x, perms, counts):
             G, c = pos.shape
             step_truth = np.take_along_axis(truth, pos, axis=1)
-            yield step_truth.reshape(-1)[r0 : r0 + probs.shape[0]].astype(np.int32), probs
+            yield c, r0, step_truth.reshape(-1)[r0 : r0 + probs.shape[0]].astype(np.int32), probs
             if r0 + probs.shape[0] >= G * c:  # step finished: reveal its tokens
                 x[torch.arange(G)[:, None], torch.from_numpy(pos)] = torch.from_numpy(step_truth).to(self.device)
                 if progress:
                     progress(G * c)
 
-    def encode_group(self, tokens: np.ndarray, group: list[Chunk], progress: Callable[[int], None] | None = None) -> GroupResult:
+    def encode_groups(self, tokens: np.ndarray, groups: list[list[Chunk]], progress: Callable[[int], None] | None = None) -> list[GroupResult]:
+        """Encode groups of one shape (see `batches`) in one walk, each into its own stream."""
         import constriction
 
-        enc = constriction.stream.queue.RangeEncoder()
-        ideal = 0.0
-        for sym, probs in self._known_walk(tokens, group, progress):
+        encs = [constriction.stream.queue.RangeEncoder() for _ in groups]
+        ideal = [0.0] * len(groups)
+        chunks = [c for g in groups for c in g]
+        first = np.cumsum([0] + [len(g) for g in groups])  # each group's first chunk in the batch
+        for c, r0, sym, probs in self._known_walk(tokens, chunks, progress):
             t0 = time.perf_counter()
-            ideal += code_bits(probs, sym)
-            enc.encode(sym, self.family, probs)
+            for k, a, b in _pieces(first * c, r0, r0 + len(sym)):
+                ideal[k] += code_bits(probs[a:b], sym[a:b])
+                encs[k].encode(sym[a:b], self.family, probs[a:b])
             SECONDS["coder"] += time.perf_counter() - t0
-        payload = enc.get_compressed().astype("<u4").tobytes()
-        crcs = [token_crc(tokens[c.start + c.known : c.start + c.width]) for c in group]
-        return GroupResult(payload, ideal, crcs)
+        return [GroupResult(enc.get_compressed().astype("<u4").tobytes(), bits,
+                            [token_crc(tokens[c.start + c.known : c.start + c.width]) for c in g])
+                for enc, bits, g in zip(encs, ideal, groups)]
 
-    def decode_group(self, tokens: np.ndarray, group: list[Chunk], payload: bytes, crcs: list[int], progress: Callable[[int], None] | None = None) -> None:
-        """Decode one group into `tokens` (in place); earlier tokens must already be there."""
+    def decode_groups(self, tokens: np.ndarray, groups: list[list[Chunk]], payloads: list[bytes], crcs: list[list[int]],
+                      progress: Callable[[int], None] | None = None) -> None:
+        """Decode groups of one shape in one walk into `tokens` (in place); their context (the known
+        tokens of a tail chunk) must already be there."""
         import constriction
 
-        if len(payload) % 4:
-            raise IntegrityError("corrupt data: a chunk payload is not word-aligned")
-        words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
-        dec = constriction.stream.queue.RangeDecoder(words)
-        x = self._window(tokens, group, True)
-        perms, counts = self._orders(group)
-        G = len(group)
+        decs = []
+        for payload in payloads:
+            if len(payload) % 4:
+                raise IntegrityError("corrupt data: a chunk payload is not word-aligned")
+            decs.append(constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32)))
+        chunks = [c for g in groups for c in g]
+        first = np.cumsum([0] + [len(g) for g in groups])
+        x = self._window(tokens, chunks, True)
+        perms, counts = self._orders(chunks)
+        G = len(chunks)
         step_syms: list[np.ndarray] = []
         for pos, r0, probs in self._walk(x, perms, counts):
             c = pos.shape[1]
             t0 = time.perf_counter()
-            try:
-                step_syms.append(np.asarray(dec.decode(self.family, probs), dtype=np.int64))
-            except (AssertionError, ValueError, RuntimeError) as err:  # constriction: "invalid compressed data"
-                raise IntegrityError(f"corrupt ddc file: invalid coded data in chunks {group[0].index}-{group[-1].index}") from err
+            for k, a, b in _pieces(first * c, r0, r0 + probs.shape[0]):
+                try:
+                    step_syms.append(np.asarray(decs[k].decode(self.family, probs[a:b]), dtype=np.int64))
+                except (AssertionError, ValueError, RuntimeError) as err:  # constriction: "invalid compressed data"
+                    g = groups[k]
+                    raise IntegrityError(f"corrupt ddc file: invalid coded data in chunks {g[0].index}-{g[-1].index}") from err
             SECONDS["coder"] += time.perf_counter() - t0
             if r0 + probs.shape[0] >= G * c:
                 sym = np.concatenate(step_syms).reshape(G, c)
@@ -155,11 +170,62 @@ class Coder:
                 if progress:
                     progress(G * c)
         out = x.cpu().numpy()
-        for g, c in enumerate(group):
+        flat_crcs = [crc for group_crcs in crcs for crc in group_crcs]  # chunk order = groups concatenated
+        for g, c in enumerate(chunks):
             seg = out[g, c.known : c.width]
-            if token_crc(seg) != crcs[g]:
+            if token_crc(seg) != flat_crcs[g]:
                 raise IntegrityError(f"corrupt ddc file: chunk {c.index} failed its checksum")
             tokens[c.start + c.known : c.start + c.width] = seg
+
+    def encode_group(self, tokens: np.ndarray, group: list[Chunk], progress: Callable[[int], None] | None = None) -> GroupResult:
+        return self.encode_groups(tokens, [group], progress)[0]
+
+    def decode_group(self, tokens: np.ndarray, group: list[Chunk], payload: bytes, crcs: list[int], progress: Callable[[int], None] | None = None) -> None:
+        self.decode_groups(tokens, [group], [payload], [crcs], progress)
+
+
+def _pieces(bounds: np.ndarray, r0: int, r1: int) -> Iterator[tuple[int, int, int]]:
+    """(group k, a, b) for the rows [r0, r1) of a block, cut at the groups' row boundaries (bounds[k]:
+    group k's first row, bounds[-1]: the end), as offsets a:b into the block."""
+    k = int(np.searchsorted(bounds, r0, side="right")) - 1
+    r = r0
+    while r < r1:
+        end = min(r1, int(bounds[k + 1]))
+        if end > r:
+            yield k, r - r0, end - r0
+        r, k = end, k + 1
+
+
+def batches(groups: list[list[Chunk]], batch_chunks: int) -> list[list[int]]:
+    """Indices of the groups that go through the walk together: consecutive groups of one shape (width
+    and known tokens of their chunks: all full groups, or a tail on its own), up to `batch_chunks`
+    chunks (at least one group). In order, so a tail comes after the full chunks that hold its context."""
+    out: list[list[int]] = []
+    shape = size = None
+    for i, g in enumerate(groups):
+        sh = (g[0].width, g[0].known)
+        if out and sh == shape and size + len(g) <= batch_chunks:
+            out[-1].append(i)
+            size += len(g)
+        else:
+            out.append([i])
+            shape, size = sh, len(g)
+    return out
+
+
+def encode_all(coder: Coder, tokens: np.ndarray, groups: list[list[Chunk]], batch_chunks: int,
+               progress: Callable[[int], None] | None = None) -> list[GroupResult]:
+    """Every group of a file, `batch_chunks` chunks per forward pass at most."""
+    results: list[GroupResult] = []
+    for idx in batches(groups, batch_chunks):
+        results += coder.encode_groups(tokens, [groups[i] for i in idx], progress)
+    return results
+
+
+def decode_all(coder: Coder, tokens: np.ndarray, groups: list[list[Chunk]], payloads: list[bytes],
+               crcs: list[list[int]], batch_chunks: int, progress: Callable[[int], None] | None = None) -> None:
+    for idx in batches(groups, batch_chunks):
+        coder.decode_groups(tokens, [groups[i] for i in idx], [payloads[i] for i in idx], [crcs[i] for i in idx], progress)
 
 
 @torch.inference_mode()

@@ -8,7 +8,9 @@ from .errors import DDCError
 # level -> reverse steps per chunk on the sine grid; None = one token per step (uniform grid): the ELBO
 LEVELS: dict[int, int | None] = {1: 2, 2: 4, 3: 8, 4: 12, 5: 16, 6: 24, 7: 64, 8: 256, 9: None}
 DEFAULT_LEVEL = 5
-GROUP_SIZE = {"cpu": 8, "cuda": 64}  # chunks per forward batch and per range-coder stream
+GROUP_SIZE = {"cpu": 8, "cuda": 64}  # chunks per range-coder stream (recorded in the file)
+# chunks per forward pass at most (whole groups; the machine's choice, not the file's): memory-bound
+BATCH_CHUNKS = {"cpu": 8, "cuda": 256}
 
 
 def steps_for(level: int | None, steps: int | None, seq_len: int) -> tuple[int, str]:
@@ -28,6 +30,10 @@ def default_group_size(device: str) -> int:
     return GROUP_SIZE["cuda"] if device.startswith("cuda") else GROUP_SIZE["cpu"]
 
 
+def default_batch_chunks(device: str) -> int:
+    return BATCH_CHUNKS["cuda"] if device.startswith("cuda") else BATCH_CHUNKS["cpu"]
+
+
 def level_help(level: int) -> str:
     """One line for --help: what a level does."""
     s = LEVELS[level]
@@ -37,4 +43,9 @@ def level_help(level: int) -> str:
 
 
 def group_size_help() -> str:
-    return f"Chunks per forward batch and range-coder stream (default {GROUP_SIZE['cpu']} on CPU, {GROUP_SIZE['cuda']} on CUDA)."
+    return f"Chunks per range-coder stream (default {GROUP_SIZE['cpu']} on CPU, {GROUP_SIZE['cuda']} on CUDA)."
+
+
+def batch_help() -> str:
+    return (f"Chunks per forward pass at most, whole groups (default {BATCH_CHUNKS['cpu']} on CPU, "
+            f"{BATCH_CHUNKS['cuda']} on CUDA); any value decodes any file.")

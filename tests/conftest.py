@@ -12,9 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from ddcompress.checkpoint import load_checkpoint, save_checkpoint
 from ddcompress.model import Denoiser, DenoiserConfig
 
-from ddcompress.checkpoint import load_checkpoint, save_checkpoint
+# pytest-xdist runs the suite in several processes (setup.cfg: -n auto): share the cores between them
+# rather than have each run torch with one thread per core (oversubscribed cores spin and stall)
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 # CI and sessions keep the read-only shared data beside the checkout: ../shared; $DDC_SHARED overrides
 SHARED = Path(os.environ.get("DDC_SHARED") or Path(__file__).resolve().parents[2] / "shared")

@@ -483,3 +483,17 @@ def test_bench_out_option(tmp_path, tiny_ckpt, eval_dir, monkeypatch, one_thread
            "--steps", "4", "--no-baselines", "--max-passes", "2", "--out", "reports"))
     assert names(tmp_path) == ["reports"]
     assert {p.suffix for p in (tmp_path / "reports").iterdir()} >= {".json", ".md"}
+
+
+def test_batch_option_changes_speed_not_bytes(tmp_path, tiny_ckpt, one_thread):
+    """--batch (chunks per forward pass) on compress, decompress and test: same file, same data."""
+    data = (b"the keeper lit the lamp and wrote the wind and the sea in his log. " * 40)
+    f = tmp_path / "t.txt"
+    f.write_bytes(data)
+    common = ["--model", tiny_ckpt, "--method", "mdm", "-1", "--group-size", "1", "-c", f]
+    a = ok(ddc("compress", "--batch", "1", *common)).stdout_bytes
+    b = ok(ddc("compress", "--batch", "64", *common)).stdout_bytes
+    assert a == b
+    assert ok(ddc("-dc", "--batch", "3", "--model", tiny_ckpt, "-", input=a)).stdout_bytes == data
+    ok(ddc("test", "--batch", "2", "--model", tiny_ckpt, "-", input=a))
+    assert ddc("compress", "--batch", "0", *common).exit_code == 2  # a usage error

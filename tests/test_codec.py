@@ -341,3 +341,32 @@ def test_tiny_inputs_skip_the_model_and_barely_grow(tiny_lm, monkeypatch):
     assert len(ddcompress.compress(b"")) == 16 and len(ddcompress.compress(b"a")) == 17
     with pytest.raises(AssertionError, match="the model ran"):  # at the threshold it does run
         ddcompress.compress(words(200)[: api.MIN_MODEL_BYTES], model=tiny_lm)
+
+
+def test_batches_take_whole_groups_of_one_shape_in_order():
+    groups = group_layout(chunk_layout(10 * L + 5, L), 3)  # full groups of 3, 3, 3, 1, then the tail
+    assert [len(g) for g in groups] == [3, 3, 3, 1, 1] and groups[-1][0].known == L - 5
+    assert codec.batches(groups, 1) == [[0], [1], [2], [3], [4]]  # a group is never split
+    assert codec.batches(groups, 7) == [[0, 1], [2, 3], [4]]
+    assert codec.batches(groups, 1000) == [[0, 1, 2, 3], [4]]  # the tail after its context, alone
+    short = group_layout(chunk_layout(5, L), 3)
+    assert codec.batches(short, 8) == [[0]]
+
+
+def test_forward_batch_size_never_changes_the_file(tiny_lm):
+    """Chunks per forward pass (whole groups) is the machine's choice: every batch size writes the same
+    bytes, and a file decodes at any batch size, whatever its group size."""
+    data = words(11 * L + 20, seed=21)
+    n = len(get_tokenizer().encode(data))
+    assert n > 10 * L and n % L  # full chunks and a tail
+    blobs = {b: ddcompress.compress(data, model=tiny_lm, method="mdm", steps=5, seed=3, group_size=2, batch_chunks=b)
+             for b in (1, 4, 1000)}
+    assert len(set(blobs.values())) == 1
+    blob = blobs[1]
+    assert len(parse(blob).payloads) == -(-(n // L) // 2) + 1  # full groups of (up to) 2 chunks, and the tail
+    for b in (1, 3, 1000):
+        assert ddcompress.decompress(blob, model=tiny_lm, batch_chunks=b) == data
+    bad = bytearray(blob)
+    bad[-3] ^= 0x40  # a payload bit of the last (tail) group: caught when its batch is decoded
+    with pytest.raises(IntegrityError):
+        ddcompress.decompress(bytes(bad), model=tiny_lm, batch_chunks=1000)
