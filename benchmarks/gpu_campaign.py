@@ -615,7 +615,7 @@ def _daemon(args) -> int:
                                                        "parts_loaded": len(loaded)},
            "baseline": baseline, "final": final, "history": history,
            "eval_protocol": {"samples": plan["eval_samples"], "passes": plan["eval_passes"], "t_eps": 1e-4,
-                             "valid128": "train.validate: first 128 windows of valid x 2 fixed time sets"},
+                             "valid128": "train.validate: first 128 windows of valid, 2 passes x 2 antithetic times, fixed draws"},
            "timing": {"baseline_eval_s": round(eval_s, 1), "export_and_final_eval_s": round(time.time() - t, 1),
                       "daemon_s": round(time.time() - plan["started"], 1)}}
     _package(work, Path(cfg.out) / NAME, rep)
