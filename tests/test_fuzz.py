@@ -376,12 +376,25 @@ def apply(frames: list[Frame], mutations: list[list]) -> bytes:
     return blob
 
 
+def _rewritten_later(m: list, later: list[list]) -> bool:
+    """Whether a later flip/resize with its table entries fixed recomputes the field that `m` set
+    (a resize rewrites its group's size and CRC, a flip its CRC): then `m` leaves no trace."""
+    for n in later:
+        if n[0] in ("flip", "resize") and n[-1] and n[1] == m[1]:
+            fixed = {f"payload_crc[{n[2]}]"} | ({f"payload_size[{n[2]}]"} if n[0] == "resize" else set())
+            if m[2] in fixed:
+                return True
+    return False
+
+
 def must_fail(frames: list[Frame], mutations: list[list]) -> bool:
     """True when some mutation changes what the decoder must check exactly (sizes, checksums, framing,
     ids, the stored data); False when every one may be harmless (see MAY_PASS_FIELDS)."""
-    for m in mutations:
+    for i, m in enumerate(mutations):
         op = m[0]
         if op in ("set", "raw") and (m[2] in MAY_PASS_FIELDS or frames[m[1]].get(m[2]) is None):
+            continue
+        if op in ("set", "raw") and _rewritten_later(m, mutations[i + 1 :]):
             continue
         if op == "consistent" and m[2] == "group_size":
             continue  # nothing else to agree with: a plain set
