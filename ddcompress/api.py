@@ -15,12 +15,10 @@ from typing import Callable
 import numpy as np
 
 from . import registry
-from .codec import Coder, decode_all, encode_all
+from .checkpoint import LoadedModel
 from .container import Container, info, parse_frames  # noqa: F401 (info: part of the API)
 from .errors import DDCError, FormatError, IntegrityError, ModelError
-from .exact import NUMERICS
 from .layout import chunk_layout, group_layout
-from .checkpoint import LoadedModel
 from .plan import DEFAULT_LEVEL, LEVELS, default_batch_chunks, default_group_size, steps_for  # noqa: F401 (LEVELS: part of the API)
 from .tokenizer import get_tokenizer
 
@@ -110,6 +108,9 @@ def compress(
         return _fallback(data, "store")
     if method == "auto" and (len(data) < MIN_MODEL_BYTES or looks_binary(data)):
         return _fallback(data, "xz")
+    from .codec import Coder, encode_all  # torch: only where the model runs (stored/xz frames need none)
+    from .exact import NUMERICS
+
     lm = registry.resolve(model)
     tok = get_tokenizer()
     L = lm.cfg.seq_len
@@ -192,6 +193,8 @@ def _decode_frame(c: Container, model, device, progress, batch_chunks=None) -> b
 
 
 def _decode_mdm(c: Container, model, device, progress, batch_chunks: int) -> bytes:
+    from .codec import Coder, decode_all
+
     h = c.header
     tok = get_tokenizer()
     if h["tokenizer_id"] != tok.id[:8]:

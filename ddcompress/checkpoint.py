@@ -11,21 +11,30 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 
-from .model import Denoiser, DenoiserConfig
+if TYPE_CHECKING:  # torch loads where tensors are touched: finding models and reading configs need none
+    import torch
+
+    from .model import Denoiser, DenoiserConfig
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
+
 def _quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
     scale = (w.abs().amax(dim=1, keepdim=True) / 127.0).clamp_min(1e-12)
     return torch.round(w / scale).clamp(-127, 127).to(torch.int8), scale.float()
 
 
 def state_for_saving(model: Denoiser, dtype: str = "float32") -> dict[str, torch.Tensor]:
     """Tensors to store: fp32, bf16, or int8 (per-row scale) for 2-D weights."""
+    import torch
+
     out = {}
     for k, v in model.state_dict().items():
         v = v.detach().float().cpu().contiguous()
@@ -41,6 +50,8 @@ def state_for_saving(model: Denoiser, dtype: str = "float32") -> dict[str, torch
 
 
 def tensors_to_fp32(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    import torch
+
     state = {}
     for k, v in tensors.items():
         if k.endswith(".scale"):
@@ -53,6 +64,8 @@ def tensors_to_fp32(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 
 def compute_model_id(config: dict, tensors: dict[str, torch.Tensor]) -> str:
+    import torch
+
     h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     for k in sorted(tensors):
         t = tensors[k].contiguous()
@@ -105,6 +118,41 @@ def save_checkpoint(model: Denoiser, directory: str | Path, dtype: str = "float3
     return model_id
 
 
+# safetensors dtype codes -> the torch dtype names that compute_model_id hashes
+_ST_DTYPES = {"I8": "torch.int8", "U8": "torch.uint8", "I16": "torch.int16", "I32": "torch.int32", "I64": "torch.int64",
+              "F16": "torch.float16", "BF16": "torch.bfloat16", "F32": "torch.float32", "F64": "torch.float64",
+              "BOOL": "torch.bool"}
+
+
+def describe(directory: str | Path) -> dict:
+    """{"id", "config", "params"} of a checkpoint read straight from its files, without torch: the same
+    id as load_checkpoint computes (safetensors stores each tensor's bytes as torch holds them,
+    little-endian, row-major). For listing models and finding one by id without loading it."""
+    directory = Path(directory)
+    meta = json.loads((directory / CONFIG_FILE).read_text())
+    config = {k: v for k, v in meta.items() if k != "info"}
+    entries = []  # (name, dtype, shape, file, start, end)
+    for f in weight_files(directory):
+        with open(f, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(n))
+        for name, e in header.items():
+            if name != "__metadata__":
+                entries.append((name, e["dtype"], tuple(e["shape"]), f, 8 + n + e["data_offsets"][0], 8 + n + e["data_offsets"][1]))
+    if not entries:
+        raise FileNotFoundError(f"no weights in {directory}")
+    h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    params = 0
+    for name, dtype, shape, f, a, b in sorted(entries):
+        h.update(name.encode() + _ST_DTYPES[dtype].encode() + str(shape).encode())
+        with open(f, "rb") as fh:
+            fh.seek(a)
+            h.update(fh.read(b - a))
+        if not name.endswith(".scale"):
+            params += int(np.prod(shape, dtype=np.int64))
+    return {"id": h.hexdigest()[:16], "config": config, "params": params}
+
+
 class LoadedModel:
     """A denoiser's stored tensors with its id and provenance: `exact(device)` is the integer network
     that coding uses, `model` the fp32 network (training, NELBO estimates), both built on first use."""
@@ -117,6 +165,8 @@ class LoadedModel:
 
     @property
     def model(self) -> Denoiser:
+        from .model import Denoiser
+
         if self._model is None:  # coding never needs it: building it costs seconds at 50M parameters
             model = Denoiser(self.cfg)
             model.load_state_dict(tensors_to_fp32(self.tensors))
@@ -124,6 +174,8 @@ class LoadedModel:
         return self._model
 
     def exact(self, device: str | torch.device = "cpu"):
+        import torch
+
         from .exact import ExactDenoiser
 
         key = str(torch.device(device))
@@ -134,6 +186,8 @@ class LoadedModel:
 
 def load_checkpoint(directory: str | Path) -> LoadedModel:
     from safetensors.torch import load_file
+
+    from .model import DenoiserConfig
 
     directory = Path(directory)
     meta = json.loads((directory / CONFIG_FILE).read_text())

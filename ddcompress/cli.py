@@ -306,12 +306,15 @@ def models_cmd():
     from . import registry
 
     for name, path in registry.available_models().items():
-        lm = registry.resolve(str(path))
-        c = lm.cfg
+        try:
+            d = registry.describe(path)  # read from the files: no torch, nothing loaded
+        except (OSError, ValueError, KeyError) as err:
+            click.echo(f"{name}: unreadable ({err}), {path}")
+            continue
+        c = d["config"]
         default = " (default)" if name == registry.DEFAULT_MODEL else ""
-        params = sum(t.numel() for k, t in lm.tensors.items() if not k.endswith(".scale"))
-        click.echo(f"{name}{default}: id {lm.id}, {c.n_layer}x{c.d_model}, L={c.seq_len}, "
-                   f"{params / 1e6:.1f}M params, {path}")
+        click.echo(f"{name}{default}: id {d['id']}, {c.get('n_layer')}x{c.get('d_model')}, L={c.get('seq_len')}, "
+                   f"{d['params'] / 1e6:.1f}M params, {path}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ _SHORT_MODES = {"d": "decompress", "t": "test", "l": "info", "z": "compress"}
 # subcommands that live in their own (torch-importing) modules: loaded on first use; help is static
 _LAZY = {
     "bench": ("ddcompress.bench_cli", "bench_command", "Measure perplexity bound and bits/byte on the published corpora."),
-    "train": ("ddcompress.train", "train_command", "Train a denoiser and export it as a ddc model."),
+    "train": ("ddcompress.train_config", "train_command", "Train a denoiser and export it as a ddc model."),
 }
 
 class DdcGroup(click.Group):

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from .errors import ModelError
-from .checkpoint import CONFIG_FILE, LoadedModel, load_checkpoint, weight_files
+from .checkpoint import CONFIG_FILE, LoadedModel, describe, load_checkpoint, weight_files
 
 DEFAULT_MODEL = "ddc-small"
 
@@ -71,8 +71,12 @@ def resolve(spec: str | Path | LoadedModel | None = None) -> LoadedModel:
 
 
 def find_by_id(model_id: str) -> LoadedModel | None:
+    """The installed model with this id, or None; only that one is loaded (ids come from the files)."""
     for path in available_models().values():
-        lm = _load(str(path))
-        if lm.id == model_id:
-            return lm
+        try:
+            found = describe(path)["id"] == model_id
+        except (OSError, ValueError, KeyError):
+            continue  # unreadable: not the one
+        if found:
+            return _load(str(path))
     return None

@@ -9,8 +9,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # tensor methods only: the module loads without torch (ddc train --help)
+    import torch
 
 SCHEDULES = ("linear", "cosine", "polynomial")
 GRIDS = ("uniform", "sine")
@@ -35,15 +39,15 @@ class MaskingSchedule:
         if self.kind == "linear":
             return 1.0 - t
         if self.kind == "cosine":
-            return 1.0 - torch.cos(0.5 * math.pi * (1.0 - t))
+            return 1.0 - (0.5 * math.pi * (1.0 - t)).cos()
         return 1.0 - t**self.power
 
     def alpha_prime(self, t: torch.Tensor) -> torch.Tensor:
         """d alpha_t / dt (negative)."""
         if self.kind == "linear":
-            return -torch.ones_like(t)
+            return -t.new_ones(t.shape)
         if self.kind == "cosine":
-            return -0.5 * math.pi * torch.sin(0.5 * math.pi * (1.0 - t))
+            return -0.5 * math.pi * (0.5 * math.pi * (1.0 - t)).sin()
         return -self.power * t ** (self.power - 1.0)
 
     def nelbo_weight(self, t: torch.Tensor) -> torch.Tensor:

@@ -45,7 +45,7 @@ from .elbo import antithetic_times, estimate_nelbo_chunks, nelbo_per_sequence
 from .model import Denoiser, DenoiserConfig
 from .optim import build_optimizers, load_state, lr_at, save_state
 from .schedule import MaskingSchedule
-from .train_config import TrainConfig, check_args, click_options
+from .train_config import TrainConfig, check_args, train_command
 from .train_report import ProgressLine, final_train_loss, plot_metrics
 
 
@@ -312,14 +312,6 @@ def export(run: Run, log=print, extra: dict | None = None) -> dict:
 
 def _shard_bytes(cfg: TrainConfig) -> int | None:
     return int(cfg.max_shard_mb * 1e6) if cfg.max_shard_mb > 0 else None
-
-
-@click.command("train")
-@click_options
-def train_command(**kwargs):
-    """Train a denoiser on the MD4 NELBO and export it as a ddc model (safetensors + JSON)."""
-    kwargs["data"] = list(kwargs["data"])
-    train(TrainConfig(**kwargs))
 
 
 if __name__ == "__main__":

@@ -1,19 +1,22 @@
 """`ddc train`'s arguments: one dataclass (help text and choices in each field's metadata), the checks
-that run before any data is loaded, and the click options generated from it."""
+that run before any data is loaded, and the `ddc train` command generated from it (torch loads only
+when training starts, so its --help answers at once)."""
 from __future__ import annotations
 
 import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import torch
 
 from .checkpoint import CONFIG_FILE, weight_files
 from .data import WindowSampler
-from .model import DenoiserConfig
 from .schedule import SCHEDULES
+
+if TYPE_CHECKING:  # torch loads when training starts: `ddc train --help` answers at once
+    from .model import DenoiserConfig
 
 OPTIMIZERS = ("adamw", "muon")
 LR_SCHEDULES = ("cosine", "wsd")
@@ -70,6 +73,8 @@ class TrainConfig:
     stop_after: int = _opt("Stop this invocation after N steps (checkpointing; the schedule still follows --steps). 0: off.", default=0)
 
     def model_config(self) -> DenoiserConfig:
+        from .model import DenoiserConfig
+
         if self.init_from:
             meta = json.loads((Path(self.init_from) / CONFIG_FILE).read_text())
             return DenoiserConfig.from_dict({k: v for k, v in meta.items() if k != "info"})
@@ -80,6 +85,8 @@ class TrainConfig:
 
 def check_args(cfg: TrainConfig) -> None:
     """Every argument problem at once, as a usage error, before any data is loaded."""
+    import torch
+
     bad: list[str] = []
     if not cfg.data:
         bad.append("give at least one --data source")
@@ -138,3 +145,13 @@ def click_options(f):
             typ = click.Choice(choices) if choices else {"int": int, "float": float}.get(str(fld.type), str)
             f = click.option(flag, fld.name, type=typ, default=fld.default, show_default=True, help=help_)(f)
     return f
+
+
+@click.command("train")
+@click_options
+def train_command(**kwargs):
+    """Train a denoiser on the MD4 NELBO and export it as a ddc model (safetensors + JSON)."""
+    from .train import train
+
+    kwargs["data"] = list(kwargs["data"])
+    train(TrainConfig(**kwargs))

@@ -411,7 +411,8 @@ def test_help_and_version_are_instant(tmp_path):
     packed = _write(tmp_path / "s.ddc", api.compress(DATA, method="store"))
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     for args, code, where in ((["--help"], 0, "stdout"), (["--version"], 0, "stdout"), ([], 2, "stderr"),
-                              (["info", str(packed)], 0, "stdout"), (["--bogus"], 2, "stderr")):
+                              (["info", str(packed)], 0, "stdout"), (["--bogus"], 2, "stderr"),
+                              (["train", "--help"], 0, "stdout")):
         best = float("inf")
         for _ in range(3):  # best of three: a busy machine slows single runs
             t0 = time.monotonic()
@@ -431,13 +432,20 @@ import ddcompress, ddcompress.cli
 from click.testing import CliRunner
 assert ddcompress.__version__ == "{cli.__version__}"
 for args in (["--help"], ["--version"], [], ["info", "--json", {str(packed)!r}], ["-l", {str(packed)!r}],
-             ["--steps", "0", "x"], ["--bogus"], ["-d", "-z", "x"], ["-d", "--help"]):
+             ["--steps", "0", "x"], ["--bogus"], ["-d", "-z", "x"], ["-d", "--help"], ["train", "--help"], ["models"]):
     res = CliRunner().invoke(ddcompress.cli.main, args)
     assert res.exception is None or isinstance(res.exception, SystemExit), (args, res.exception)
 bad = [m for m in ("torch", "ddcompress.api", "ddcompress.bench", "ddcompress.bench_cli", "ddcompress.train") if m in sys.modules]
 assert not bad, bad
 assert "compress" in dir(ddcompress)
-ddcompress.compress  # the library loads on first use
+# the library loads on first use; torch only once a model runs: stored and xz frames, tiny and
+# binary inputs need none (instant, as gzip)
+for data in (b"", b"tiny", bytes(range(256)) * 40):
+    assert ddcompress.decompress(ddcompress.compress(data)) == data
+res = CliRunner().invoke(ddcompress.cli.main, ["-dc", {str(packed)!r}])
+assert res.exit_code == 0 and res.stdout_bytes == {DATA!r}, res.output
+assert "torch" not in sys.modules
+ddcompress.compress(b"the keeper lit the lamp at dusk and wrote the wind in his log, as every night.", method="mdm")
 assert "torch" in sys.modules
 """
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -754,7 +754,7 @@ def test_cli_hostile(case, tmp_path, ctx, tiny_ckpt):
 
 
 @pytest.mark.usefixtures("ctx")
-@settings(FUZZ, max_examples=100, phases=[Phase.explicit, Phase.generate])  # a failure states its input; no slow shrinking
+@settings(FUZZ, max_examples=60, phases=[Phase.explicit, Phase.generate])  # a failure states its input; no slow shrinking
 @given(rng=st.randoms(use_true_random=False))
 def test_random_roundtrips(rng):
     roundtrip_case(rng, CTX["lm"])

@@ -107,6 +107,15 @@ def test_sharded_checkpoint_loads_with_the_same_id(tmp_path):
     assert one == many == a.id == b.id
     assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
     assert registry.resolve(str(tmp_path / "many")).id == one
+    from ddcompress.checkpoint import describe  # the same id read from the files, without torch
+
+    bf16 = save_checkpoint(m, tmp_path / "bf16", "bfloat16")
+    fp32 = save_checkpoint(m, tmp_path / "fp32", "float32")
+    for name, want in (("one", one), ("many", one), ("bf16", bf16), ("fp32", fp32)):
+        d = describe(tmp_path / name)
+        assert d["id"] == want == load_checkpoint(tmp_path / name).id, name
+        assert d["params"] == m.num_params() and d["config"]["seq_len"] == 32
+    assert len({one, bf16, fp32}) == 3
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -194,7 +203,7 @@ def _campaign(tmp_path: Path, resume: Path, run: str, eval_dir: Path) -> dict:
                  "--train", str(tmp_path / "train.jsonl"), "--valid", str(tmp_path / "valid.txt"), "--eval-dir", str(eval_dir),
                  "--eval-max-tokens", "200", "--cap-bytes", "3000000", "--part0-tokens", "1500", "--parts", "2"])
     assert m == 0 and sorted(p.name for p in stage.iterdir() if p.name.startswith("part")) == ["part0", "part1", "part2"]
-    assert gc.main(["start", "--stage", str(stage / "part0"), "--work", str(work), "--device", "cpu", "--minutes", "0.08",
+    assert gc.main(["start", "--stage", str(stage / "part0"), "--work", str(work), "--device", "cpu", "--minutes", "0.04",
                     "--batch-size", "4", "--warmup", "2", "--eval-samples", "1", "--eval-passes", "2"]) == 0
     assert gc.main(["add", "--stage", str(stage / "part1"), "--work", str(work)]) == 0
     assert gc.main(["finish", "--stage", str(stage / "part2"), "--work", str(work), "--out", str(out)]) == 0
