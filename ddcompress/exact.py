@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from . import fixedpoint as fp
-from .intlinear import FP32_K, Q, ExactLinear, ExactnessError, int8_rows, int_mm_is_exact, keep_freed_memory, quant_rows
+from .intlinear import (FP32_K, Q, ExactLinear, ExactnessError, int8_rows, int_mm_is_exact, keep_freed_memory, max_abs,
+                        quant_rows)
 
 NUMERICS = "int8-exact-1"
 RES_FRAC = 16  # residual stream h: int64 in units of 2^-16
@@ -108,8 +109,7 @@ class ExactDenoiser:
         fp64 holds every value below as an exact integer (< 2^53), so its sums are order-free."""
         d = h.shape[-1]
         xc = (h - torch.div(h.sum(-1, keepdim=True), d, rounding_mode="floor")).double()  # exact centring
-        lo, hi = torch.aminmax(xc, dim=-1, keepdim=True)
-        m = torch.maximum(hi, -lo)
+        m = max_abs(xc)
         sh = torch.zeros(m.shape, dtype=torch.long, device=h.device)
         if bool((m >= float(1 << LN_BITS)).any()):  # rows this large are rare: shift them below 2^21
             for b in range(LN_BITS, 63):
@@ -119,8 +119,7 @@ class ExactDenoiser:
             xs = xc
         var = (xs * xs).sum(-1, keepdim=True)  # integers < d * 2^42 < 2^53
         v = xs * g  # LayerNorm output * 2^16 * sigma (in xs units); integers < 2^21 * 2^31
-        lo, hi = torch.aminmax(v, dim=-1, keepdim=True)
-        mv = torch.maximum(hi, -lo).clamp_min(1)
+        mv = max_abs(v).clamp_min(1)
         q8 = torch.mul(v, torch.full_like(mv, float(Q)) / mv, out=v).round_()  # round(127 v / mv) in [-127, 127]
         sigma = torch.sqrt(var * (1.0 / d) + self.ln_eps[sh])
         return q8.float(), (mv / (sigma * float(1 << LN_FRAC))).float()

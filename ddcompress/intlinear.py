@@ -131,9 +131,14 @@ class ExactLinear:
         return acc.mul_(row).mul_(self.col)
 
 
+def max_abs(y: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """max |y| along dim, keepdim (exact: no rounding). amax and amin separately: torch.aminmax and
+    abs().amax() are 3-10x slower on CPU."""
+    return torch.maximum(y.amax(dim, keepdim=True), y.amin(dim, keepdim=True).neg_())
+
+
 def quant_rows(y: torch.Tensor, dim: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 along `dim`: (integer-valued q, max |y|) with y ~ q * max / 127."""
-    lo, hi = torch.aminmax(y, dim=dim, keepdim=True)
-    m = torch.maximum(hi, -lo)
+    m = max_abs(y, dim)
     r = torch.full_like(m, float(Q)) / torch.where(m > 0, m, torch.ones_like(m))  # 127 / max, per row (IEEE)
     return (y * r).round_(), m
