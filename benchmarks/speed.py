@@ -110,6 +110,8 @@ def main() -> None:
             "int_mm": int_mm_is_exact(torch.device(args.device)), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "command": "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])}
     rows = []
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"speed-{args.device.split(':')[0]}{'-' + args.tag if args.tag else ''}"  # a tag may hold dots
     for f in args.files:
         data = f.read_bytes()
         data = data[: args.bytes] if args.bytes else data
@@ -117,10 +119,9 @@ def main() -> None:
             r = run_one(data, level, args.device, lm) | {"file": f.name}
             rows.append(r)
             print(json.dumps(r), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"speed-{args.device.split(':')[0]}{'-' + args.tag if args.tag else ''}"  # a tag may hold dots
-    (args.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    (args.out / f"{stem}.md").write_text(render(rows, meta))
+            # written after every row: a run cut short by a time limit keeps what it measured
+            (args.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+            (args.out / f"{stem}.md").write_text(render(rows, meta))
     print(render(rows, meta))
 
 
