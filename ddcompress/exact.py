@@ -76,8 +76,6 @@ class ExactDenoiser:
         self.int_mm = int_mm_is_exact(self.device)
         if self.device.type == "cpu":
             keep_freed_memory()
-        else:  # fp32 GEMMs over integers are exact only at full precision: TF32 keeps 10 mantissa bits
-            torch.backends.cuda.matmul.allow_tf32 = False
         q, s = int8_rows(tensors, "embed.weight")
         # token embeddings in Q.16: rint(q * s * 2^16), exact products in fp64, computed per forward
         self.embed_q = torch.from_numpy(q).to(self.device)  # (V + 1, d) int8
@@ -240,6 +238,12 @@ class ExactDenoiser:
             out[r0 : r0 + MLP_ROWS] = self.to_fixed(blk.down(*quant_rows(m)))
         return out.view(h.shape)
 
+    def _full_fp32(self) -> None:
+        """fp32 GEMMs over integers are exact only at full precision (TF32 keeps 10 mantissa bits): set
+        on every call, since training code in the same process may have turned TF32 on (CUDA only)."""
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = False
+
     @staticmethod
     def to_fixed(y: torch.Tensor) -> torch.Tensor:
         return torch.round(y * float(1 << RES_FRAC)).long()
@@ -251,6 +255,7 @@ class ExactDenoiser:
         with `at` (B, n) positions, only those rows (B, n, ...): the last block then runs its queries
         and MLP on them alone (the coder needs only the positions revealed at a step)."""
         B, L = x.shape
+        self._full_fp32()
         if L > self.cfg.seq_len:
             raise ValueError(f"sequence of {L} tokens exceeds the model's length {self.cfg.seq_len}")
         h = torch.round(self.embed_q[x].double() * self.embed_s[x]).long()
@@ -268,6 +273,7 @@ class ExactDenoiser:
     def frequencies(self, h8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """Integer frequencies (N, V) as fp32, each <= 2^24 and the largest of a row exactly 2^24:
         round(2^24 exp(z - max z)) with the logits z rounded to 2^-10 nat."""
+        self._full_fp32()
         z = self.head.acc(h8).float().mul_(self.head.col).mul_(scale * float(1 << fp.EXP_FRAC))
         u = torch.round(z.amax(-1, keepdim=True) - z)
         return torch.take(self.exp32, u.clamp_(max=len(self.exp32) - 1).long())
