@@ -672,6 +672,9 @@ def sweep_values(f: Field) -> list[list]:
     return [["raw", "00" * len(f.value)], ["raw", "ff" * len(f.value)], ["raw", ""]]
 
 
+LAYOUT_FIELDS = ("method", "tokens", "seq_len", "group_size")  # what the table's size follows from
+
+
 @pytest.mark.parametrize("base", ["store", "store_empty", "xz", "mdm_one", "mdm_multi", "concat"])  # mdm_crlf: random only
 def test_every_field_at_every_extreme(base, ctx):
     """A deterministic sweep: each header field and table entry of each file, alone, at each extreme."""
@@ -682,6 +685,8 @@ def test_every_field_at_every_extreme(base, ctx):
         for f in fr.fields:
             if f.name.startswith("chunk_crc[") and f.name not in ("chunk_crc[0]", "chunk_crc[3]"):
                 continue  # chunk CRCs are alike: the first and a tail one
+            if base == "mdm_multi" and "[" not in f.name and f.name not in LAYOUT_FIELDS:
+                continue  # swept on mdm_one; here the fields that shape the tables, and the tables
             for op, v in sweep_values(f):
                 for out in mutate(base, [[op, i, f.name, v]]).split("|"):
                     outcomes[out] = outcomes.get(out, 0) + 1
