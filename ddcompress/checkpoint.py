@@ -63,15 +63,25 @@ def tensors_to_fp32(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return state
 
 
+def _model_id(config: dict, tensors) -> str:
+    """The model id: sha256 of the canonical config, then for each tensor in name order its name, torch
+    dtype name, shape tuple and raw little-endian bytes; `tensors` yields (name, dtype, shape, bytes) in
+    name order (a generator: one tensor's bytes at a time)."""
+    h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    for name, dtype, shape, data in tensors:
+        h.update(name.encode() + dtype.encode() + str(tuple(shape)).encode())
+        h.update(data)
+    return h.hexdigest()[:16]
+
+
 def compute_model_id(config: dict, tensors: dict[str, torch.Tensor]) -> str:
     import torch
 
-    h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    for k in sorted(tensors):
-        t = tensors[k].contiguous()
-        h.update(k.encode() + str(t.dtype).encode() + str(tuple(t.shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]
+    def entry(name: str):
+        t = tensors[name].contiguous()
+        return name, str(t.dtype), tuple(t.shape), t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+
+    return _model_id(config, (entry(k) for k in sorted(tensors)))
 
 
 def weight_files(directory: str | Path) -> list[Path]:
@@ -141,16 +151,15 @@ def describe(directory: str | Path) -> dict:
                 entries.append((name, e["dtype"], tuple(e["shape"]), f, 8 + n + e["data_offsets"][0], 8 + n + e["data_offsets"][1]))
     if not entries:
         raise FileNotFoundError(f"no weights in {directory}")
-    h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    params = 0
-    for name, dtype, shape, f, a, b in sorted(entries):
-        h.update(name.encode() + _ST_DTYPES[dtype].encode() + str(shape).encode())
+
+    def raw(f: Path, a: int, b: int) -> bytes:
         with open(f, "rb") as fh:
             fh.seek(a)
-            h.update(fh.read(b - a))
-        if not name.endswith(".scale"):
-            params += int(np.prod(shape, dtype=np.int64))
-    return {"id": h.hexdigest()[:16], "config": config, "params": params}
+            return fh.read(b - a)
+
+    model_id = _model_id(config, ((name, _ST_DTYPES[dtype], shape, raw(f, a, b)) for name, dtype, shape, f, a, b in sorted(entries)))
+    params = sum(int(np.prod(shape, dtype=np.int64)) for name, _, shape, *_ in entries if not name.endswith(".scale"))
+    return {"id": model_id, "config": config, "params": params}
 
 
 class LoadedModel:
