@@ -102,13 +102,16 @@ class Coder:
         return torch.from_numpy(x).to(self.device)
 
     # -- encode / decode ----------------------------------------------------------------------------
-    def _known_walk(self, tokens: np.ndarray, chunks: list[Chunk], progress=None) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    def _known_walk(self, tokens: np.ndarray, chunks: list[Chunk], progress=None,
+                    perms: np.ndarray | None = None) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
         """The walk when the tokens are known (encoder, code lengths): yields (step tokens per chunk,
         first row, symbols int32, probs) per row block and reveals each step's true tokens once the
-        step is done. Rows are chunk-major within a step."""
+        step is done. Rows are chunk-major within a step. `perms` replaces the seed's orders (one row
+        per chunk: code lengths of other orders)."""
         x = self._window(tokens, chunks, True)
         truth = np.stack([tokens[c.start : c.start + c.width] for c in chunks]).astype(np.int64)
-        perms, counts = self._orders(chunks)
+        orders, counts = self._orders(chunks)
+        perms = orders if perms is None else perms
         for pos, r0, probs in self._walk(x, perms, counts):
             G, c = pos.shape
             step_truth = np.take_along_axis(truth, pos, axis=1)
@@ -236,19 +239,13 @@ def path_code_lengths(lm: LoadedModel, tokens: np.ndarray, steps: int, grid: str
     through the denoiser as one batch; its batch invariance makes each row's probabilities those of
     its own walk (tests/test_codec.py checks it against one walk at a time)."""
     coder = Coder(lm, steps, grid, 0, device)
-    truth = np.asarray(tokens, dtype=np.int64)
-    n = len(truth)
+    tokens = np.asarray(tokens, dtype=np.int64)
+    n = len(tokens)
     perms = np.stack([prng.permutation(s, chunk_index, n) for s in seeds])
-    x = torch.full(perms.shape, lm.cfg.mask_id, dtype=torch.long, device=coder.device)
     bits = np.zeros(len(perms))
-    for pos, r0, probs in coder._walk(x, perms, reveal_counts(n, steps, grid)):
-        G, c = pos.shape
-        rows = np.arange(r0, r0 + probs.shape[0])
-        sym = truth[pos.reshape(-1)[rows]]
-        p = probs[np.arange(len(rows)), sym].astype(np.float64) / probs.sum(axis=1, dtype=np.float64)
-        np.add.at(bits, rows // c, -np.log2(p))
-        if r0 + probs.shape[0] >= G * c:  # step finished: reveal its tokens
-            x[torch.arange(G)[:, None], torch.from_numpy(pos)] = torch.from_numpy(truth[pos]).to(coder.device)
+    for c, r0, sym, probs in coder._known_walk(tokens, [Chunk(chunk_index, 0, n, 0)] * len(perms), perms=perms):
+        p = probs[np.arange(len(sym)), sym].astype(np.float64) / probs.sum(axis=1, dtype=np.float64)
+        np.add.at(bits, np.arange(r0, r0 + len(sym)) // c, -np.log2(p))  # row -> its seed (chunk-major rows)
     return bits
 
 
