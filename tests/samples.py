@@ -21,3 +21,15 @@ CONTENT = {
     "emoji_cjk": "Emoji 😀🎉👍🏽 and CJK 中文字符测试 日本語のテキスト 한국어 텍스트.\n".encode() * 4,
     "long_repeated": b"All work and no play makes Jack a dull boy.\n" * 120,
 }
+
+
+def read_leb128(blob: bytes, pos: int) -> tuple[int, int]:
+    """(value, next position) of the LEB128 varint at pos: the tests' own reader, apart from ddcompress."""
+    value = shift = 0
+    while True:
+        b = blob[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return value, pos

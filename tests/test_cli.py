@@ -23,7 +23,7 @@ from ddcompress.container import FORMAT_VERSION, parse
 from ddcompress.model import Denoiser, DenoiserConfig
 from ddcompress.checkpoint import save_checkpoint
 from samples import CONTENT as SAMPLES
-from samples import words
+from samples import read_leb128, words
 
 L = 64
 
@@ -222,14 +222,7 @@ def _regions(blob: bytes, payload_at: int) -> dict[str, int]:
         return {"version": 9, "length": 11, "header": 14 + hlen // 2, "header_crc": 14 + hlen + 1,
                 "table": 14 + hlen + 4 + 6, "cut_header": 14 + hlen // 2, "cut_table": 14 + hlen + 10}
     # format 2: magic(4) u8 version, varint length, header + table, u32 crc
-    pos, n, shift = 5, 0, 0
-    while True:
-        b = blob[pos]
-        pos += 1
-        n |= (b & 0x7F) << shift
-        shift += 7
-        if b < 0x80:
-            break
+    n, pos = read_leb128(blob, 5)
     end = pos + n
     assert end + 4 == payload_at
     return {"version": 4, "length": 5, "header": pos + 3, "header_crc": end + 1, "table": end - 6,

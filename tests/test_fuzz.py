@@ -41,6 +41,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from ddcompress.errors import DDCError
+from samples import read_leb128
 
 MAGIC = b"\x89DDC"
 
@@ -61,17 +62,6 @@ def leb128(n: int) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out)
-
-
-def read_leb128(blob: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        b = blob[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        shift += 7
-        if b < 0x80:
-            return value, pos
 
 
 @dataclass
