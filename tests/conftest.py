@@ -16,9 +16,13 @@ from ddcompress.checkpoint import load_checkpoint, save_checkpoint
 from ddcompress.model import Denoiser, DenoiserConfig
 
 # pytest-xdist runs the suite in several processes (setup.cfg: -n auto): share the cores between them
-# rather than have each run torch with one thread per core (oversubscribed cores spin and stall)
+# rather than have each run torch with one thread per core (oversubscribed cores spin and stall); the
+# `ddc` and python subprocesses that tests start get the same share (a test that needs threads sets its own)
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    torch.set_num_threads(_threads)
+    os.environ["OMP_NUM_THREADS"] = str(_threads)
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # a subprocess that asks for more threads sleeps, not spins, at barriers
 
 # CI and sessions keep the read-only shared data beside the checkout: ../shared; $DDC_SHARED overrides
 SHARED = Path(os.environ.get("DDC_SHARED") or Path(__file__).resolve().parents[2] / "shared")

@@ -1,7 +1,9 @@
 """The README's usage examples run as written, twice in a row (a second run must not trip over the
 first run's outputs). The shell runs each line of the "## Usage" block in a scratch directory; the
 default model is swapped for the tiny test checkpoint through $DDC_MODELS, so this checks the command
-line, not the model. `ddc bench` is left out: it is a benchmark of minutes (tests/test_bench.py)."""
+line, not the model. `ddc bench` is left out: it is a benchmark of minutes (tests/test_bench.py).
+`ddc` is served by a zygote (tests/zygote.py) that forks the CLI with torch already imported: the same
+`ddcompress.cli.main` as the console script, without a 2 s import per command."""
 from __future__ import annotations
 
 import os
@@ -10,6 +12,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+import zygote
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -29,13 +35,23 @@ def test_usage_block_is_found():
     assert len(lines) >= 10 and any(c.startswith("ddc -d") for c in lines) and any("--rm" in c for c in lines)
 
 
-def test_readme_usage_runs_twice(tmp_path, tiny_ckpt):
+@pytest.fixture
+def zygote_ddc(tmp_path):
+    """(folder with a `ddc` served by a zygote, its environment variables); the zygote stops after the test."""
+    proc, bindir, env = zygote.start(tmp_path)
+    yield bindir, env
+    proc.kill()
+    proc.wait()
+
+
+def test_readme_usage_runs_twice(tmp_path, tiny_ckpt, zygote_ddc):
     models = tmp_path / "models"
     shutil.copytree(tiny_ckpt, models / "ddc-small")  # found first: $DDC_MODELS precedes the shipped models
     work = tmp_path / "work"
     work.mkdir()
-    bindir = Path(sys.executable).parent
-    env = dict(os.environ, DDC_MODELS=str(models), PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    bindir, zenv = zygote_ddc
+    env = dict(os.environ, **zenv, DDC_MODELS=str(models), PATH=f"{bindir}{os.pathsep}{Path(sys.executable).parent}"
+               f"{os.pathsep}{os.environ['PATH']}")
     text = b"The lamp was lit at dusk and the keeper wrote down the wind, the sea and the ships.\n" * 3
     (work / "book.txt").write_bytes(text)
     (work / "notes.txt").write_bytes(text[:120])
