@@ -39,7 +39,7 @@ LN_FRAC = 16  # LayerNorm weights gamma as integers in units of 2^-16
 LN_EPS = 1e-5  # nn.LayerNorm's default, as in the float model
 LN_BITS = 21  # centred LayerNorm inputs are scaled below 2^21 before squaring: d * 2^42 < 2^53 (d <= 2^11)
 ATT_BLOCK = 1 << 19  # attention scores computed per pass (elements of one head's rows x keys)
-MLP_ROWS = 512  # token rows per MLP pass: its (rows, 2 d_mlp) intermediate stays in cache
+ROWS = 512  # token rows per pass of the row-wise layers (LayerNorm, linears, GLU): intermediates stay in cache
 
 
 class ExactBlock:
@@ -74,6 +74,7 @@ class ExactDenoiser:
         if cfg.seq_len * fp.ATT_EXP_MAX * Q >= 1 << 31 or d > 1 << 11:
             raise ExactnessError("model too large for the exact path's bounds")
         self.int_mm = int_mm_is_exact(self.device)
+        self.heads_per_thread = self.device.type == "cpu"  # attention inputs per head in each CPU thread
         if self.device.type == "cpu":
             keep_freed_memory()
         q, s = int8_rows(tensors, "embed.weight")
@@ -123,76 +124,94 @@ class ExactDenoiser:
         return q8.float(), (mv / (sigma * float(1 << LN_FRAC))).float()
 
     def rope(self, x: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
-        """Rotate-half rotary positions on (B, H, n, D) at positions 0..n-1 (or `at`, (B, n)), each
-        product and sum a single IEEE op."""
+        """Rotate-half rotary positions on (..., n, D) at positions 0..n-1, or `at` (..., n) (one head's
+        or every head's rows), each product and sum a single IEEE op."""
         if at is None:
-            c, s = self.cos[: x.shape[2]], self.sin[: x.shape[2]]
+            c, s = self.cos[: x.shape[-2]], self.sin[: x.shape[-2]]
         else:
-            c, s = self.cos[at].unsqueeze(1), self.sin[at].unsqueeze(1)
+            c, s = self.cos[at], self.sin[at]
+            if x.dim() > at.dim() + 1:  # (B, n) positions for (B, H, n, D): the same for every head
+                c, s = c.unsqueeze(-3), s.unsqueeze(-3)
         x1, x2 = x.chunk(2, dim=-1)
         return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1)
+
+    def head_inputs(self, q, k, v, at=None):
+        """Rotary positions, then keys and values int8 per channel over the chunk's positions, the key
+        scales folded into the queries, then int8 per query row: (q8, k8, v8, logit unit per query row,
+        value scales), for one head (n, D) or every head at once (B, H, n, D)."""
+        q, k = self.rope(q, at), self.rope(k)
+        k8, sk = quant_rows(k, dim=-2)
+        q8, sq = quant_rows(q * sk, dim=-1)
+        v8, sv = quant_rows(v, dim=-2)
+        return q8, k8, v8, sq * self.att_unit, sv
 
     def attention(self, qkv: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
         """Bidirectional softmax attention, (B, L, 3d) -> (B, L, d) fp32, or only at the query rows
         `at` (B, n) -> (B, n, d): every query row is computed on its own, so both agree exactly.
 
-        Per head and block of query rows: integer scores q8.k8 (exact), the softmax argument
-        u = round((max - score) * unit) in 2^-10 nat, weights e = att_exp_table[u] <= 16383 split into
-        two 7-bit digits e = 128 hi + lo, and hi @ [v8 | 1], lo @ [v8 | 1]: each an exact integer GEMM
-        (|sums| <= L * 127^2 < 2^24 in fp32, or int32) whose last column is the denominator sum(e)."""
+        Per chunk and head (`head_inputs`, then per block of query rows): integer scores q8.k8 (exact),
+        the softmax argument u = round((max - score) * unit) in 2^-10 nat, weights e = att_exp_table[u]
+        <= 16383 split into two 7-bit digits e = 128 hi + lo, and [hi; lo] @ [v8 | 1]: an exact integer
+        GEMM (|sums| <= L * 127^2 < 2^24 in fp32, or int32) whose last column is the denominator sum(e).
+        On a CPU each worker thread prepares its own heads (cache-warm, on every core); elsewhere all heads
+        are prepared at once. Heads and rows are independent, so the split never changes a result."""
         B, L, _ = qkv.shape
         H, D = self.n_head, self.head_dim
         dev = qkv.device
-        q, k, v = qkv.view(B, L, 3, H, D).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.view(B, L, 3, H, D).permute(2, 0, 3, 1, 4)  # (B, H, L, D) views
         if at is not None:
             q = q[torch.arange(B, device=dev)[:, None], :, at].transpose(1, 2)  # (B, H, n, D)
-        q, k = self.rope(q, at), self.rope(k)
         Lq = q.shape[2]
-        k8, sk = quant_rows(k, dim=2)  # keys: int8 per channel over the chunk's positions
-        q8, sq = quant_rows(q * sk, dim=-1)  # the key scales folded into the queries, then int8 per row
-        v8, sv = quant_rows(v, dim=2)  # values: int8 per channel
-        rows = min(Lq, max(1, ATT_BLOCK // L))  # query rows per pass: scores stay in cache
+        per_head = self.heads_per_thread
+        prepared = None if per_head else self.head_inputs(q, k, v, at)
+        most = max(1, ATT_BLOCK // L)  # query rows per pass: scores stay in cache; blocks of equal size
+        rows = -(-Lq // -(-Lq // most))
         use_int = self.int_mm and rows > 16 and L % 8 == 0 and D % 8 == 0
         dt = torch.int8 if use_int else torch.float32
         Dp = -(-(D + 1) // 8) * 8  # values, a column of ones, zero padding
-        q8 = q8.to(dt).reshape(B * H, Lq, D)
-        kt = k8.to(dt).transpose(-1, -2).reshape(B * H, D, L)
-        v1 = torch.zeros(B * H, L, Dp, dtype=dt, device=dev)
-        v1[..., :D] = v8.reshape(B * H, L, D)
-        v1[..., D] = 1
-        unit = (sq * self.att_unit).reshape(B * H, Lq, 1)
         hi_t, lo_t = (t.to(dt) for t in self.att_digits)  # the weights' two 7-bit digits
         top = len(hi_t) - 1
-        out = torch.empty(B * H, Lq, Dp, dtype=torch.int32, device=dev)
+        out = torch.empty(B, Lq, H * D, device=dev)
 
         def heads(first: int, step: int) -> None:
             s = torch.empty(rows, L, device=dev)
             idx = torch.empty(rows, L, dtype=torch.int32, device=dev)
-            hi, lo = torch.empty(rows, L, dtype=dt, device=dev), torch.empty(rows, L, dtype=dt, device=dev)
+            hilo = torch.empty(2 * rows, L, dtype=dt, device=dev)  # a block's hi digits, then its lo digits
+            v1 = torch.zeros(L, Dp, dtype=dt, device=dev)
+            v1[:, D] = 1
+            acc_all = torch.empty(Lq, Dp, dtype=torch.int32, device=dev)
             for bh in range(first, B * H, step):
+                b, h = divmod(bh, H)
+                if per_head:
+                    q8, k8, v8, unit, sv = self.head_inputs(q[b, h], k[b, h], v[b, h], None if at is None else at[b])
+                else:
+                    q8, k8, v8, unit, sv = (t[b, h] for t in prepared)
+                q8, kt = q8.to(dt), k8.to(dt).t()
+                v1[:, :D] = v8
                 for r0 in range(0, Lq, rows):
                     r1 = min(Lq, r0 + rows)
-                    sb, ib, hb, lb = s[: r1 - r0], idx[: r1 - r0], hi[: r1 - r0], lo[: r1 - r0]
+                    n = r1 - r0
+                    sb, ib, hb, lb = s[:n], idx[:n], hilo[:n], hilo[n : 2 * n]
                     if use_int:
-                        dot = torch._int_mm(q8[bh, r0:r1], kt[bh])
+                        dot = torch._int_mm(q8[r0:r1], kt)
                     else:  # exact: |partial sums| <= D * 127^2 < 2^24
-                        dot = torch.matmul(q8[bh, r0:r1], kt[bh], out=sb)
+                        dot = torch.matmul(q8[r0:r1], kt, out=sb)
                     torch.sub(dot.amax(-1, keepdim=True), dot, out=dot)  # max - score: integers >= 0, exact
-                    sb.copy_(dot).mul_(unit[bh, r0:r1])  # in fp32 (the integers convert exactly)
+                    sb.copy_(dot).mul_(unit[r0:r1])  # in fp32 (the integers convert exactly)
                     ib.copy_(sb.round_().clamp_(max=top))
                     torch.index_select(hi_t, 0, ib.view(-1), out=hb.view(-1))  # e = 128 hi + lo
                     torch.index_select(lo_t, 0, ib.view(-1), out=lb.view(-1))
-                    if use_int:
-                        acc, acc_lo = torch._int_mm(hb, v1[bh]), torch._int_mm(lb, v1[bh])
+                    if use_int:  # both digits' products in one GEMM: [hi; lo] @ [v8 | 1]
+                        acc = torch._int_mm(hilo[: 2 * n], v1)
                     else:  # exact fp32 sums, converted exactly
-                        acc, acc_lo = (hb @ v1[bh]).int(), (lb @ v1[bh]).int()
+                        acc = (hilo[: 2 * n] @ v1).int()
                     # 128 H + Lo in int32: <= L * 16383 * 127 < 2^31 (checked for L at load)
-                    out[bh, r0:r1] = acc.mul_(128).add_(acc_lo)
+                    torch.add(acc[n:], acc[:n], alpha=128, out=acc_all[r0:r1])
+                a = acc_all.double()
+                out[b, :, h * D : (h + 1) * D] = (a[:, :D] / a[:, D : D + 1]).float() * (sv * (1.0 / Q))
 
         self._parallel(heads, B * H)
-        out = out.double()
-        a = (out[..., :D] / out[..., D : D + 1]).float().view(B, H, Lq, D) * (sv * (1.0 / Q))
-        return a.transpose(1, 2).reshape(B, Lq, H * D)
+        return out
 
     def _parallel(self, work, n: int) -> None:
         """work(first, step) for first in range(k) over k threads: the per-head loop is many small ops,
@@ -227,16 +246,22 @@ class ExactDenoiser:
         sig = torch.index_select(self.sig, 0, idx.view(-1)).view(idx.shape)
         return sig.mul_(gate).mul_(up)
 
-    def mlp(self, blk: ExactBlock, h: torch.Tensor) -> torch.Tensor:
-        """The GLU MLP's residual update (Q.16 integers), in blocks of token rows (rows are independent)."""
-        x8, row = self.layer_norm(h, blk.g2)
-        d = h.shape[-1]
-        x8, row = x8.view(-1, d), row.view(-1, 1)
-        out = torch.empty(x8.shape, dtype=torch.long, device=h.device)
-        for r0 in range(0, len(x8), MLP_ROWS):
-            m = self.glu(blk.gate_up(x8[r0 : r0 + MLP_ROWS], row[r0 : r0 + MLP_ROWS]))
-            out[r0 : r0 + MLP_ROWS] = self.to_fixed(blk.down(*quant_rows(m)))
-        return out.view(h.shape)
+    def attention_input(self, blk: ExactBlock, h: torch.Tensor) -> torch.Tensor:
+        """qkv = W_qkv LayerNorm(h) for h (N, d) Q.16 integers -> (N, 3d) fp32, ROWS rows per pass."""
+        out = torch.empty(len(h), blk.qkv.n, device=h.device)
+        for r0 in range(0, len(h), ROWS):
+            blk.qkv(*self.layer_norm(h[r0 : r0 + ROWS], blk.g1), out=out[r0 : r0 + ROWS])
+        return out
+
+    def residual_updates(self, blk: ExactBlock, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """h + proj(a), then + MLP(LayerNorm(.)) (Q.16 integers), for h (N, d) and the attention output a
+        (N, d), ROWS rows per pass: every step is per row, so the blocks give the same integers."""
+        out = torch.empty_like(h)
+        for r0 in range(0, len(h), ROWS):
+            hb = h[r0 : r0 + ROWS] + self.to_fixed(blk.proj(*quant_rows(a[r0 : r0 + ROWS])))
+            m = self.glu(blk.gate_up(*self.layer_norm(hb, blk.g2)))
+            torch.add(hb, self.to_fixed(blk.down(*quant_rows(m))), out=out[r0 : r0 + ROWS])
+        return out
 
     def _full_fp32(self) -> None:
         """fp32 GEMMs over integers are exact only at full precision (TF32 keeps 10 mantissa bits): set
@@ -258,15 +283,14 @@ class ExactDenoiser:
         self._full_fp32()
         if L > self.cfg.seq_len:
             raise ValueError(f"sequence of {L} tokens exceeds the model's length {self.cfg.seq_len}")
-        h = torch.round(self.embed_q[x].double() * self.embed_s[x]).long()
+        h = torch.round(self.embed_q[x].double() * self.embed_s[x]).long()  # (B, L, d)
         last = len(self.blocks) - 1
         for i, blk in enumerate(self.blocks):
             sel = at if i == last and at is not None else None
-            a = self.attention(blk.qkv(*self.layer_norm(h, blk.g1)), sel)
+            a = self.attention(self.attention_input(blk, h.view(B * L, -1)).view(B, L, -1), sel)
             if sel is not None:
                 h = h[torch.arange(B, device=h.device)[:, None], sel]
-            h = h + self.to_fixed(blk.proj(*quant_rows(a)))
-            h = h + self.mlp(blk, h)
+            h = self.residual_updates(blk, h.reshape(-1, h.shape[-1]), a.reshape(-1, a.shape[-1])).view(h.shape)
         return self.layer_norm(h, self.gf)
 
     @torch.inference_mode()

@@ -123,12 +123,15 @@ class ExactLinear:
             out = part if out is None else out + part
         return out.float()
 
-    def __call__(self, x8: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
-        """Real-valued output (fp32): the integer products times the row scale, then the column scale."""
+    def __call__(self, x8: torch.Tensor, row: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Real-valued output (fp32, into `out` if given): the integer products times the row scale, then
+        the column scale. int32 sums round to fp32 as the float path's (exact) integer would."""
         acc = self.acc(x8)
-        if acc.dtype == torch.int32:  # rounds to fp32 as the float path's (exact) integer would
-            acc = acc.float()
-        return acc.mul_(row).mul_(self.col)
+        if out is not None:
+            out = out.copy_(acc)
+        else:
+            out = acc.float() if acc.dtype == torch.int32 else acc
+        return out.mul_(row).mul_(self.col)
 
 
 def max_abs(y: torch.Tensor, dim: int = -1) -> torch.Tensor:

@@ -139,6 +139,26 @@ def test_selected_rows_equal_the_full_computation(tiny_lm, one_thread):
         assert torch.equal(a8, h8[rows, at]) and torch.equal(a_s, s[rows, at])
 
 
+def test_row_blocks_and_batched_heads_never_change_a_result(tiny_lm, one_thread, monkeypatch):
+    """Row blocks of the row-wise layers, query-row blocks of attention (uneven ones included) and heads
+    prepared all at once (as on CUDA) instead of per worker thread give the same integers."""
+    from ddcompress import exact
+
+    em = tiny_lm.exact("cpu")
+    L = tiny_lm.cfg.seq_len
+    g = torch.Generator().manual_seed(6)
+    x = torch.randint(0, tiny_lm.cfg.vocab_size, (3, L), generator=g)
+    x[torch.rand(x.shape, generator=g) < 0.5] = tiny_lm.cfg.mask_id
+    at = torch.stack([torch.randperm(L, generator=g)[:40] for _ in range(3)])
+    want = [em.hidden(x), em.hidden(x, at)]
+    monkeypatch.setattr(exact, "ROWS", 50)  # 192 rows: blocks of 50, 50, 50, 42
+    monkeypatch.setattr(exact, "ATT_BLOCK", 24 * L)  # 64 query rows: 3 blocks of 22, 22, 20
+    for per_thread in (True, False):
+        monkeypatch.setattr(em, "heads_per_thread", per_thread)
+        got = [em.hidden(x), em.hidden(x, at)]
+        assert all(torch.equal(a, b) for w, o in zip(want, got) for a, b in zip(w, o))
+
+
 def test_batch_invariance(tiny_lm, one_thread):
     em = tiny_lm.exact("cpu")
     g = torch.Generator().manual_seed(3)
