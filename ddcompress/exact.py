@@ -39,6 +39,7 @@ LN_FRAC = 16  # LayerNorm weights gamma as integers in units of 2^-16
 LN_EPS = 1e-5  # nn.LayerNorm's default, as in the float model
 LN_BITS = 21  # centred LayerNorm inputs are scaled below 2^21 before squaring: d * 2^42 < 2^53 (d <= 2^11)
 ATT_BLOCK = 1 << 19  # attention scores computed per pass (elements of one head's rows x keys)
+HEAD_ROWS = 64  # rows of the output head per pass: its (rows, V) intermediates stay near the cache
 ROWS = 512  # token rows per pass of the row-wise layers (LayerNorm, linears, GLU): intermediates stay in cache
 
 
@@ -296,11 +297,17 @@ class ExactDenoiser:
     @torch.inference_mode()
     def frequencies(self, h8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """Integer frequencies (N, V) as fp32, each <= 2^24 and the largest of a row exactly 2^24:
-        round(2^24 exp(z - max z)) with the logits z rounded to 2^-10 nat."""
+        round(2^24 exp(z - max z)) with the logits z rounded to 2^-10 nat. HEAD_ROWS rows per pass (the
+        passes after the GEMM then run in cache; rows are independent)."""
         self._full_fp32()
-        z = self.head.acc(h8).float().mul_(self.head.col).mul_(scale * float(1 << fp.EXP_FRAC))
-        u = torch.round(z.amax(-1, keepdim=True) - z)
-        return torch.take(self.exp32, u.clamp_(max=len(self.exp32) - 1).long())
+        out = torch.empty(len(h8), self.head.n, device=h8.device)
+        top = len(self.exp32) - 1
+        for r0 in range(0, len(h8), HEAD_ROWS):
+            rows = slice(r0, r0 + HEAD_ROWS)
+            z = self.head.acc(h8[rows]).float().mul_(self.head.col).mul_(scale[rows] * float(1 << fp.EXP_FRAC))
+            u = torch.round(z.amax(-1, keepdim=True) - z)
+            torch.take(self.exp32, u.clamp_(max=top).long(), out=out[rows])
+        return out
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
