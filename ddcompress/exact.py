@@ -296,10 +296,12 @@ class ExactDenoiser:
 
     @torch.inference_mode()
     def frequencies(self, h8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """Integer frequencies (N, V) as fp32, each <= 2^24 and the largest of a row exactly 2^24:
+        """Integer frequencies (..., V) for rows h8 (..., d) as fp32, each <= 2^24 and the largest of a row exactly 2^24:
         round(2^24 exp(z - max z)) with the logits z rounded to 2^-10 nat. HEAD_ROWS rows per pass (the
         passes after the GEMM then run in cache; rows are independent)."""
         self._full_fp32()
+        lead = h8.shape[:-1]
+        h8, scale = h8.reshape(-1, h8.shape[-1]), scale.reshape(-1, 1)
         out = torch.empty(len(h8), self.head.n, device=h8.device)
         top = len(self.exp32) - 1
         for r0 in range(0, len(h8), HEAD_ROWS):
@@ -307,7 +309,7 @@ class ExactDenoiser:
             z = self.head.acc(h8[rows]).float().mul_(self.head.col).mul_(scale[rows] * float(1 << fp.EXP_FRAC))
             u = torch.round(z.amax(-1, keepdim=True) - z)
             torch.take(self.exp32, u.clamp_(max=top).long(), out=out[rows])
-        return out
+        return out.view(*lead, -1)
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
