@@ -38,7 +38,8 @@ RES_FRAC = 16  # residual stream h: int64 in units of 2^-16
 LN_FRAC = 16  # LayerNorm weights gamma as integers in units of 2^-16
 LN_EPS = 1e-5  # nn.LayerNorm's default, as in the float model
 LN_BITS = 21  # centred LayerNorm inputs are scaled below 2^21 before squaring: d * 2^42 < 2^53 (d <= 2^11)
-ATT_BLOCK = 1 << 19  # attention scores computed per pass (elements of one head's rows x keys)
+ATT_BLOCK = 1 << 19  # attention scores per pass on a CPU thread (elements of one head's rows x keys)
+ATT_BATCH = 1 << 26  # attention scores per pass of the batched path (all heads; ~20 bytes per element)
 HEAD_ROWS = 64  # rows of the output head per pass: its (rows, V) intermediates stay near the cache
 ROWS = 512  # token rows per pass of the row-wise layers (LayerNorm, linears, GLU): intermediates stay in cache
 
@@ -152,19 +153,48 @@ class ExactDenoiser:
 
         Per chunk and head (`head_inputs`, then per block of query rows): integer scores q8.k8 (exact),
         the softmax argument u = round((max - score) * unit) in 2^-10 nat, weights e = att_exp_table[u]
-        <= 16383 split into two 7-bit digits e = 128 hi + lo, and [hi; lo] @ [v8 | 1]: an exact integer
-        GEMM (|sums| <= L * 127^2 < 2^24 in fp32, or int32) whose last column is the denominator sum(e).
-        On a CPU each worker thread prepares its own heads (cache-warm, on every core); elsewhere all heads
-        are prepared at once. Heads and rows are independent, so the split never changes a result."""
+        <= 16383 split into two 7-bit digits e = 128 hi + lo, and hi @ [v8 | 1], lo @ [v8 | 1]: exact
+        integer GEMMs (|sums| <= L * 127^2 < 2^24 in fp32, or int32) whose last column is the denominator
+        sum(e). On a CPU each worker thread takes whole heads (`_attention_per_thread`); elsewhere all
+        heads go through batched GEMMs (`_attention_batched`). Heads and rows are independent, and both
+        compute the same IEEE operations on the same integers, so the split never changes a result."""
         B, L, _ = qkv.shape
         H, D = self.n_head, self.head_dim
-        dev = qkv.device
         q, k, v = qkv.view(B, L, 3, H, D).permute(2, 0, 3, 1, 4)  # (B, H, L, D) views
         if at is not None:
-            q = q[torch.arange(B, device=dev)[:, None], :, at].transpose(1, 2)  # (B, H, n, D)
-        Lq = q.shape[2]
-        per_head = self.heads_per_thread
-        prepared = None if per_head else self.head_inputs(q, k, v, at)
+            q = q[torch.arange(B, device=qkv.device)[:, None], :, at].transpose(1, 2)  # (B, H, n, D)
+        if self.heads_per_thread:
+            return self._attention_per_thread(q, k, v, at)
+        return self._attention_batched(q, k, v, at)
+
+    def _attention_batched(self, q, k, v, at) -> torch.Tensor:
+        """All heads at once in fp32 batched GEMMs over integer-valued operands (exact: every partial
+        sum is an integer below 2^24; TF32 is off), ATT_BATCH score elements per pass: a few large
+        kernels per layer, as a GPU wants, instead of a dozen per head."""
+        B, H, Lq, D = q.shape
+        L = k.shape[2]
+        q8, k8, v8, unit, sv = (t.reshape(B * H, *t.shape[2:]) for t in self.head_inputs(q, k, v, at))
+        kt = k8.transpose(-1, -2)
+        v1 = torch.cat([v8, torch.ones_like(v8[..., :1])], -1)  # values and a column of ones
+        hi_t, lo_t = (t.float() for t in self.att_digits)
+        top = len(hi_t) - 1
+        a = torch.empty(B * H, Lq, D + 1, dtype=torch.float64, device=q.device)
+        g = max(1, ATT_BATCH // (Lq * L))
+        for i in range(0, B * H, g):
+            s = torch.bmm(q8[i : i + g], kt[i : i + g])  # integer scores, |sums| <= D * 127^2 < 2^24
+            torch.sub(s.amax(-1, keepdim=True), s, out=s).mul_(unit[i : i + g])  # (max - score) * unit
+            u = s.round_().clamp_(max=top).long()
+            acc = torch.bmm(hi_t[u], v1[i : i + g]).int().mul_(128).add_(torch.bmm(lo_t[u], v1[i : i + g]).int())
+            a[i : i + g] = acc  # int32 sums, exact in fp64
+        out = (a[..., :D] / a[..., D:]).float() * (sv * (1.0 / Q))
+        return out.view(B, H, Lq, D).transpose(1, 2).reshape(B, Lq, H * D)
+
+    def _attention_per_thread(self, q, k, v, at) -> torch.Tensor:
+        """Heads on one thread per core (`_parallel`), each prepared in its thread (cache-warm), scores
+        ATT_BLOCK elements per pass in reused buffers, both digits' products in one int8 GEMM."""
+        B, H, Lq, D = q.shape
+        L = k.shape[2]
+        dev = q.device
         most = max(1, ATT_BLOCK // L)  # query rows per pass: scores stay in cache; blocks of equal size
         rows = -(-Lq // -(-Lq // most))
         use_int = self.int_mm and rows > 16 and L % 8 == 0 and D % 8 == 0
@@ -183,10 +213,7 @@ class ExactDenoiser:
             acc_all = torch.empty(Lq, Dp, dtype=torch.int32, device=dev)
             for bh in range(first, B * H, step):
                 b, h = divmod(bh, H)
-                if per_head:
-                    q8, k8, v8, unit, sv = self.head_inputs(q[b, h], k[b, h], v[b, h], None if at is None else at[b])
-                else:
-                    q8, k8, v8, unit, sv = (t[b, h] for t in prepared)
+                q8, k8, v8, unit, sv = self.head_inputs(q[b, h], k[b, h], v[b, h], None if at is None else at[b])
                 q8, kt = q8.to(dt), k8.to(dt).t()
                 v1[:, :D] = v8
                 for r0 in range(0, Lq, rows):
