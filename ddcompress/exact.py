@@ -40,8 +40,10 @@ LN_EPS = 1e-5  # nn.LayerNorm's default, as in the float model
 LN_BITS = 21  # centred LayerNorm inputs are scaled below 2^21 before squaring: d * 2^42 < 2^53 (d <= 2^11)
 ATT_BLOCK = 1 << 19  # attention scores per pass on a CPU thread (elements of one head's rows x keys)
 ATT_BATCH = 1 << 26  # attention scores per pass of the batched path (all heads; ~20 bytes per element)
-HEAD_ROWS = 64  # rows of the output head per pass: its (rows, V) intermediates stay near the cache
-ROWS = 512  # token rows per pass of the row-wise layers (LayerNorm, linears, GLU): intermediates stay in cache
+# Rows per pass (results never depend on them: every operation is per row). A CPU wants passes whose
+# intermediates stay in cache; a GPU wants few, large kernels.
+ROWS = {"cpu": 512, "other": 1 << 16}  # token rows of the row-wise layers (LayerNorm, linears, GLU)
+HEAD_ROWS = {"cpu": 64, "other": 1 << 12}  # rows of the output head (its (rows, V) intermediates)
 
 
 class ExactBlock:
@@ -76,7 +78,9 @@ class ExactDenoiser:
         if cfg.seq_len * fp.ATT_EXP_MAX * Q >= 1 << 31 or d > 1 << 11:
             raise ExactnessError("model too large for the exact path's bounds")
         self.int_mm = int_mm_is_exact(self.device)
-        self.heads_per_thread = self.device.type == "cpu"  # attention inputs per head in each CPU thread
+        kind = "cpu" if self.device.type == "cpu" else "other"
+        self.heads_per_thread = kind == "cpu"  # attention: whole heads per CPU thread, else all heads batched
+        self.rows, self.head_rows = ROWS[kind], HEAD_ROWS[kind]
         if self.device.type == "cpu":
             keep_freed_memory()
         q, s = int8_rows(tensors, "embed.weight")
@@ -275,21 +279,25 @@ class ExactDenoiser:
         return sig.mul_(gate).mul_(up)
 
     def attention_input(self, blk: ExactBlock, h: torch.Tensor) -> torch.Tensor:
-        """qkv = W_qkv LayerNorm(h) for h (N, d) Q.16 integers -> (N, 3d) fp32, ROWS rows per pass."""
+        """qkv = W_qkv LayerNorm(h) for h (N, d) Q.16 integers -> (N, 3d) fp32, self.rows rows per pass."""
         out = torch.empty(len(h), blk.qkv.n, device=h.device)
-        for r0 in range(0, len(h), ROWS):
-            blk.qkv(*self.layer_norm(h[r0 : r0 + ROWS], blk.g1), out=out[r0 : r0 + ROWS])
+        for r in self._row_slices(len(h), self.rows):
+            blk.qkv(*self.layer_norm(h[r], blk.g1), out=out[r])
         return out
 
     def residual_updates(self, blk: ExactBlock, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """h + proj(a), then + MLP(LayerNorm(.)) (Q.16 integers), for h (N, d) and the attention output a
-        (N, d), ROWS rows per pass: every step is per row, so the blocks give the same integers."""
+        (N, d), self.rows rows per pass: every step is per row, so the blocks give the same integers."""
         out = torch.empty_like(h)
-        for r0 in range(0, len(h), ROWS):
-            hb = h[r0 : r0 + ROWS] + self.to_fixed(blk.proj(*quant_rows(a[r0 : r0 + ROWS])))
+        for r in self._row_slices(len(h), self.rows):
+            hb = h[r] + self.to_fixed(blk.proj(*quant_rows(a[r])))
             m = self.glu(blk.gate_up(*self.layer_norm(hb, blk.g2)))
-            torch.add(hb, self.to_fixed(blk.down(*quant_rows(m))), out=out[r0 : r0 + ROWS])
+            torch.add(hb, self.to_fixed(blk.down(*quant_rows(m))), out=out[r])
         return out
+
+    @staticmethod
+    def _row_slices(n: int, rows: int) -> list[slice]:
+        return [slice(r0, r0 + rows) for r0 in range(0, n, rows)]
 
     def _full_fp32(self) -> None:
         """fp32 GEMMs over integers are exact only at full precision (TF32 keeps 10 mantissa bits): set
@@ -324,15 +332,14 @@ class ExactDenoiser:
     @torch.inference_mode()
     def frequencies(self, h8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """Integer frequencies (..., V) for rows h8 (..., d) as fp32, each <= 2^24 and the largest of a row exactly 2^24:
-        round(2^24 exp(z - max z)) with the logits z rounded to 2^-10 nat. HEAD_ROWS rows per pass (the
+        round(2^24 exp(z - max z)) with the logits z rounded to 2^-10 nat. self.head_rows rows per pass (the
         passes after the GEMM then run in cache; rows are independent)."""
         self._full_fp32()
         lead = h8.shape[:-1]
         h8, scale = h8.reshape(-1, h8.shape[-1]), scale.reshape(-1, 1)
         out = torch.empty(len(h8), self.head.n, device=h8.device)
         top = len(self.exp32) - 1
-        for r0 in range(0, len(h8), HEAD_ROWS):
-            rows = slice(r0, r0 + HEAD_ROWS)
+        for rows in self._row_slices(len(h8), self.head_rows):
             z = self.head.acc(h8[rows]).float().mul_(self.head.col).mul_(scale[rows] * float(1 << fp.EXP_FRAC))
             u = torch.round(z.amax(-1, keepdim=True) - z)
             torch.take(self.exp32, u.clamp_(max=top).long(), out=out[rows])

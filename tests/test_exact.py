@@ -140,8 +140,8 @@ def test_selected_rows_equal_the_full_computation(tiny_lm, one_thread):
 
 
 def test_row_blocks_and_batched_heads_never_change_a_result(tiny_lm, one_thread, monkeypatch):
-    """Row blocks of the row-wise layers, query-row blocks of attention (uneven ones included) and heads
-    prepared all at once (as on CUDA) instead of per worker thread give the same integers."""
+    """Row blocks of the row-wise layers and of the head, query-row blocks of attention (uneven ones
+    included) and all heads batched (as on a GPU) instead of per worker thread give the same integers."""
     from ddcompress import exact
 
     em = tiny_lm.exact("cpu")
@@ -150,13 +150,16 @@ def test_row_blocks_and_batched_heads_never_change_a_result(tiny_lm, one_thread,
     x = torch.randint(0, tiny_lm.cfg.vocab_size, (3, L), generator=g)
     x[torch.rand(x.shape, generator=g) < 0.5] = tiny_lm.cfg.mask_id
     at = torch.stack([torch.randperm(L, generator=g)[:40] for _ in range(3)])
-    want = [em.hidden(x), em.hidden(x, at)]
-    monkeypatch.setattr(exact, "ROWS", 50)  # 192 rows: blocks of 50, 50, 50, 42
+    want = [em.hidden(x), em.hidden(x, at), em(x)]
+    monkeypatch.setattr(em, "rows", 50)  # 192 rows: blocks of 50, 50, 50, 42
+    monkeypatch.setattr(em, "head_rows", 7)
     monkeypatch.setattr(exact, "ATT_BLOCK", 24 * L)  # 64 query rows: 3 blocks of 22, 22, 20
+    monkeypatch.setattr(exact, "ATT_BATCH", 5 * L * L)  # batched: 6 heads in passes of 5 and 1
     for per_thread in (True, False):
         monkeypatch.setattr(em, "heads_per_thread", per_thread)
-        got = [em.hidden(x), em.hidden(x, at)]
-        assert all(torch.equal(a, b) for w, o in zip(want, got) for a, b in zip(w, o))
+        got = [em.hidden(x), em.hidden(x, at), em(x)]
+        assert all(torch.equal(a, b) for w, o in zip(want[:2], got[:2]) for a, b in zip(w, o))
+        assert torch.equal(want[2], got[2])  # the head's row blocks too
 
 
 def test_batch_invariance(tiny_lm, one_thread):
