@@ -39,6 +39,7 @@ LN_FRAC = 16  # LayerNorm weights gamma as integers in units of 2^-16
 LN_EPS = 1e-5  # nn.LayerNorm's default, as in the float model
 LN_BITS = 21  # centred LayerNorm inputs are scaled below 2^21 before squaring: d * 2^42 < 2^53 (d <= 2^11)
 ATT_BLOCK = 1 << 19  # attention scores per pass on a CPU thread (elements of one head's rows x keys)
+PER_THREAD_MIN_LEN = 256  # shorter chunks: the batched path's few operations beat per-head ones on a CPU too
 ATT_BATCH = 1 << 26  # attention scores per pass of the batched path (all heads; ~20 bytes per element)
 # Rows per pass (results never depend on them: every operation is per row). A CPU wants passes whose
 # intermediates stay in cache; a GPU wants few, large kernels.
@@ -159,15 +160,15 @@ class ExactDenoiser:
         the softmax argument u = round((max - score) * unit) in 2^-10 nat, weights e = att_exp_table[u]
         <= 16383 split into two 7-bit digits e = 128 hi + lo, and hi @ [v8 | 1], lo @ [v8 | 1]: exact
         integer GEMMs (|sums| <= L * 127^2 < 2^24 in fp32, or int32) whose last column is the denominator
-        sum(e). On a CPU each worker thread takes whole heads (`_attention_per_thread`); elsewhere all
-        heads go through batched GEMMs (`_attention_batched`). Heads and rows are independent, and both
+        sum(e). On a CPU each worker thread takes whole heads (`_attention_per_thread`); elsewhere, and
+        for short chunks, all heads go through batched GEMMs (`_attention_batched`). Heads and rows are independent, and both
         compute the same IEEE operations on the same integers, so the split never changes a result."""
         B, L, _ = qkv.shape
         H, D = self.n_head, self.head_dim
         q, k, v = qkv.view(B, L, 3, H, D).permute(2, 0, 3, 1, 4)  # (B, H, L, D) views
         if at is not None:
             q = q[torch.arange(B, device=qkv.device)[:, None], :, at].transpose(1, 2)  # (B, H, n, D)
-        if self.heads_per_thread:
+        if self.heads_per_thread and L >= PER_THREAD_MIN_LEN:
             return self._attention_per_thread(q, k, v, at)
         return self._attention_batched(q, k, v, at)
 

@@ -64,7 +64,7 @@ def _probe_script(ckpt: str) -> str:
     """Prints one line per (threads, GEMM path): kernel level, threads, int_mm, probe hash."""
     return f"""
 import hashlib, torch
-from ddcompress import intlinear
+from ddcompress import exact, intlinear
 from ddcompress.checkpoint import load_checkpoint
 from ddcompress.exact import ExactDenoiser
 lm = load_checkpoint({ckpt!r})
@@ -77,27 +77,30 @@ for threads in (1, 2):
     for int_mm in paths:  # int8 GEMMs where they are exact, and the split float GEMMs
         intlinear._INT_MM_OK["cpu"] = int_mm
         ex = ExactDenoiser(lm.cfg, lm.tensors, "cpu")
-        f = ex(x)
-        print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads(), ex.int_mm,
-              hashlib.sha256(f.numpy().tobytes()).hexdigest()[:16])
+        for min_len in (exact.PER_THREAD_MIN_LEN, 1):  # attention batched (short chunks) and per thread
+            exact.PER_THREAD_MIN_LEN = min_len
+            f = ex(x)
+            print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads(), ex.int_mm, min_len,
+                  hashlib.sha256(f.numpy().tobytes()).hexdigest()[:16])
 """
 
 
 def test_probe_hash_identical_across_cpu_kernels_and_threads(tiny_ckpt):
     """The same frequencies under every ATen kernel level (each in a fresh process), with 1 and 2
-    threads and both GEMM paths."""
+    threads, both GEMM paths and both attention paths (batched, per thread)."""
     hashes = {}
     for cap in ("default", "avx2", "avx512"):
         env = dict(os.environ, ATEN_CPU_CAPABILITY=cap)
         out = subprocess.run([sys.executable, "-c", _probe_script(str(tiny_ckpt))], env=env,
                              capture_output=True, text=True, check=True).stdout
         for line in out.splitlines():
-            cap_run, threads, int_mm, digest = line.split()
-            hashes[(cap_run, threads, int_mm)] = digest
+            cap_run, threads, int_mm, min_len, digest = line.split()
+            hashes[(cap_run, threads, int_mm, min_len)] = digest
     assert len(set(hashes.values())) == 1, hashes
     assert len({k[0] for k in hashes}) >= 2  # at least two kernel levels actually ran
     assert {k[1] for k in hashes} == {"1", "2"}
     assert {k[2] for k in hashes} == {"False", "True"} or not _int_mm_here()  # both GEMM paths ran
+    assert len({k[3] for k in hashes}) == 2  # both attention paths ran
 
 
 def _int_mm_here() -> bool:
@@ -150,11 +153,12 @@ def test_row_blocks_and_batched_heads_never_change_a_result(tiny_lm, one_thread,
     x = torch.randint(0, tiny_lm.cfg.vocab_size, (3, L), generator=g)
     x[torch.rand(x.shape, generator=g) < 0.5] = tiny_lm.cfg.mask_id
     at = torch.stack([torch.randperm(L, generator=g)[:40] for _ in range(3)])
-    want = [em.hidden(x), em.hidden(x, at), em(x)]
+    want = [em.hidden(x), em.hidden(x, at), em(x)]  # the batched path (chunks < PER_THREAD_MIN_LEN)
     monkeypatch.setattr(em, "rows", 50)  # 192 rows: blocks of 50, 50, 50, 42
     monkeypatch.setattr(em, "head_rows", 7)
     monkeypatch.setattr(exact, "ATT_BLOCK", 24 * L)  # 64 query rows: 3 blocks of 22, 22, 20
     monkeypatch.setattr(exact, "ATT_BATCH", 5 * L * L)  # batched: 6 heads in passes of 5 and 1
+    monkeypatch.setattr(exact, "PER_THREAD_MIN_LEN", 1)  # the tiny model's 64-token chunks per thread too
     for per_thread in (True, False):
         monkeypatch.setattr(em, "heads_per_thread", per_thread)
         got = [em.hidden(x), em.hidden(x, at), em(x)]

@@ -9,7 +9,8 @@ import sys
 # (ATen kernel level, threads, int8 GEMMs): the two ends of what a user's machines may differ in
 MACHINES = {"avx512-2threads-int8": ("avx512", "2", "1"), "generic-1thread-float": ("default", "1", "0")}
 TEXT = ("The keeper wrote the time the lamp was lit, the state of the sea and the ships he had seen pass.\r\n"
-        "On calm nights he added a remark about the stars.\r\n") * 4
+        "On calm nights he added a remark about the stars.\r\n") * 8  # ~300 tokens: a chunk long enough
+# for the CPU's per-thread attention path (exact.PER_THREAD_MIN_LEN); the probe test covers the batched one
 
 
 def ddc(args: list[str], machine: str, stdin: bytes) -> bytes:

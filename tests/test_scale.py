@@ -19,14 +19,18 @@ def test_layout_is_linear_up_to_a_million_chunks():
     L, gs = 1024, 64
     sizes = (100_000, 1_000_000)
     secs = []
-    for n_chunks in sizes:
+    # the small size at its best of 3: a stall of a loaded machine there would fake a steep growth
+    for n_chunks, reps in zip(sizes, (3, 1)):
         n = n_chunks * L + 17  # a tail chunk too
-        chunks, t1 = timed(chunk_layout, n, L)
-        groups, t2 = timed(group_layout, chunks, gs)
+        best = float("inf")
+        for _ in range(reps):
+            chunks, t1 = timed(chunk_layout, n, L)
+            groups, t2 = timed(group_layout, chunks, gs)
+            best = min(best, t1 + t2)
         assert (len(chunks), len(groups)) == layout_counts(n, L, gs)
-        secs.append(t1 + t2)
+        secs.append(best)
     assert secs[1] < 30.0, secs  # linear: ~1 s for a million chunks (more on a loaded machine); quadratic: hours
-    assert secs[1] < 25 * secs[0] + 0.2, secs  # 10x the chunks, not 100x the time
+    assert secs[1] < 40 * secs[0] + 0.5, secs  # 10x the chunks: ~10x the time; quadratic would be 100x
 
 
 def test_container_is_linear_at_a_hundred_thousand_chunks():
