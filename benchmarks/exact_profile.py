@@ -1,11 +1,14 @@
 """Time and profile one step of the exact denoiser as the coder runs it at level 5 on a CPU.
 
-    python benchmarks/exact_profile.py [--chunks 8] [--reveal 64] [--reps 3]
+    python benchmarks/exact_profile.py [--chunks 8] [--reveal 64] [--reps 3] [--threads N]
 
 `ExactDenoiser.hidden` of the shipped model on --chunks random 1024-token chunks, half of them masked,
 with the last block at --reveal positions per chunk (one level-5 step reveals 64 of 1024), then the head
 on 512 rows. Prints the best of --reps timings after a warm-up, then torch's operator table of one more
-step. The machine is shared and noisy: compare builds in alternation, several times.
+step, then the share of each part of the network in one step (wall time of the methods of
+`ExactDenoiser`: attention, the row-wise layers before it (LayerNorm + qkv) and after it (proj + GLU MLP),
+the rest (embedding, final LayerNorm)). The machine is shared and noisy: compare builds in alternation,
+several times.
 """
 from __future__ import annotations
 
@@ -23,7 +26,10 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, default=8)
     ap.add_argument("--reveal", type=int, default=64)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     lm = registry.resolve(None)
     ex = lm.exact("cpu")
     g = torch.Generator().manual_seed(0)
@@ -45,6 +51,39 @@ def main() -> None:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         ex.hidden(x, at=at)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+    print(parts(ex, x, at))
+
+
+def parts(ex, x: torch.Tensor, at: torch.Tensor) -> str:
+    """Wall time per part of one step, as a Markdown table."""
+    spent: dict[str, float] = {}
+    names = {"attention": "attention (scores, exp-table weights, value GEMMs)",
+             "attention_input": "LayerNorm + qkv (row blocks)", "residual_updates": "proj + LayerNorm + GLU MLP (row blocks)"}
+    for method, label in names.items():
+        inner = getattr(ex, method)
+
+        def timed(*a, _inner=inner, _label=label, **k):
+            t0 = time.perf_counter()
+            try:
+                return _inner(*a, **k)
+            finally:
+                spent[_label] = spent.get(_label, 0.0) + time.perf_counter() - t0
+
+        setattr(ex, method, timed)  # an instance attribute shadows the method
+    try:
+        t0 = time.perf_counter()
+        h8, s = ex.hidden(x, at=at)
+        total = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ex.frequencies(h8.reshape(-1, h8.shape[-1]), s.reshape(-1, 1))
+        spent[f"output head ({h8.shape[0] * h8.shape[1]} rows)"] = head = time.perf_counter() - t0
+    finally:
+        for method in names:
+            delattr(ex, method)
+    spent["rest (embedding, final LayerNorm)"] = total - sum(v for k, v in spent.items() if not k.startswith("output"))
+    total += head
+    rows = [f"| {k} | {v:.3f} | {100 * v / total:.0f}% |" for k, v in sorted(spent.items(), key=lambda kv: -kv[1])]
+    return "\n".join(["| part of one step | s | share |", "|---|---|---|", *rows, f"| total | {total:.3f} | 100% |"])
 
 
 if __name__ == "__main__":
