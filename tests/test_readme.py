@@ -42,6 +42,7 @@ def zygote_ddc(tmp_path):
     yield bindir, env
     proc.kill()
     proc.wait()
+    shutil.rmtree(os.path.dirname(env["DDC_ZYGOTE"]), ignore_errors=True)
 
 
 def test_readme_usage_runs_twice(tmp_path, tiny_ckpt, zygote_ddc):
