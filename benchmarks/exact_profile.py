@@ -1,6 +1,6 @@
 """Time and profile one step of the exact denoiser as the coder runs it at level 5 on a CPU.
 
-    python benchmarks/exact_profile.py [--chunks 8] [--reveal 64] [--reps 3] [--threads N]
+    python benchmarks/exact_profile.py [--chunks 8] [--reveal 64] [--reps 3] [--threads N] [--device cuda]
 
 `ExactDenoiser.hidden` of the shipped model on --chunks random 1024-token chunks, half of them masked,
 with the last block at --reveal positions per chunk (one level-5 step reveals 64 of 1024), then the head
@@ -27,31 +27,40 @@ def main() -> None:
     ap.add_argument("--reveal", type=int, default=64)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     lm = registry.resolve(None)
-    ex = lm.exact("cpu")
+    ex = lm.exact(args.device)
     g = torch.Generator().manual_seed(0)
     L = lm.cfg.seq_len
     x = torch.randint(0, lm.cfg.vocab_size, (args.chunks, L), generator=g)
     x[torch.rand(x.shape, generator=g) < 0.5] = lm.cfg.mask_id
     at = torch.stack([torch.randperm(L, generator=g)[: args.reveal] for _ in range(args.chunks)])
+    x, at = x.to(args.device), at.to(args.device)
     ex.hidden(x, at=at)  # warm-up
     best = float("inf")
     for _ in range(args.reps):
         t0 = time.perf_counter()
         h8, s = ex.hidden(x, at=at)
+        _sync(x)
         best = min(best, time.perf_counter() - t0)
     t0 = time.perf_counter()
     ex.frequencies(h8.reshape(-1, h8.shape[-1])[:512], s.reshape(-1, 1)[:512])
+    _sync(x)
     head = time.perf_counter() - t0
     print(f"hidden: best of {args.reps} {best:.3f} s ({args.chunks} x {L} tokens, {args.reveal} revealed rows each); "
-          f"head on 512 rows {head:.3f} s; {torch.get_num_threads()} threads")
+          f"head on 512 rows {head:.3f} s; {torch.get_num_threads()} threads; device {args.device}")
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         ex.hidden(x, at=at)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
     print(parts(ex, x, at))
+
+
+def _sync(t: torch.Tensor) -> None:
+    if t.device.type == "cuda":
+        torch.cuda.synchronize(t.device)
 
 
 def parts(ex, x: torch.Tensor, at: torch.Tensor) -> str:
@@ -63,19 +72,23 @@ def parts(ex, x: torch.Tensor, at: torch.Tensor) -> str:
         inner = getattr(ex, method)
 
         def timed(*a, _inner=inner, _label=label, **k):
+            _sync(x)
             t0 = time.perf_counter()
             try:
                 return _inner(*a, **k)
             finally:
+                _sync(x)
                 spent[_label] = spent.get(_label, 0.0) + time.perf_counter() - t0
 
         setattr(ex, method, timed)  # an instance attribute shadows the method
     try:
         t0 = time.perf_counter()
         h8, s = ex.hidden(x, at=at)
+        _sync(x)
         total = time.perf_counter() - t0
         t0 = time.perf_counter()
         ex.frequencies(h8.reshape(-1, h8.shape[-1]), s.reshape(-1, 1))
+        _sync(x)
         spent[f"output head ({h8.shape[0] * h8.shape[1]} rows)"] = head = time.perf_counter() - t0
     finally:
         for method in names:

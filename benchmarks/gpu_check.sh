@@ -10,12 +10,13 @@
 #   here, after:   copy what came back (portable-check-*.md/json, speed-cuda*.md/json, speed-cpu-16*.md/json)
 #                  into benchmarks/results/ and quote them (README speed table, issue notes)
 #
-# `run` (each step under its own time limit, so a slow one cannot eat the others; ~8 of the 10 minutes):
+# `run` (each step under its own time limit, so a slow one cannot eat the others; ~8.5 of the 10 minutes):
 #   1. portable_check.py: golden files decode on CUDA; CPU-made files decode on CUDA and CUDA-made ones on
 #      the CPU, byte-exactly, at levels 1 and 5                                        (issue 7, 9.5)
 #   2. speed.py --device cuda, levels 1 and 5, first 300 KB of lcet10.txt and wiki.test.raw   (issue 9)
 #   3. speed.py --device cuda, level 9 on the first 20 KB of lcet10.txt                       (issue 9)
 #   4. speed.py on the device machine's CPU with all its cores, levels 1 and 5, 30 KB       (issue 9)
+#   5. exact_profile.py on CUDA, 256 chunks: each part's share of one step (the log tail, no file)  (issue 9)
 # DRY=1 bash benchmarks/gpu_check.sh run   runs the same plumbing here on the CPU at toy sizes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -49,14 +50,14 @@ step() {  # step SECONDS NAME COMMAND...: run with a time limit, log the tail, n
   timeout "$limit" "$@" > "$LOGS/$name.log" 2>&1
   local rc=$?
   echo "   rc=$rc after $((SECONDS - t0)) s"
-  tail -n 6 "$LOGS/$name.log" | cut -c1-400
+  tail -n "${TAIL_LINES:-6}" "$LOGS/$name.log" | cut -c1-400
 }
 
 run() {
   OUT="${OUT:-$(mktemp -d)}"
-  local dev=cuda big=300000 small=20000 l9=20000 cpu_bytes=30000 limit=1
+  local dev=cuda big=300000 small=20000 l9=20000 cpu_bytes=30000 limit=1 prof_chunks=256
   if [ "${DRY:-0}" = 1 ]; then
-    dev=cpu big=600 small=300 l9=200 cpu_bytes=600 limit=0
+    dev=cpu big=600 small=300 l9=200 cpu_bytes=600 limit=0 prof_chunks=2
   else
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
       || { echo "wheel install failed"; exit 1; }
@@ -74,6 +75,7 @@ run() {
   step 200 speed-cuda python3 benchmarks/speed.py --device "$dev" --levels 1 5 --bytes "$big" --files "${files[@]}" --out "$OUT"
   step 90 speed-cuda-l9 python3 benchmarks/speed.py --device "$dev" --levels 9 --bytes "$l9" --files "$STAGE/lcet10.txt" --out "$OUT" --tag l9
   step 60 speed-cpu-all python3 benchmarks/speed.py --device cpu --levels 1 5 --bytes "$cpu_bytes" --files "$STAGE/lcet10.txt" --out "$OUT" --tag allcores
+  TAIL_LINES=9 step 30 profile python3 benchmarks/exact_profile.py --device "$dev" --chunks "$prof_chunks" --reps 1  # the parts' shares
   echo "== files in $OUT"
   ls -la "$OUT"
   cat "$OUT"/*.md 2>/dev/null | grep -E '^\| (lcet10|wiki)' || true
