@@ -3,7 +3,7 @@ made on CUDA decode on the CPU, byte-exactly, and both encoders write the same b
 
     python benchmarks/portable_check.py [--out DIR] [--files F ...] [--bytes 20000]
 
-Inputs: the golden originals (tests/golden/v2) and the first --bytes of each --files (default: the
+Inputs: the golden originals (tests/golden/v3) and the first --bytes of each --files (default: the
 WikiText-2 test text and lcet10.txt when ../shared is there). For each input and level 1 / 5 it
 compresses on both devices (same group size, then each device's default), decodes each file on the
 other device, and prints the SHA-256 of every file. Also decodes every golden .ddc on CUDA. Writes
@@ -45,7 +45,7 @@ def main() -> None:
     gpu = torch.cuda.get_device_name(0)
     lm = registry.resolve(None)
     golden = sorted((ROOT / "tests" / "golden").glob("v*/*.ddc"))
-    inputs = {p.name: p.read_bytes() for p in sorted((ROOT / "tests" / "golden" / "v2").glob("*")) if p.suffix in (".txt", ".bin")}
+    inputs = {p.name: p.read_bytes() for p in sorted((ROOT / "tests" / "golden" / "v3").glob("*")) if p.suffix in (".txt", ".bin")}
     inputs |= {f"{p.name}[:{args.bytes}]": p.read_bytes()[: args.bytes] for p in args.files if p.is_file()}
     rows, ok = [], True
     for name, data in inputs.items():

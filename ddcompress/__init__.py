@@ -1,7 +1,7 @@
 """ddc: lossless text compression with masked discrete diffusion language models (MD4 view).
 
 Importing the package is cheap: the library functions (and torch) load on first use."""
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from .errors import DDCError  # noqa: E402  (torch-free)
 

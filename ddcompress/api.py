@@ -138,7 +138,7 @@ def compress(
         "tokens": int(len(tokens)),
         "ideal_bits": sum(r.ideal_bits for r in results),
     }
-    blob = Container(header, [len(r.payload) for r in results], [c for r in results for c in r.chunk_crcs],
+    blob = Container(header, [len(r.payload) for r in results], [c for r in results for c in r.token_crcs],
                      [r.payload for r in results]).to_bytes()
     if method == "auto":  # never worse than xz (or a stored copy): costs one xz pass, negligible here
         alt = _fallback(data, "xz")
@@ -206,8 +206,11 @@ def _decode_mdm(c: Container, model, device, progress, batch_chunks: int) -> byt
     groups = group_layout(chunk_layout(h["tokens"], h["seq_len"]), h["group_size"])
     tokens = np.zeros(h["tokens"], dtype=np.int64)
     coder = Coder(lm, h["steps"], h["grid"], h["seed"], device)
-    ends = np.cumsum([len(g) for g in groups])
-    crcs = [c.chunk_crcs[e - len(g) : e] for g, e in zip(groups, ends)]
+    if h["format_version"] == 2:  # a token CRC per chunk
+        ends = np.cumsum([len(g) for g in groups])
+        crcs = [c.token_crcs[e - len(g) : e] for g, e in zip(groups, ends)]
+    else:  # one per group
+        crcs = [[crc] for crc in c.token_crcs]
     decode_all(coder, tokens, groups, list(c.payloads), crcs, batch_chunks, progress)
     data = tok.decode(tokens)
     return data.replace(b"\n", b"\r\n") if h["transform"] == "crlf" else data

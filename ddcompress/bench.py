@@ -81,7 +81,7 @@ def code_stream(lm, tokens: np.ndarray, steps: int, grid: str, seed: int, device
     if verify:
         dec = np.zeros(len(tokens), dtype=np.int64)
         try:
-            decode_all(coder, dec, groups, [r.payload for r in results], [r.chunk_crcs for r in results], batch)
+            decode_all(coder, dec, groups, [r.payload for r in results], [r.token_crcs for r in results], batch)
             out["verified"] = bool(np.array_equal(dec, tokens))
         except IntegrityError:
             out["verified"] = False

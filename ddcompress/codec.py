@@ -45,7 +45,7 @@ def _family():
 class GroupResult:
     payload: bytes
     ideal_bits: float
-    chunk_crcs: list[int]
+    token_crcs: list[int]
 
 
 def code_bits(probs: np.ndarray, symbols: np.ndarray) -> float:
@@ -56,6 +56,13 @@ def code_bits(probs: np.ndarray, symbols: np.ndarray) -> float:
 
 def token_crc(tokens: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(tokens, dtype="<u4").tobytes())
+
+
+def _coded(tokens: np.ndarray, group: list[Chunk]) -> np.ndarray:
+    """The tokens a group codes (each chunk's, after its known context), in chunk order: what its token
+    CRC covers. For a one-chunk group this is that chunk's tokens, so format 2's per-chunk CRC and
+    format 3's per-group CRC agree there."""
+    return np.concatenate([tokens[c.start + c.known : c.start + c.width] for c in group])
 
 
 class Coder:
@@ -135,8 +142,7 @@ class Coder:
                 ideal[k] += code_bits(probs[a:b], sym[a:b])
                 encs[k].encode(sym[a:b], self.family, probs[a:b])
             SECONDS["coder"] += time.perf_counter() - t0
-        return [GroupResult(enc.get_compressed().astype("<u4").tobytes(), bits,
-                            [token_crc(tokens[c.start + c.known : c.start + c.width]) for c in g])
+        return [GroupResult(enc.get_compressed().astype("<u4").tobytes(), bits, [token_crc(_coded(tokens, g))])
                 for enc, bits, g in zip(encs, ideal, groups)]
 
     def decode_groups(self, tokens: np.ndarray, groups: list[list[Chunk]], payloads: list[bytes], crcs: list[list[int]],
@@ -173,12 +179,20 @@ class Coder:
                 if progress:
                     progress(G * c)
         out = x.cpu().numpy()
-        flat_crcs = [crc for group_crcs in crcs for crc in group_crcs]  # chunk order = groups concatenated
-        for g, c in enumerate(chunks):
-            seg = out[g, c.known : c.width]
-            if token_crc(seg) != flat_crcs[g]:
-                raise IntegrityError(f"corrupt ddc file: chunk {c.index} failed its checksum")
-            tokens[c.start + c.known : c.start + c.width] = seg
+        row = 0
+        for g, want in zip(groups, crcs):  # a CRC per group (format 3), or per chunk (format 2)
+            segs = [out[row + i, c.known : c.width] for i, c in enumerate(g)]
+            row += len(g)
+            if len(want) == 1:
+                if token_crc(np.concatenate(segs)) != want[0]:
+                    which = f"chunk {g[0].index}" if len(g) == 1 else f"chunks {g[0].index}-{g[-1].index}"
+                    raise IntegrityError(f"corrupt ddc file: {which} failed the checksum")
+            else:
+                for c, seg, crc in zip(g, segs, want):
+                    if token_crc(seg) != crc:
+                        raise IntegrityError(f"corrupt ddc file: chunk {c.index} failed its checksum")
+            for c, seg in zip(g, segs):
+                tokens[c.start + c.known : c.start + c.width] = seg
 
     def encode_group(self, tokens: np.ndarray, group: list[Chunk], progress: Callable[[int], None] | None = None) -> GroupResult:
         return self.encode_groups(tokens, [group], progress)[0]

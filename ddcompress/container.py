@@ -27,7 +27,8 @@ from .layout import layout_counts
 
 MAGIC = b"\x89DDC"
 MAGIC_V1 = b"\x89DDC\r\n\x1a\n"  # format 1 (JSON header, float numerics), ddc 0.1.x
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # what this ddc writes
+READS = (2, 3)  # what it reads: format 2 differs only in its token CRCs (one per chunk)
 METHODS = {"store": 0, "xz": 1, "mdm": 2}
 NUMERICS = {"int8-exact-1": 1}
 GRIDS = {"sine": 0, "uniform": 1}
@@ -48,12 +49,14 @@ class _Bad(Exception):
 class Container:
     header: dict
     group_sizes: list[int] = field(default_factory=list)  # payload bytes per group
-    chunk_crcs: list[int] = field(default_factory=list)  # CRC32 of each chunk's tokens (mdm)
+    token_crcs: list[int] = field(default_factory=list)  # CRC32 of each group's coded tokens (mdm; format 2: each chunk's)
     payloads: list[bytes] = field(default_factory=list)
 
     def to_bytes(self) -> bytes:
         try:
             h = self.header
+            if h.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
+                raise _Bad(f"this ddc writes format {FORMAT_VERSION} only, not {h['format_version']!r}")
             groups, chunks = _check(h)
             _check_tables(self, groups, chunks)
         except _Bad as e:
@@ -68,7 +71,7 @@ class Container:
         if h["method"] != "store":
             for p in self.payloads:
                 out += _varint(len(p)) + struct.pack("<I", zlib.crc32(p))
-            out += struct.pack(f"<{len(self.chunk_crcs)}I", *self.chunk_crcs)
+            out += struct.pack(f"<{len(self.token_crcs)}I", *self.token_crcs)
         head = bytes([FORMAT_VERSION]) + _varint(len(out)) + out
         return b"".join([MAGIC, head, struct.pack("<I", zlib.crc32(head)), *self.payloads])
 
@@ -170,7 +173,7 @@ def _frame(blob: bytes, pos: int, header_only: bool) -> tuple[Container, int]:
             raise FormatError("truncated ddc file (magic)")
         raise FormatError("not a ddc file (bad magic)")
     if blob[pos : pos + len(MAGIC_V1)] == MAGIC_V1:
-        raise FormatError("ddc format version 1 (float numerics, written by ddc 0.1.x): this ddc reads format 2; "
+        raise FormatError("ddc format version 1 (float numerics, written by ddc 0.1.x): this ddc reads formats 2 and 3; "
                           "decompress it with ddc 0.1.x")
     # 1. locate the header by the framing every version >= 2 shares, and check its CRC ...
     r = _Reader(blob, pos + len(MAGIC), len(blob), "truncated ddc file (header)")
@@ -185,11 +188,11 @@ def _frame(blob: bytes, pos: int, header_only: bool) -> tuple[Container, int]:
     # 2. ... and only then believe the version byte
     if version > FORMAT_VERSION:
         raise FormatError(f"ddc format version {version} is newer than this ddc (reads up to {FORMAT_VERSION}); upgrade ddc")
-    if version != FORMAT_VERSION:
+    if version not in READS:
         raise FormatError(f"corrupt ddc file: invalid format version {version}")
     # 3. header fields: constant work, then every value is bounded before it sizes anything
     r = _Reader(blob, r.pos, end, "corrupt ddc file: header fields run past the header length")
-    h = {"format_version": FORMAT_VERSION, "method": _enum(METHODS, r.u8(), "method"),
+    h = {"format_version": version, "method": _enum(METHODS, r.u8(), "method"),
          "original_bytes": r.varint("original_bytes"), "original_crc32": r.u32()}
     if h["method"] == "mdm":
         h["numerics"] = _enum(NUMERICS, r.u8(), "numerics")
@@ -212,8 +215,9 @@ def _frame(blob: bytes, pos: int, header_only: bool) -> tuple[Container, int]:
         h["chunks"] = chunks
     # 4. the table: its smallest size must fit in what is left before reading a single entry
     left = end - r.pos
-    if h["method"] != "store" and 5 * groups + 4 * chunks > left:
-        raise FormatError(f"corrupt ddc file: {left}-byte table is too short for {groups} groups and {chunks} chunks")
+    n_tok = token_crc_count(h["method"], version, groups, chunks)
+    if h["method"] != "store" and 5 * groups + 4 * n_tok > left:
+        raise FormatError(f"corrupt ddc file: {left}-byte table is too short for {groups} groups and {n_tok} token CRCs")
     if h["method"] == "store":
         sizes, crcs = [h["original_bytes"]], [h["original_crc32"]]
     else:
@@ -221,12 +225,12 @@ def _frame(blob: bytes, pos: int, header_only: bool) -> tuple[Container, int]:
         for _ in range(groups):
             sizes.append(r.varint("payload size"))
             crcs.append(r.u32())
-    chunk_crcs = list(struct.unpack(f"<{chunks}I", r.take(4 * chunks)))
+    token_crcs = list(struct.unpack(f"<{n_tok}I", r.take(4 * n_tok)))
     if r.pos != end:
         raise FormatError(f"corrupt ddc file: {end - r.pos} unexpected bytes after the table")
     start = end + 4
     if header_only:
-        return Container(h, sizes, chunk_crcs, []), start + sum(sizes)
+        return Container(h, sizes, token_crcs, []), start + sum(sizes)
     # 5. payloads
     total = start + sum(sizes)
     if total > len(blob):
@@ -237,7 +241,7 @@ def _frame(blob: bytes, pos: int, header_only: bool) -> tuple[Container, int]:
         start += size
         if zlib.crc32(payloads[-1]) != want:
             raise IntegrityError(f"corrupt ddc file: payload checksum mismatch in group {i}")
-    return Container(h, sizes, chunk_crcs, payloads), total
+    return Container(h, sizes, token_crcs, payloads), total
 
 
 # -- checks shared by reader and writer ---------------------------------------------------------------
@@ -267,9 +271,9 @@ def _check(h: dict) -> tuple[int, int]:
     want = set(COMMON + MDM) if mdm else set(COMMON)
     missing, extra = want - set(h), set(h) - want - set(DERIVED)
     if missing or extra:
-        raise _Bad(f"header for method {h['method']!r}: missing {sorted(missing)}, not in format 2: {sorted(extra)}")
-    if h.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
-        raise _Bad(f"format_version {h['format_version']!r} is not {FORMAT_VERSION}")
+        raise _Bad(f"header for method {h['method']!r}: missing {sorted(missing)}, not in the format: {sorted(extra)}")
+    if h.get("format_version", FORMAT_VERSION) not in READS:
+        raise _Bad(f"format_version {h['format_version']!r} is not one of {READS}")
     _int(h, "original_bytes", 0, MAX_ORIGINAL - 1)
     _int(h, "original_crc32", 0, 0xFFFFFFFF)
     if not mdm:
@@ -309,14 +313,22 @@ def _check_tables(c: Container, groups: int, chunks: int) -> None:
         raise _Bad(f"{len(c.group_sizes)} group sizes and {len(c.payloads)} payloads, the layout has {groups} groups")
     if list(c.group_sizes) != [len(p) for p in c.payloads]:
         raise _Bad("group_sizes do not match the payload lengths")
-    if len(c.chunk_crcs) != chunks:
-        raise _Bad(f"{len(c.chunk_crcs)} chunk CRCs, the layout has {chunks} chunks")
-    if any(not isinstance(x, int) or not 0 <= x <= 0xFFFFFFFF for x in c.chunk_crcs):
-        raise _Bad("chunk CRCs must be u32")
+    n_tok = token_crc_count(h["method"], FORMAT_VERSION, groups, chunks)
+    if len(c.token_crcs) != n_tok:
+        raise _Bad(f"{len(c.token_crcs)} token CRCs, the layout has {n_tok} (one per group)")
+    if any(not isinstance(x, int) or not 0 <= x <= 0xFFFFFFFF for x in c.token_crcs):
+        raise _Bad("token CRCs must be u32")
     if h["method"] == "store":
         data = c.payloads[0]
         if len(data) != h["original_bytes"] or zlib.crc32(data) != h["original_crc32"]:
             raise _Bad("a store payload must be the original data (original_bytes, original_crc32)")
+
+
+def token_crc_count(method: str, version: int, groups: int, chunks: int) -> int:
+    """How many token CRCs the table holds: one per group of an mdm file (format 2: one per chunk)."""
+    if method != "mdm":
+        return 0
+    return chunks if version == 2 else groups
 
 
 def _f32(x: float) -> float:

@@ -86,7 +86,7 @@ def test_roundtrip_several_groups(tiny_lm, kw):
     data = words(n, seed=99)
     blob = roundtrip(data, tiny_lm, method="mdm", group_size=2, **LEVEL_KW[kw])
     c = parse(blob)
-    assert len(c.payloads) == 4 and len(c.chunk_crcs) == 6
+    assert len(c.payloads) == 4 and len(c.token_crcs) == 4  # a token CRC per group (format 3)
     assert c.header["group_size"] == 2
 
 
@@ -95,7 +95,7 @@ def test_roundtrip_default_group_size(tiny_lm):
     blob = roundtrip(words(n, seed=5), tiny_lm, level=1, method="mdm")
     c = parse(blob)
     assert c.header["method"] == "mdm" and c.header["group_size"] == 8
-    assert len(c.payloads) == 3 and len(c.chunk_crcs) == 12
+    assert len(c.payloads) == 3 and len(c.token_crcs) == 3
 
 
 def test_roundtrip_with_tiny_row_blocks(tiny_lm, monkeypatch):
@@ -174,7 +174,7 @@ def test_header_fields(tiny_lm):
         assert h["seed"] == 77 and h["seq_len"] == L and h["model_id"] == tiny_lm.id
         assert h["tokenizer_id"] == tok.id[:8] and h["numerics"] == "int8-exact-1"
         assert h["original_crc32"] == zlib.crc32(data) and h["tokens"] == 3 * L + 5 and h["chunks"] == 4
-        assert h["format_version"] == FORMAT_VERSION == 2
+        assert h["format_version"] == FORMAT_VERSION == 3
     h = ddcompress.info(ddcompress.compress(data, model=tiny_lm, method="mdm"))
     assert h["level"] == ddcompress.DEFAULT_LEVEL and h["steps"] == 16
 
@@ -203,7 +203,7 @@ def test_coded_size_close_to_ideal(tiny_lm, eval_dir):
     assert c.header["tokens"] > 2000
     payload = sum(c.group_sizes)
     framing = len(blob) - payload
-    assert framing <= 44 + 7 * len(c.payloads) + 4 * len(c.chunk_crcs)  # compact: varints, no JSON
+    assert framing <= 44 + 7 * len(c.payloads) + 4 * len(c.token_crcs)  # compact: varints, no JSON
     assert 8 * payload <= 1.01 * ideal + 64 * len(c.payloads)  # <= 1% + one flush per group stream
     assert 8 * payload >= 0.99 * ideal
     assert 8 * len(blob) <= 1.01 * ideal + 8 * framing + 64 * len(c.payloads)
@@ -259,21 +259,23 @@ def test_corrupt_payload_is_an_error(tiny_lm):
     assert hits >= 0.9 * len(range(0, sum(c.group_sizes), 7))
 
 
-def test_chunk_checksum_mismatch_detected(tiny_lm):
-    """A chunk CRC that disagrees with the decoded tokens (payload intact) is reported by chunk."""
+def test_token_checksum_mismatch_detected(tiny_lm):
+    """A group's token CRC that disagrees with the decoded tokens (payload intact) is reported with the
+    group's chunks: 3 full chunks in groups of 2 and a tail chunk = groups [0, 1], [2], [3]."""
     c = parse(ddcompress.compress(words(3 * L + 5), model=tiny_lm, method="mdm", group_size=2))
-    crcs = list(c.chunk_crcs)
-    crcs[2] ^= 1
-    bad = Container(c.header, c.group_sizes, crcs, c.payloads).to_bytes()
-    with pytest.raises(IntegrityError, match="chunk 2"):
-        ddcompress.decompress(bad, model=tiny_lm)
+    for group, where in ((0, "chunks 0-1"), (1, "chunk 2")):
+        crcs = list(c.token_crcs)
+        crcs[group] ^= 1
+        bad = Container(c.header, c.group_sizes, crcs, c.payloads).to_bytes()
+        with pytest.raises(IntegrityError, match=where):
+            ddcompress.decompress(bad, model=tiny_lm)
 
 
 def test_chunk_table_mismatch_detected(tiny_lm):
     c = parse(ddcompress.compress(words(3 * L + 5), model=tiny_lm, method="mdm", group_size=2))
     with pytest.raises(ValueError, match="cannot write"):  # the writer refuses a table that disagrees
-        Container(dict(c.header, group_size=8), c.group_sizes, c.chunk_crcs, c.payloads).to_bytes()
-    c3 = Container(dict(c.header, original_crc32=c.header["original_crc32"] ^ 1), c.group_sizes, c.chunk_crcs, c.payloads)
+        Container(dict(c.header, group_size=8), c.group_sizes, c.token_crcs, c.payloads).to_bytes()
+    c3 = Container(dict(c.header, original_crc32=c.header["original_crc32"] ^ 1), c.group_sizes, c.token_crcs, c.payloads)
     with pytest.raises(IntegrityError):
         ddcompress.decompress(c3.to_bytes(), model=tiny_lm)
 
@@ -314,15 +316,15 @@ def test_coder_group_roundtrip_direct(tiny_lm):
     results = [coder.encode_group(tokens, g) for g in groups]
     out = np.zeros(len(tokens), dtype=np.int64)
     for g, r in zip(groups, results):
-        coder.decode_group(out, g, r.payload, r.chunk_crcs)
+        coder.decode_group(out, g, r.payload, r.token_crcs)
     np.testing.assert_array_equal(out, tokens)
     with pytest.raises(IntegrityError, match="word-aligned"):
-        coder.decode_group(out, groups[0], results[0].payload[:-1], results[0].chunk_crcs)
+        coder.decode_group(out, groups[0], results[0].payload[:-1], results[0].token_crcs)
     # data the range decoder itself rejects (constriction raises AssertionError): still a ddc error
     with pytest.raises(IntegrityError, match="invalid coded data"):
-        coder.decode_group(out, groups[0], b"\xff" * len(results[0].payload), results[0].chunk_crcs)
-    with pytest.raises(IntegrityError, match="chunk"):  # decodes to the wrong tokens: caught by the chunk CRC
-        coder.decode_group(out, groups[0], bytes(len(results[0].payload)), results[0].chunk_crcs)
+        coder.decode_group(out, groups[0], b"\xff" * len(results[0].payload), results[0].token_crcs)
+    with pytest.raises(IntegrityError, match="chunk"):  # decodes to the wrong tokens: caught by the token CRC
+        coder.decode_group(out, groups[0], bytes(len(results[0].payload)), results[0].token_crcs)
 
 
 def test_tiny_inputs_skip_the_model_and_barely_grow(tiny_lm, monkeypatch):

@@ -26,8 +26,9 @@ MDM = {"method": "mdm", "original_bytes": 300, "original_crc32": 0x12345678, "nu
 
 
 def sample() -> Container:
-    """20 tokens, L = 8, 2 chunks per group: chunks [0,8) [8,16) in group 0, the tail [12,20) alone."""
-    return Container(dict(MDM), [4, 2], [1, 2, 0xDEADBEEF], [b"abcd", b"xy"])
+    """20 tokens, L = 8, 2 chunks per group: chunks [0,8) [8,16) in group 0, the tail [12,20) alone;
+    a token CRC per group."""
+    return Container(dict(MDM), [4, 2], [1, 0xDEADBEEF], [b"abcd", b"xy"])
 
 
 def store(data: bytes) -> Container:
@@ -51,7 +52,7 @@ def uv(n: int) -> bytes:
             return out
 
 
-def frame(body: bytes, version: int = 2, payloads: bytes = b"") -> bytes:
+def frame(body: bytes, version: int = 3, payloads: bytes = b"") -> bytes:
     """A frame around raw header+table bytes, with a valid CRC: for crafting headers."""
     head = bytes([version]) + uv(len(body)) + body
     return MAGIC + head + struct.pack("<I", zlib.crc32(head)) + payloads
@@ -71,9 +72,9 @@ def mdm_body(table: bytes | None = None, **f) -> bytes:
             + bytes.fromhex("f513e2f185caa3f2" "0123abcd") + enc("seq_len", uv) + enc("steps", uv) + enc("grid", u8)
             + enc("level", u8) + enc("transform", u8) + enc("seed", uv) + enc("group_size", uv) + enc("tokens", uv)
             + struct.pack("<f", v["ideal_bits"]))
-    if table is None:  # empty payloads, zero chunk CRCs
+    if table is None:  # empty payloads, zero token CRCs (one per group)
         chunks, groups = layout_counts(v["tokens"], v["seq_len"], v["group_size"])
-        table = (b"\x00" + struct.pack("<I", zlib.crc32(b""))) * groups + bytes(4 * chunks)
+        table = (b"\x00" + struct.pack("<I", zlib.crc32(b""))) * groups + bytes(4 * groups)
     return body + table
 
 
@@ -84,56 +85,73 @@ def test_exact_layout():
     blob = sample().to_bytes()
     expect = bytes.fromhex(
         "89444443"  # magic
-        "02"  # format version
-        "36"  # N = 54 bytes of header and table follow
+        "03"  # format version
+        "32"  # N = 50 bytes of header and table follow
         "02" "ac02" "78563412"  # method mdm, original_bytes 300, original_crc32
         "01" "f513e2f185caa3f2" "0123abcd"  # numerics int8-exact-1, model id, tokenizer id
         "08" "04" "00" "02" "00"  # seq_len 8, steps 4, grid sine, level 2, transform none
         "05" "02" "14" "0000c03f"  # seed 5, group_size 2, tokens 20, ideal_bits 1.5 (f32)
         "04" "11cd82ed" "02" "9928e68f"  # group 0: 4 bytes, CRC32(b"abcd"); group 1: 2 bytes, CRC32(b"xy")
-        "01000000" "02000000" "efbeadde"  # chunk CRCs
+        "01000000" "efbeadde"  # token CRCs, one per group
+    ) + struct.pack("<I", zlib.crc32(blob[4:-10])) + b"abcdxy"  # CRC32 of version .. end of table; payloads
+    assert blob == expect
+    assert MAGIC == b"\x89DDC" and FORMAT_VERSION == 3 and NUMERICS == {"int8-exact-1": 1}
+
+
+def test_format_2_is_still_read():
+    """Format 2 (ddc 0.2.0) is format 3 with one token CRC per chunk instead of per group."""
+    blob = bytes.fromhex(
+        "89444443" "02" "36"  # magic, format version 2, N = 54
+        "02" "ac02" "78563412" "01" "f513e2f185caa3f2" "0123abcd" "08" "04" "00" "02" "00" "05" "02" "14" "0000c03f"
+        "04" "11cd82ed" "02" "9928e68f"  # the groups
+        "01000000" "02000000" "efbeadde"  # token CRCs, one per chunk
         "5ffcfe54"  # CRC32 of version .. end of table
         "616263647879"  # payloads
     )
-    assert blob == expect
-    assert zlib.crc32(blob[4:-10]) == 0x54FEFC5F
-    assert MAGIC == b"\x89DDC" and FORMAT_VERSION == 2 and NUMERICS == {"int8-exact-1": 1}
+    c = parse(blob)
+    assert c.header == MDM | {"format_version": 2, "chunks": 3}
+    assert c.token_crcs == [1, 2, 0xDEADBEEF] and c.payloads == [b"abcd", b"xy"]
+    with pytest.raises(ValueError, match="writes format 3 only"):  # read, never written
+        c.to_bytes()
+    with pytest.raises(FormatError, match="table is too short for 2 groups and 3 token CRCs"):
+        parse(frame(mdm_body(bytes(21)), version=2))
 
 
 def test_exact_layout_store():
     # empty input: one empty group whose size and CRC are original_bytes and original_crc32 (not stored)
-    assert store(b"").to_bytes() == bytes.fromhex("89444443" "02" "06" "00" "00" "00000000" "2eedd744")
+    head = bytes.fromhex("03" "06" "00" "00" "00000000")  # version 3, N = 6, store, 0 bytes, CRC32 of nothing
+    assert store(b"").to_bytes() == b"\x89DDC" + head + struct.pack("<I", zlib.crc32(head))
     blob = store(b"abc").to_bytes()
-    assert blob[:12] == bytes.fromhex("89444443" "02" "06" "00" "03") + struct.pack("<I", zlib.crc32(b"abc"))
+    assert blob[:12] == bytes.fromhex("89444443" "03" "06" "00" "03") + struct.pack("<I", zlib.crc32(b"abc"))
     assert blob[12:16] == struct.pack("<I", zlib.crc32(blob[4:12])) and blob[16:] == b"abc"
 
 
 def test_roundtrip_all_methods():
     c = parse(sample().to_bytes())
-    assert c.header == MDM | {"format_version": 2, "chunks": 3}
-    assert c.group_sizes == [4, 2] and c.chunk_crcs == [1, 2, 0xDEADBEEF] and c.payloads == [b"abcd", b"xy"]
-    assert parse(Container(c.header, c.group_sizes, c.chunk_crcs, c.payloads).to_bytes()) == c  # derived keys accepted
+    assert c.header == MDM | {"format_version": 3, "chunks": 3}
+    assert c.group_sizes == [4, 2] and c.token_crcs == [1, 0xDEADBEEF] and c.payloads == [b"abcd", b"xy"]
+    assert parse(Container(c.header, c.group_sizes, c.token_crcs, c.payloads).to_bytes()) == c  # derived keys accepted
     for data in (b"", b"abc", bytes(range(256)) * 10):
         for make in (store, xz):
             want = make(data)
             got = parse(want.to_bytes())
-            assert got.header == want.header | {"format_version": 2}
-            assert got.group_sizes == want.group_sizes and got.payloads == want.payloads and got.chunk_crcs == []
+            assert got.header == want.header | {"format_version": 3}
+            assert got.group_sizes == want.group_sizes and got.payloads == want.payloads and got.token_crcs == []
     odd = MDM | {"level": None, "transform": "crlf", "grid": "uniform", "seed": 2**64 - 1, "seq_len": 2**20,
                  "steps": 2**20, "group_size": 2**20, "tokens": 2**40, "original_bytes": 2**48 - 1,
                  "original_crc32": 2**32 - 1, "ideal_bits": 0.1}
     chunks, groups = layout_counts(2**40, 2**20, 2**20)
     assert (chunks, groups) == (2**20, 1)
-    c = parse(Container(odd, [3], [7] * chunks, [b"xyz"]).to_bytes())
-    assert c.header == odd | {"format_version": 2, "chunks": chunks, "ideal_bits": float(np.float32(0.1))}
-    assert len(c.chunk_crcs) == chunks and c.payloads == [b"xyz"]
-    assert parse(Container(MDM | {"ideal_bits": np.float32(2.5)}, [4, 2], [1, 2, 3], [b"abcd", b"xy"]).to_bytes()).header["ideal_bits"] == 2.5
+    c = parse(Container(odd, [3], [7] * groups, [b"xyz"]).to_bytes())
+    assert c.header == odd | {"format_version": 3, "chunks": chunks, "ideal_bits": float(np.float32(0.1))}
+    assert c.token_crcs == [7] and c.payloads == [b"xyz"]  # a million chunks, one group: one token CRC
+    assert parse(Container(MDM | {"ideal_bits": np.float32(2.5)}, [4, 2], [1, 3], [b"abcd", b"xy"]).to_bytes()).header["ideal_bits"] == 2.5
 
 
 def test_header_only_reads_a_prefix():
     blob = sample().to_bytes()
     c = parse(blob[:-6], header_only=True)  # payloads missing
-    assert c.header == parse(blob).header and c.group_sizes == [4, 2] and c.chunk_crcs == [1, 2, 0xDEADBEEF]
+    assert c.header == parse(blob).header and c.group_sizes == [4, 2] and c.token_crcs == [1, 0xDEADBEEF]
     assert c.payloads == []
     with pytest.raises(FormatError, match="truncated"):
         parse(blob[:-7], header_only=True)  # the header CRC is missing a byte
@@ -205,7 +223,7 @@ def test_format_1_refused():
         with pytest.raises(FormatError) as err:
             parse(blob)
         assert str(err.value) == ("ddc format version 1 (float numerics, written by ddc 0.1.x): this ddc reads "
-                                  "format 2; decompress it with ddc 0.1.x")
+                                  "formats 2 and 3; decompress it with ddc 0.1.x")
 
 
 def test_foreign_files():
@@ -219,7 +237,7 @@ def test_foreign_files():
 BIG = 10**12
 CRAFTED = {  # frames with a valid CRC whose header is nonsense -> (FormatError message, regex)
     "tokens 10^12": (frame(mdm_body(b"", tokens=BIG, original_bytes=10 * BIG)),
-                     r"^corrupt ddc file: 0-byte table is too short for \d+ groups and \d+ chunks$"),
+                     r"^corrupt ddc file: 0-byte table is too short for \d+ groups and \d+ token CRCs$"),
     "tokens 10^12, L=1": (frame(mdm_body(b"\x00" * 100, tokens=BIG, original_bytes=BIG, seq_len=1, steps=1)),
                           r"^corrupt ddc file: 100-byte table is too short"),
     "tokens 2^41": (frame(mdm_body(b"", tokens=2**41, original_bytes=2**44)), r"^corrupt ddc file: tokens \d+ out of range"),
@@ -244,15 +262,15 @@ CRAFTED = {  # frames with a valid CRC whose header is nonsense -> (FormatError 
     "numerics 9": (frame(mdm_body(numerics=9)),
                    r"^file uses numerics code 9, unknown to this ddc \(knows: int8-exact-1\); upgrade ddc$"),
     "numerics 0": (frame(mdm_body(numerics=0)), r"^file uses numerics code 0, unknown"),
-    "version 3": (frame(mdm_body(), version=3),
-                  r"^ddc format version 3 is newer than this ddc \(reads up to 2\); upgrade ddc$"),
+    "version 4": (frame(mdm_body(), version=4),
+                  r"^ddc format version 4 is newer than this ddc \(reads up to 3\); upgrade ddc$"),
     "version 255": (frame(b"anything at all", version=255), r"^ddc format version 255 is newer"),
     "version 0": (frame(mdm_body(), version=0), r"^corrupt ddc file: invalid format version 0$"),
     "version 1, new framing": (frame(mdm_body(), version=1), r"^corrupt ddc file: invalid format version 1$"),
     "header past N": (frame(mdm_body()[:30]), r"^corrupt ddc file: header fields run past the header length$"),
     "bytes after table": (frame(mdm_body() + b"\0"), r"^corrupt ddc file: 1 unexpected bytes after the table$"),
-    "table too short": (frame(mdm_body(bytes(21))), r"^corrupt ddc file: 21-byte table is too short for 2 groups"),
-    "table entry past N": (frame(mdm_body(b"\x80\x01" + bytes(20))), r"^corrupt ddc file: header fields run past"),
+    "table too short": (frame(mdm_body(bytes(17))), r"^corrupt ddc file: 17-byte table is too short for 2 groups"),
+    "table entry past N": (frame(mdm_body(b"\x80\x01" + bytes(16))), r"^corrupt ddc file: header fields run past"),
     "store 2^47 bytes": (frame(b"\x00" + uv(2**47) + bytes(4)), r"^truncated ddc file: 22 bytes, expected 140737488355350$"),
     "xz size 2^63": (frame(b"\x01\x05" + bytes(4) + uv(2**63) + bytes(4)), r"^truncated ddc file: "),
     "xz no table": (frame(b"\x01\x05" + bytes(4)), r"^corrupt ddc file: 0-byte table is too short for 1 groups"),
@@ -273,7 +291,7 @@ def test_crafted_headers(name):
 
 def test_crafted_builder_matches_writer():
     """The test's own field-by-field builder writes what Container.to_bytes writes (so CRAFTED is real)."""
-    c = Container(dict(MDM), [0, 0], [0, 0, 0], [b"", b""])
+    c = Container(dict(MDM), [0, 0], [0, 0], [b"", b""])
     assert frame(mdm_body()) == c.to_bytes()
 
 
@@ -321,12 +339,12 @@ def test_parse_frames():
 ])
 def test_writer_rejects_nonsense_header(change):
     with pytest.raises(ValueError, match="^cannot write ddc file: "):
-        Container(MDM | change, [4, 2], [1, 2, 3], [b"abcd", b"xy"]).to_bytes()
+        Container(MDM | change, [4, 2], [1, 3], [b"abcd", b"xy"]).to_bytes()
 
 
 def test_writer_rejects_inconsistent_tables():
-    for groups, crcs, payloads in (([4], [1, 2, 3], [b"abcd"]), ([4, 2], [1, 2], [b"abcd", b"xy"]),
-                                   ([4, 3], [1, 2, 3], [b"abcd", b"xy"]), ([4, 2], [1, 2, 2**32], [b"abcd", b"xy"])):
+    for groups, crcs, payloads in (([4], [1, 3], [b"abcd"]), ([4, 2], [1, 2, 3], [b"abcd", b"xy"]), ([4, 2], [1], [b"abcd", b"xy"]),
+                                   ([4, 3], [1, 3], [b"abcd", b"xy"]), ([4, 2], [1, 2**32], [b"abcd", b"xy"])):
         with pytest.raises(ValueError):
             Container(dict(MDM), groups, crcs, payloads).to_bytes()
     h = store(b"abc").header

@@ -136,7 +136,7 @@ def test_coder_on_trained_model(trained):
         results = [coder.encode_group(tokens, grp) for grp in groups]
         out = np.zeros(len(tokens), dtype=np.int64)
         for grp, r in zip(groups, results):
-            coder.decode_group(out, grp, r.payload, r.chunk_crcs)
+            coder.decode_group(out, grp, r.payload, r.token_crcs)
         np.testing.assert_array_equal(out, tokens)
         ideal = sum(r.ideal_bits for r in results)
         payload_bits = 8 * sum(len(r.payload) for r in results)

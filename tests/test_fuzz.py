@@ -1,11 +1,11 @@
 """Fuzzing (issue 11): hostile headers whose checksums are valid, and random round trips.
 
 1. Hostile headers. Valid files (store, xz, and mdm made with the tiny model: one group, several groups
-   with a tail chunk, concatenated frames) are taken apart by a field-level codec of format 2 written
+   with a tail chunk, concatenated frames) are taken apart by a field-level codec of format 3 written
    here, independently of `ddcompress.container`. A mutation sets any header field or table entry to
    any value (extremes, "negative" ones such as 2^64-1, overlong or non-minimal varints, unknown enum
    codes, values inconsistent with the table), drops or duplicates entries, flips payload bytes (with
-   the payload CRC recomputed, so the range decoder or the chunk CRCs must catch it), or changes N, the
+   the payload CRC recomputed, so the range decoder or the token CRCs must catch it), or changes N, the
    version or the header CRC. The header CRC is then RECOMPUTED, so every mutation reaches the checks
    behind it. `decompress` and `info` must return the right result (a mutation that changes nothing
    the decoder uses, such as `level`) or raise a DDCError with a one-line message: no other exception,
@@ -87,7 +87,7 @@ class Field:
 
 @dataclass
 class Frame:
-    fields: list[Field]  # header, then table: payload_size[i], payload_crc[i], chunk_crc[j]
+    fields: list[Field]  # header, then table: payload_size[i], payload_crc[i], token_crc[j]
     payloads: list[bytes]
     version: int = 2
     length: int | bytes | None = None  # N as an int or raw varint bytes; None: the true length
@@ -149,8 +149,8 @@ def read_frames(blob: bytes) -> list[Frame]:
             for i in range(groups):
                 sizes.append(take(f"payload_size[{i}]", "varint"))
                 take(f"payload_crc[{i}]", "u32")
-        for j in range(chunks):
-            take(f"chunk_crc[{j}]", "u32")
+        for j in range(groups if method == MDM and version >= 3 else chunks):  # format 2: one per chunk
+            take(f"token_crc[{j}]", "u32")
         assert at == end, (at, end)
         pos = end + 4
         payloads = []
@@ -197,7 +197,7 @@ def make_bases(lm) -> dict[str, tuple[bytes, bytes]]:
     bases["concat"] = (bases["mdm_one"][0] + bases["xz"][0] + bases["store"][0], one + text + text[:100])
     for name, (blob, data) in bases.items():  # the independent codec reads and rewrites every one exactly
         assert write_frames(read_frames(blob)) == blob, name
-    assert read_frames(bases["mdm_multi"][0])[0].get("chunk_crc[3]") is not None
+    assert read_frames(bases["mdm_multi"][0])[0].get("token_crc[2]") is not None  # one per group
     return bases
 
 
@@ -673,8 +673,8 @@ def test_every_field_at_every_extreme(base, ctx):
         if base == "concat" and i == 0:
             continue  # the same frame as mdm_one: here only the later frames
         for f in fr.fields:
-            if f.name.startswith("chunk_crc[") and f.name not in ("chunk_crc[0]", "chunk_crc[3]"):
-                continue  # chunk CRCs are alike: the first and a tail one
+            if f.name.startswith("token_crc[") and f.name not in ("token_crc[0]", "token_crc[2]"):
+                continue  # token CRCs are alike: the first and the tail group's
             if base == "mdm_multi" and "[" not in f.name and f.name not in LAYOUT_FIELDS:
                 continue  # swept on mdm_one; here the fields that shape the tables, and the tables
             for op, v in sweep_values(f):
@@ -722,7 +722,7 @@ CLI_CASES = {
     "claims_1e12_tokens": [["consistent", 0, "tokens", 10**12]],
     "overlong_varint": [["raw", 0, "seed", "80" * 10 + "01"]],
     "unknown_grid": [["set", 0, "grid", 7]],
-    "chunk_crc_flipped": [["set", 0, "chunk_crc[1]", 0]],
+    "token_crc_flipped": [["set", 0, "token_crc[1]", 0]],
     "payload_flipped_crc_fixed": [["flip", 0, 0, 5, 0x10, True]],
     "sizes_beyond_the_file": [["set", 0, "payload_size[2]", 1 << 20]],
     "seq_len_65": [["set", 0, "seq_len", 65]],

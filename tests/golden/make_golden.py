@@ -28,6 +28,7 @@ def originals() -> dict[str, tuple[bytes, dict]]:
         "binary.bin": (bytes(rng.randrange(256) for _ in range(600)) + b"\x00" * 300, {}),
         "multichunk.txt": (SOURCE, {"level": 1, "seed": 12345}),
         "nine.txt": (paragraphs[2][:400] + b"\n", {"level": 9}),
+        "group.txt": (SOURCE + SOURCE, {"level": 1, "seed": 3, "method": "mdm"}),  # two full chunks in one group, then the tail (xz would win on a repeat)
     }
 
 
