@@ -152,6 +152,23 @@ class ExactDenoiser:
         v8, sv = quant_rows(v, dim=-2)
         return q8, k8, v8, sq * self.att_unit, sv
 
+    @staticmethod
+    def _exp_index(dot: torch.Tensor, unit: torch.Tensor, top: int, out: torch.Tensor) -> torch.Tensor:
+        """The softmax argument u = min(round((max - score) * unit), top) into `out` (fp32; `dot` holds
+        integer scores, int32 or integer-valued fp32, and may be `out`): the index of each weight in the
+        exp table. max - score is an exact integer, converted exactly, then one IEEE product."""
+        torch.sub(dot.amax(-1, keepdim=True), dot, out=dot)
+        if out is not dot:
+            out.copy_(dot)
+        return out.mul_(unit).round_().clamp_(max=top)
+
+    @staticmethod
+    def _weighted_values(acc: torch.Tensor, sv: torch.Tensor, D: int) -> torch.Tensor:
+        """sum(e v8) / sum(e) from the integer sums acc (..., D + 1) (last column sum(e)), times the value
+        scales / 127: fp64 division of exact integers, rounded once to fp32."""
+        a = acc.double()
+        return (a[..., :D] / a[..., D : D + 1]).float() * (sv * (1.0 / Q))
+
     def attention(self, qkv: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
         """Bidirectional softmax attention, (B, L, 3d) -> (B, L, d) fp32, or only at the query rows
         `at` (B, n) -> (B, n, d): every query row is computed on its own, so both agree exactly.
@@ -183,15 +200,13 @@ class ExactDenoiser:
         v1 = torch.cat([v8, torch.ones_like(v8[..., :1])], -1)  # values and a column of ones
         hi_t, lo_t = (t.float() for t in self.att_digits)
         top = len(hi_t) - 1
-        a = torch.empty(B * H, Lq, D + 1, dtype=torch.float64, device=q.device)
+        acc = torch.empty(B * H, Lq, D + 1, dtype=torch.int32, device=q.device)
         g = max(1, ATT_BATCH // (Lq * L))
         for i in range(0, B * H, g):
             s = torch.bmm(q8[i : i + g], kt[i : i + g])  # integer scores, |sums| <= D * 127^2 < 2^24
-            torch.sub(s.amax(-1, keepdim=True), s, out=s).mul_(unit[i : i + g])  # (max - score) * unit
-            u = s.round_().clamp_(max=top).long()
-            acc = torch.bmm(hi_t[u], v1[i : i + g]).int().mul_(128).add_(torch.bmm(lo_t[u], v1[i : i + g]).int())
-            a[i : i + g] = acc  # int32 sums, exact in fp64
-        out = (a[..., :D] / a[..., D:]).float() * (sv * (1.0 / Q))
+            u = self._exp_index(s, unit[i : i + g], top, s).long()
+            acc[i : i + g] = torch.bmm(hi_t[u], v1[i : i + g]).int().mul_(128).add_(torch.bmm(lo_t[u], v1[i : i + g]).int())
+        out = self._weighted_values(acc, sv, D)
         return out.view(B, H, Lq, D).transpose(1, 2).reshape(B, Lq, H * D)
 
     def _attention_per_thread(self, q, k, v, at) -> torch.Tensor:
@@ -229,9 +244,7 @@ class ExactDenoiser:
                         dot = torch._int_mm(q8[r0:r1], kt)
                     else:  # exact: |partial sums| <= D * 127^2 < 2^24
                         dot = torch.matmul(q8[r0:r1], kt, out=sb)
-                    torch.sub(dot.amax(-1, keepdim=True), dot, out=dot)  # max - score: integers >= 0, exact
-                    sb.copy_(dot).mul_(unit[r0:r1])  # in fp32 (the integers convert exactly)
-                    ib.copy_(sb.round_().clamp_(max=top))
+                    ib.copy_(self._exp_index(dot, unit[r0:r1], top, sb))
                     torch.index_select(hi_t, 0, ib.view(-1), out=hb.view(-1))  # e = 128 hi + lo
                     torch.index_select(lo_t, 0, ib.view(-1), out=lb.view(-1))
                     if use_int:  # both digits' products in one GEMM: [hi; lo] @ [v8 | 1]
@@ -240,8 +253,7 @@ class ExactDenoiser:
                         acc = (hilo[: 2 * n] @ v1).int()
                     # 128 H + Lo in int32: <= L * 16383 * 127 < 2^31 (checked for L at load)
                     torch.add(acc[n:], acc[:n], alpha=128, out=acc_all[r0:r1])
-                a = acc_all.double()
-                out[b, :, h * D : (h + 1) * D] = (a[:, :D] / a[:, D : D + 1]).float() * (sv * (1.0 / Q))
+                out[b, :, h * D : (h + 1) * D] = self._weighted_values(acc_all, sv, D)
 
         self._parallel(heads, B * H)
         return out
