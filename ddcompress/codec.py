@@ -180,17 +180,15 @@ class Coder:
                     progress(G * c)
         out = x.cpu().numpy()
         row = 0
-        for g, want in zip(groups, crcs):  # a CRC per group (format 3), or per chunk (format 2)
+        for g, want in zip(groups, crcs):
             segs = [out[row + i, c.known : c.width] for i, c in enumerate(g)]
             row += len(g)
-            if len(want) == 1:
-                if token_crc(np.concatenate(segs)) != want[0]:
-                    which = f"chunk {g[0].index}" if len(g) == 1 else f"chunks {g[0].index}-{g[-1].index}"
-                    raise IntegrityError(f"corrupt ddc file: {which} failed the checksum")
-            else:
-                for c, seg, crc in zip(g, segs, want):
-                    if token_crc(seg) != crc:
-                        raise IntegrityError(f"corrupt ddc file: chunk {c.index} failed its checksum")
+            per = len(g) // len(want)  # chunks per token CRC: the whole group (format 3) or one (format 2)
+            for k, crc in enumerate(want):
+                part = g[k * per : (k + 1) * per]
+                if token_crc(np.concatenate(segs[k * per : (k + 1) * per])) != crc:
+                    which = f"chunk {part[0].index}" if per == 1 else f"chunks {part[0].index}-{part[-1].index}"
+                    raise IntegrityError(f"corrupt ddc file: {which} failed its checksum")
             for c, seg in zip(g, segs):
                 tokens[c.start + c.known : c.start + c.width] = seg
 

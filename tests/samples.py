@@ -33,3 +33,13 @@ def read_leb128(blob: bytes, pos: int) -> tuple[int, int]:
         shift += 7
         if b < 0x80:
             return value, pos
+
+
+def leb128(n: int) -> bytes:
+    """Minimal LEB128 of any n >= 0 (also past 2^64: such varints are for the reader to refuse)."""
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)

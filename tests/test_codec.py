@@ -20,7 +20,7 @@ from ddcompress.errors import DDCError, IntegrityError, ModelError
 from ddcompress.model import Denoiser, DenoiserConfig
 from ddcompress.checkpoint import from_module
 from ddcompress.tokenizer import get_tokenizer
-from samples import CONTENT, words
+from samples import CONTENT, leb128, read_leb128, words
 
 L = 64
 
@@ -269,6 +269,32 @@ def test_token_checksum_mismatch_detected(tiny_lm):
         bad = Container(c.header, c.group_sizes, crcs, c.payloads).to_bytes()
         with pytest.raises(IntegrityError, match=where):
             ddcompress.decompress(bad, model=tiny_lm)
+
+
+def test_format_2_files_decode_with_a_crc_per_chunk(tiny_lm):
+    """A format-2 file (ddc 0.2.0: the same bytes but a token CRC per chunk) of several multi-chunk
+    groups decodes, and a bad chunk CRC in it is reported by chunk: the file is made by rewriting a
+    format-3 one's table, as 0.2.0 would have written it."""
+    data = words(5 * L + 7, seed=11)  # 5 full chunks in groups of 2 ([0, 1], [2, 3], [4]) and a tail
+    blob = ddcompress.compress(data, model=tiny_lm, method="mdm", group_size=2, level=1)
+    c = parse(blob)
+    tokens = np.asarray(get_tokenizer().encode(data))
+    per_chunk = [codec.token_crc(tokens[k.start + k.known : k.start + k.width]) for k in chunk_layout(len(tokens), L)]
+    assert len(c.token_crcs) == 4 and len(per_chunk) == 6
+
+    def as_format_2(crcs: list[int]) -> bytes:
+        n, at = read_leb128(blob, 5)
+        body = blob[at : at + n - 4 * len(c.token_crcs)] + b"".join(x.to_bytes(4, "little") for x in crcs)
+        head = b"\x02" + leb128(len(body)) + body
+        return blob[:4] + head + zlib.crc32(head).to_bytes(4, "little") + b"".join(c.payloads)
+
+    v2 = parse(as_format_2(per_chunk))
+    assert v2.header["format_version"] == 2 and v2.token_crcs == per_chunk
+    assert ddcompress.decompress(as_format_2(per_chunk), model=tiny_lm) == data
+    bad = list(per_chunk)
+    bad[3] ^= 1  # the second chunk of group [2, 3]
+    with pytest.raises(IntegrityError, match="chunk 3 failed"):
+        ddcompress.decompress(as_format_2(bad), model=tiny_lm)
 
 
 def test_chunk_table_mismatch_detected(tiny_lm):

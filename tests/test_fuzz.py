@@ -41,7 +41,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from ddcompress.errors import DDCError
-from samples import read_leb128
+from samples import leb128, read_leb128
 
 MAGIC = b"\x89DDC"
 
@@ -52,16 +52,6 @@ MDM_FIELDS = (("numerics", "u8"), ("model_id", "bytes"), ("tokenizer_id", "bytes
               ("steps", "varint"), ("grid", "u8"), ("level", "u8"), ("transform", "u8"), ("seed", "varint"),
               ("group_size", "varint"), ("tokens", "varint"), ("ideal_bits", "f32"))
 STORE, XZ, MDM = 0, 1, 2
-
-
-def leb128(n: int) -> bytes:
-    """Minimal LEB128 of any n >= 0 (also past 2^64: such varints are for the reader to refuse)."""
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 @dataclass
