@@ -18,6 +18,10 @@ libm. This module recomputes the same network so that every result is defined by
   fused kernel.
 * Every quantity is per row or per chunk, so a chunk's probabilities do not depend on its batch.
 
+On a CPU the elementwise work between the GEMMs runs in fused C kernels where they can be built
+(`native`: the same operations in the same order, checked against the torch operations at load),
+and the row-wise layers go to one thread per core; otherwise the torch operations below run.
+
 Notation follows the float model: residual stream h (int64, Q.16), LayerNorm without bias, rotary
 attention, GLU MLP, tied output head. The output is integer frequencies (the exp table's values,
 at most 2^24 each) for the V clean tokens: what the range coder gets.
@@ -30,6 +34,7 @@ import numpy as np
 import torch
 
 from . import fixedpoint as fp
+from . import native
 from .intlinear import (FP32_K, Q, ExactLinear, ExactnessError, int8_rows, int_mm_is_exact, keep_freed_memory, max_abs,
                         quant_rows)
 
@@ -80,6 +85,7 @@ class ExactDenoiser:
             raise ExactnessError("model too large for the exact path's bounds")
         self.int_mm = int_mm_is_exact(self.device)
         kind = "cpu" if self.device.type == "cpu" else "other"
+        self.nk = None  # fused C kernels (CPU), set after the self-check at the end
         self.heads_per_thread = kind == "cpu"  # attention: whole heads per CPU thread, else all heads batched
         self.rows, self.head_rows = ROWS[kind], HEAD_ROWS[kind]
         if self.device.type == "cpu":
@@ -101,19 +107,25 @@ class ExactDenoiser:
         self.exp32 = self.exp.float()  # the same integers (<= 2^24 is exact in fp32)
         att = torch.tensor(fp.att_exp_table(), dtype=torch.int64)  # <= 16383 = 128 * 127 + 127
         self.att_digits = (torch.div(att, 128, rounding_mode="floor").to(self.device), (att % 128).to(self.device))
+        self.att_packed = (self.att_digits[1] | self.att_digits[0] << 8).int()  # lo | hi << 8, for the C kernel
         self.pow2 = torch.tensor([2.0**-k for k in range(64)], dtype=torch.float64, device=self.device)
         self.sig = (torch.tensor(fp.sigmoid_table(), dtype=torch.float64) * (1.0 / (1 << fp.SIG_BITS))).float().to(self.device)
         # eps in the units of a row whose centred values were shifted right by sh bits: eps * 4^(16 - sh)
         self.ln_eps = torch.tensor([LN_EPS * 4.0 ** (RES_FRAC - sh) for sh in range(64)], dtype=torch.float64, device=self.device)
         # attention logit q.k / sqrt(D) in units of 2^-EXP_FRAC nat, per unit of (row scale * integer dot)
         self.att_unit = float(1 << fp.EXP_FRAC) / (Q * Q * math.sqrt(self.head_dim))
+        if self.device.type == "cpu":
+            self.nk = self._checked_kernels(native.kernels())
 
     # -- pieces ---------------------------------------------------------------------------------------
     def layer_norm(self, h: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """LayerNorm(h) * gamma as int8 rows (fp32) and their fp32 scales (1/127 folded into the next
+        """LayerNorm(h) * gamma as int8 rows and their fp32 scales (1/127 folded into the next
         layer). Per-row int8 is scale-free, so 1/sigma only enters the scale: no rsqrt on the values.
         fp64 holds every value below as an exact integer (< 2^53), so its sums are order-free."""
         d = h.shape[-1]
+        if self.nk is not None:
+            q8, scale = self.nk.layer_norm(h.reshape(-1, d).contiguous(), g.long(), self.ln_eps, LN_BITS, float(1 << LN_FRAC))
+            return q8.view(h.shape), scale.view(*h.shape[:-1], 1)
         xc = (h - torch.div(h.sum(-1, keepdim=True), d, rounding_mode="floor")).double()  # exact centring
         m = max_abs(xc)
         sh = torch.zeros(m.shape, dtype=torch.long, device=h.device)
@@ -128,7 +140,7 @@ class ExactDenoiser:
         mv = max_abs(v).clamp_min(1)
         q8 = torch.mul(v, torch.full_like(mv, float(Q)) / mv, out=v).round_()  # round(127 v / mv) in [-127, 127]
         sigma = torch.sqrt(var * (1.0 / d) + self.ln_eps[sh])
-        return q8.float(), (mv / (sigma * float(1 << LN_FRAC))).float()
+        return q8.to(torch.int8), (mv / (sigma * float(1 << LN_FRAC))).float()
 
     def rope(self, x: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
         """Rotate-half rotary positions on (..., n, D) at positions 0..n-1, or `at` (..., n) (one head's
@@ -180,14 +192,18 @@ class ExactDenoiser:
         sum(e). On a CPU each worker thread takes whole heads (`_attention_per_thread`); elsewhere, and
         for short chunks, all heads go through batched GEMMs (`_attention_batched`). Heads and rows are independent, and both
         compute the same IEEE operations on the same integers, so the split never changes a result."""
-        B, L, _ = qkv.shape
-        H, D = self.n_head, self.head_dim
-        q, k, v = qkv.view(B, L, 3, H, D).permute(2, 0, 3, 1, 4)  # (B, H, L, D) views
-        if at is not None:
-            q = q[torch.arange(B, device=qkv.device)[:, None], :, at].transpose(1, 2)  # (B, H, n, D)
-        if self.heads_per_thread and L >= PER_THREAD_MIN_LEN:
+        q, k, v = self._heads(qkv, at)
+        if self.heads_per_thread and qkv.shape[1] >= PER_THREAD_MIN_LEN:
             return self._attention_per_thread(q, k, v, at)
         return self._attention_batched(q, k, v, at)
+
+    def _heads(self, qkv: torch.Tensor, at: torch.Tensor | None):
+        """(B, L, 3d) -> q, k, v (B, H, L, D) views; q at the rows `at` (B, n) only if given."""
+        B, L, _ = qkv.shape
+        q, k, v = qkv.view(B, L, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        if at is not None:
+            q = q[torch.arange(B, device=qkv.device)[:, None], :, at].transpose(1, 2)  # (B, H, n, D)
+        return q, k, v
 
     def _attention_batched(self, q, k, v, at) -> torch.Tensor:
         """All heads at once in fp32 batched GEMMs over integer-valued operands (exact: every partial
@@ -233,9 +249,14 @@ class ExactDenoiser:
             acc_all = torch.empty(Lq, Dp, dtype=torch.int32, device=dev)
             for bh in range(first, B * H, step):
                 b, h = divmod(bh, H)
-                q8, k8, v8, unit, sv = self.head_inputs(q[b, h], k[b, h], v[b, h], None if at is None else at[b])
-                q8, kt = q8.to(dt), k8.to(dt).t()
-                v1[:, :D] = v8
+                pos = None if at is None else at[b]
+                if self.nk is not None and use_int:  # the same, fused (int8 outputs)
+                    q8, kt, sq, sv = self.nk.head_inputs(q[b, h], k[b, h], v[b, h], pos, self.cos, self.sin, v1)
+                    unit, kt = sq * self.att_unit, kt.t()
+                else:
+                    q8, k8, v8, unit, sv = self.head_inputs(q[b, h], k[b, h], v[b, h], pos)
+                    q8, kt = q8.to(dt), k8.to(dt).t()
+                    v1[:, :D] = v8
                 for r0 in range(0, Lq, rows):
                     r1 = min(Lq, r0 + rows)
                     n = r1 - r0
@@ -244,9 +265,12 @@ class ExactDenoiser:
                         dot = torch._int_mm(q8[r0:r1], kt)
                     else:  # exact: |partial sums| <= D * 127^2 < 2^24
                         dot = torch.matmul(q8[r0:r1], kt, out=sb)
-                    ib.copy_(self._exp_index(dot, unit[r0:r1], top, sb))
-                    torch.index_select(hi_t, 0, ib.view(-1), out=hb.view(-1))  # e = 128 hi + lo
-                    torch.index_select(lo_t, 0, ib.view(-1), out=lb.view(-1))
+                    if self.nk is not None:  # the same, fused: one pass over the block's scores
+                        self.nk.att_digits(dot, unit[r0:r1], self.att_packed, top, hb, lb)
+                    else:
+                        ib.copy_(self._exp_index(dot, unit[r0:r1], top, sb))
+                        torch.index_select(hi_t, 0, ib.view(-1), out=hb.view(-1))  # e = 128 hi + lo
+                        torch.index_select(lo_t, 0, ib.view(-1), out=lb.view(-1))
                     if use_int:  # both digits' products in one GEMM: [hi; lo] @ [v8 | 1]
                         acc = torch._int_mm(hilo[: 2 * n], v1)
                     else:  # exact fp32 sums, converted exactly
@@ -292,25 +316,56 @@ class ExactDenoiser:
         return sig.mul_(gate).mul_(up)
 
     def attention_input(self, blk: ExactBlock, h: torch.Tensor) -> torch.Tensor:
-        """qkv = W_qkv LayerNorm(h) for h (N, d) Q.16 integers -> (N, 3d) fp32, self.rows rows per pass."""
+        """qkv = W_qkv LayerNorm(h) for h (N, d) Q.16 integers -> (N, 3d) fp32, in row blocks."""
         out = torch.empty(len(h), blk.qkv.n, device=h.device)
-        for r in self._row_slices(len(h), self.rows):
-            blk.qkv(*self.layer_norm(h[r], blk.g1), out=out[r])
+        nk = self.nk
+
+        def rows(r: slice) -> None:
+            x8, s = self.layer_norm(h[r], blk.g1)
+            if nk is not None:
+                nk.scale_acc(blk.qkv.acc(x8), s, blk.qkv.col, out[r])
+            else:
+                blk.qkv(x8, s, out=out[r])
+
+        self._each_row_block(len(h), rows)
         return out
 
     def residual_updates(self, blk: ExactBlock, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """h + proj(a), then + MLP(LayerNorm(.)) (Q.16 integers), for h (N, d) and the attention output a
-        (N, d), self.rows rows per pass: every step is per row, so the blocks give the same integers."""
+        (N, d), in row blocks: every step is per row, so the blocks give the same integers."""
         out = torch.empty_like(h)
-        for r in self._row_slices(len(h), self.rows):
+        nk, unit = self.nk, float(1 << RES_FRAC)
+
+        def rows(r: slice) -> None:
+            if nk is not None:  # the torch operations below, with the elementwise passes fused
+                qa, ma = nk.quant_rows(a[r])
+                hb = nk.add_fixed(h[r], blk.proj.acc(qa), ma, blk.proj.col, unit, torch.empty_like(h[r]))
+                x8, s = self.layer_norm(hb, blk.g2)
+                qm, mm = nk.glu_q8(blk.gate_up.acc(x8), s, blk.gate_up.col, self.sig, fp.SIG_FRAC, fp.SIG_HALF)
+                nk.add_fixed(hb, blk.down.acc(qm), mm, blk.down.col, unit, out[r])
+                return
             hb = h[r] + self.to_fixed(blk.proj(*quant_rows(a[r])))
             m = self.glu(blk.gate_up(*self.layer_norm(hb, blk.g2)))
             torch.add(hb, self.to_fixed(blk.down(*quant_rows(m))), out=out[r])
+
+        self._each_row_block(len(h), rows)
         return out
+
+    def _each_row_block(self, n: int, work) -> None:
+        """work(rows) for blocks of at most self.rows rows. With the C kernels on a CPU, blocks go to one
+        thread per core (the kernels release the GIL; torch's operations did not gain from it), and
+        blocks are made small enough that every thread gets one. Rows are independent: same integers."""
+        if self.nk is None:
+            for r in self._row_slices(n, self.rows):
+                work(r)
+            return
+        k = max(1, torch.get_num_threads())
+        blocks = self._row_slices(n, min(self.rows, -(-n // k)))
+        self._parallel(lambda first, step: [work(r) for r in blocks[first::step]], len(blocks))
 
     @staticmethod
     def _row_slices(n: int, rows: int) -> list[slice]:
-        return [slice(r0, r0 + rows) for r0 in range(0, n, rows)]
+        return [slice(r0, r0 + rows) for r0 in range(0, n, max(1, rows))]
 
     def _full_fp32(self) -> None:
         """fp32 GEMMs over integers are exact only at full precision (TF32 keeps 10 mantissa bits): set
@@ -322,7 +377,33 @@ class ExactDenoiser:
     def to_fixed(y: torch.Tensor) -> torch.Tensor:
         return torch.round(y * float(1 << RES_FRAC)).long()
 
+    def _checked_kernels(self, nk):
+        """The C kernels if they give the torch operations' bits through the first block (LayerNorm with
+        a row large enough to be shifted, qkv, per-thread attention, the residual updates) on random
+        tokens, else None: a compiler that rounds differently costs speed, never a file."""
+        if nk is None:
+            return None
+        g = torch.Generator().manual_seed(0)
+        x = torch.randint(0, self.cfg.vocab_size, (1, min(self.cfg.seq_len, 256)), generator=g)
+        h = self.embed(x)[0]
+        h[-1] *= 1 << 12  # beyond 2^LN_BITS: the LayerNorm's shift
+        blk, got = self.blocks[0], []
+        with torch.inference_mode():
+            for k in (None, nk):
+                self.nk = k
+                qkv = self.attention_input(blk, h)
+                a = self._attention_per_thread(*self._heads(qkv[None], None), None)[0]
+                at = torch.arange(0, len(h), 3)[None]  # the last block's queries at revealed positions
+                a_at = self._attention_per_thread(*self._heads(qkv[None], at), at)
+                got.append((qkv, a, a_at, self.residual_updates(blk, h, a)))
+        self.nk = None
+        return nk if all(torch.equal(a, b) for a, b in zip(*got)) else None
+
     # -- the network ----------------------------------------------------------------------------------
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Token embeddings in Q.16: rint(q * s * 2^16), exact products in fp64 -> (B, L, d) int64."""
+        return torch.round(self.embed_q[x].double() * self.embed_s[x]).long()
+
     @torch.inference_mode()
     def hidden(self, x: torch.Tensor, at: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Final LayerNorm output for ids x (B, L): int8 rows (B, L, d) fp32 and scales (B, L, 1) fp32;
@@ -332,7 +413,7 @@ class ExactDenoiser:
         self._full_fp32()
         if L > self.cfg.seq_len:
             raise ValueError(f"sequence of {L} tokens exceeds the model's length {self.cfg.seq_len}")
-        h = torch.round(self.embed_q[x].double() * self.embed_s[x]).long()  # (B, L, d)
+        h = self.embed(x)
         last = len(self.blocks) - 1
         for i, blk in enumerate(self.blocks):
             sel = at if i == last and at is not None else None

@@ -106,10 +106,12 @@ class ExactLinear:
         return cls(torch.from_numpy(np.ascontiguousarray(q)), torch.from_numpy(col), torch.device(device))
 
     def acc(self, x8: torch.Tensor) -> torch.Tensor:
-        """The integer products x8 @ W^T (x8: integer-valued fp32 in [-127, 127]), exact: int32, or fp32
+        """The integer products x8 @ W^T (x8: int8, or integer-valued fp32 in [-127, 127]), exact: int32, or fp32
         holding the exact integer rounded once (int32 converts to the same fp32)."""
         K = x8.shape[-1]
         lead, rows = x8.shape[:-1], x8[..., 0].numel()
+        if not self.int_mm:
+            x8 = x8.float()  # int8 rows (exact.layer_norm) or integer-valued fp32
         if self.int_mm:  # exact int32 sums: |sum| <= K * 127^2 < 2^31 for K < 2^17
             a = x8.reshape(rows, K).to(torch.int8)
             if rows <= 16:  # _int_mm wants more than 16 rows: pad with zero rows

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ddcompress import fixedpoint as fp
+from ddcompress import native
 from ddcompress.exact import FP32_K, ExactLinear
 from ddcompress.layout import chunk_layout, group_layout, layout_counts
 
@@ -77,30 +78,34 @@ for threads in (1, 2):
     for int_mm in paths:  # int8 GEMMs where they are exact, and the split float GEMMs
         intlinear._INT_MM_OK["cpu"] = int_mm
         ex = ExactDenoiser(lm.cfg, lm.tensors, "cpu")
+        kernels = ex.nk
         for min_len in (exact.PER_THREAD_MIN_LEN, 1):  # attention batched (short chunks) and per thread
             exact.PER_THREAD_MIN_LEN = min_len
-            f = ex(x)
-            print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads(), ex.int_mm, min_len,
-                  hashlib.sha256(f.numpy().tobytes()).hexdigest()[:16])
+            for nk in ((kernels, None) if kernels else (None,)):  # the C kernels (where they build), torch ops
+                ex.nk = nk
+                f = ex(x)
+                print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads(), ex.int_mm, min_len,
+                      nk is not None, hashlib.sha256(f.numpy().tobytes()).hexdigest()[:16])
 """
 
 
 def test_probe_hash_identical_across_cpu_kernels_and_threads(tiny_ckpt):
     """The same frequencies under every ATen kernel level (each in a fresh process), with 1 and 2
-    threads, both GEMM paths and both attention paths (batched, per thread)."""
+    threads, both GEMM paths, both attention paths (batched, per thread), with and without the C kernels."""
     hashes = {}
     for cap in ("default", "avx2", "avx512"):
         env = dict(os.environ, ATEN_CPU_CAPABILITY=cap)
         out = subprocess.run([sys.executable, "-c", _probe_script(str(tiny_ckpt))], env=env,
                              capture_output=True, text=True, check=True).stdout
         for line in out.splitlines():
-            cap_run, threads, int_mm, min_len, digest = line.split()
-            hashes[(cap_run, threads, int_mm, min_len)] = digest
+            cap_run, threads, int_mm, min_len, kernels, digest = line.split()
+            hashes[(cap_run, threads, int_mm, min_len, kernels)] = digest
     assert len(set(hashes.values())) == 1, hashes
     assert len({k[0] for k in hashes}) >= 2  # at least two kernel levels actually ran
     assert {k[1] for k in hashes} == {"1", "2"}
     assert {k[2] for k in hashes} == {"False", "True"} or not _int_mm_here()  # both GEMM paths ran
     assert len({k[3] for k in hashes}) == 2  # both attention paths ran
+    assert {k[4] for k in hashes} == {"True", "False"} or native.library() is None  # C kernels and torch ops
 
 
 def _int_mm_here() -> bool:

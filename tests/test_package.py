@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from ddcompress import native
+
 ROOT = Path(__file__).resolve().parents[1]
 # what the build reads: the package, the models (package data) and the metadata files
 SOURCES = ("ddcompress", "models", "setup.cfg", "pyproject.toml", "setup.py", "README.md", "MANIFEST.in", "LICENSE")
@@ -86,6 +88,12 @@ def test_the_wheel_carries_the_models_and_imports_from_the_venv(installed):
     venv_dir = bindir.parent
     assert venv_dir in module.parents, f"the venv imports {module}, not the installed wheel"
     assert shipped == module.parent / "models" and (shipped / "ddc-small" / "config.json").is_file()
+    # the C kernels' source ships too, and builds from the installed copy where this machine can build
+    code = "from ddcompress import native; print(native.SOURCE); print(native.library() is not None)"
+    res = run([bindir / "python", "-c", code], work, dict(env, DDC_CACHE_DIR=str(work / "cache")))
+    source, built = res.stdout.decode().split("\n")[:2]
+    assert Path(source) == module.parent / "kernels.c" and Path(source).is_file()
+    assert built == str(native.library() is not None)
 
 
 def test_installed_ddc_lists_and_round_trips_with_the_default_model(installed):

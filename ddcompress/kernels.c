@@ -1,0 +1,271 @@
+/* Fused CPU kernels of the exact denoiser (numerics "int8-exact-1"); see exact.py and native.py.
+
+Each kernel computes, element by element, the same IEEE operations in the same order as the torch
+operations it replaces in exact.py (which stay as the fallback), so both give the same bits: integer
+arithmetic, maxima, and single float/double + - * / sqrt and round-half-even (rint in the default
+rounding mode). Built with -fno-fast-math -ffp-contract=off: no reassociation, no fused multiply-add.
+Sums are over exact integers (int64, or doubles below 2^53), so their order does not matter.
+Every array is contiguous, row-major; one call works on one block of rows on the calling thread. */
+#include <math.h>
+#include <stdint.h>
+
+typedef int64_t i64;
+
+/* Maximum and minimum of y[0..k) in LANES independent partial results, combined at the end: a max is
+   exact in any order, but a compiler may only vectorize a float max whose order it is given. Signed
+   zeros may come out either way; every use below gives the same integers for +0 and -0. */
+#define LANES 16
+#define MIN_MAX(T, y, k, HI, LO)                                                                     \
+    do {                                                                                            \
+        T hl_[LANES], ll_[LANES];                                                                   \
+        for (int l_ = 0; l_ < LANES; l_++) hl_[l_] = ll_[l_] = (y)[0];                              \
+        i64 j_ = 0;                                                                                 \
+        for (; j_ + LANES <= (k); j_ += LANES)                                                      \
+            for (int l_ = 0; l_ < LANES; l_++) {                                                    \
+                T v_ = (y)[j_ + l_];                                                                \
+                hl_[l_] = v_ > hl_[l_] ? v_ : hl_[l_];                                              \
+                ll_[l_] = v_ < ll_[l_] ? v_ : ll_[l_];                                              \
+            }                                                                                       \
+        for (; j_ < (k); j_++) {                                                                    \
+            T v_ = (y)[j_];                                                                         \
+            hl_[0] = v_ > hl_[0] ? v_ : hl_[0];                                                     \
+            ll_[0] = v_ < ll_[0] ? v_ : ll_[0];                                                     \
+        }                                                                                           \
+        HI = hl_[0], LO = ll_[0];                                                                   \
+        for (int l_ = 1; l_ < LANES; l_++) {                                                        \
+            HI = hl_[l_] > HI ? hl_[l_] : HI;                                                       \
+            LO = ll_[l_] < LO ? ll_[l_] : LO;                                                       \
+        }                                                                                           \
+    } while (0)
+
+/* Attention weights of one block of query rows: u = min(rint((max_j s - s) * unit), top) per score,
+   then the exp table's two 7-bit digits (tab[u] = lo | hi << 8). Scores are int32 (int8 GEMM) or
+   integer-valued fp32; max - s is an exact integer below 2^24, so its conversion to float is exact. */
+#define ATT_DIGITS(NAME, S, D, CONV)                                                                      \
+    void NAME(const S *restrict dot, i64 n, i64 L, const float *restrict unit, const int32_t *restrict tab, \
+              int32_t top, D *restrict hi, D *restrict lo) {                                              \
+        const float ftop = (float)top;                                                                    \
+        for (i64 r = 0; r < n; r++) {                                                                     \
+            const S *restrict d = dot + r * L;                                                            \
+            S m = d[0];                                                                                   \
+            for (i64 j = 1; j < L; j++) m = d[j] > m ? d[j] : m;                                          \
+            const float u = unit[r];                                                                      \
+            D *restrict h = hi + r * L, *restrict l = lo + r * L;                                         \
+            for (i64 j = 0; j < L; j++) {                                                                 \
+                float t = rintf(CONV(m - d[j]) * u);                                                      \
+                int32_t i = (int32_t)(t < ftop ? t : ftop);                                               \
+                int32_t e = tab[i];                                                                       \
+                h[j] = (D)(e >> 8);                                                                       \
+                l[j] = (D)(int8_t)e; /* lo < 128 */                                                       \
+            }                                                                                             \
+        }                                                                                                 \
+    }
+#define TO_FLOAT(x) ((float)(x))
+#define AS_IS(x) (x)
+ATT_DIGITS(att_digits_f32, float, float, AS_IS)
+
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#include <immintrin.h>
+/* The int32 case with AVX-512 (the build is -march=native): the same operations 16 scores at a time.
+   Most weights of a trained model are clamped at `top` (93% on text), so the table is read with a
+   masked gather for the others only. roundscale(.., nearest) is rint's round-half-even. */
+void att_digits_i32(const int32_t *restrict dot, i64 n, i64 L, const float *restrict unit,
+                    const int32_t *restrict tab, int32_t top, int8_t *restrict hi, int8_t *restrict lo) {
+    const float ftop = (float)top;
+    const __m512 vtop = _mm512_set1_ps(ftop);
+    const __m512i etop = _mm512_set1_epi32(tab[top]);
+    for (i64 r = 0; r < n; r++) {
+        const int32_t *restrict d = dot + r * L;
+        int32_t m = d[0];
+        for (i64 j = 1; j < L; j++) m = d[j] > m ? d[j] : m;
+        const float u = unit[r];
+        const __m512i vm = _mm512_set1_epi32(m);
+        const __m512 vu = _mm512_set1_ps(u);
+        int8_t *restrict h = hi + r * L, *restrict l = lo + r * L;
+        i64 j = 0;
+        for (; j + 16 <= L; j += 16) {
+            __m512i diff = _mm512_sub_epi32(vm, _mm512_loadu_si512((const void *)(d + j)));
+            __m512 t = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(diff), vu),
+                                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            __mmask16 in = _mm512_cmp_ps_mask(t, vtop, _CMP_LT_OQ);
+            __m512i e = _mm512_mask_i32gather_epi32(etop, in, _mm512_cvttps_epi32(t), (const void *)tab, 4);
+            _mm_storeu_si128((__m128i *)(h + j), _mm512_cvtepi32_epi8(_mm512_srli_epi32(e, 8)));
+            _mm_storeu_si128((__m128i *)(l + j), _mm512_cvtepi32_epi8(e));
+        }
+        for (; j < L; j++) {
+            float t = rintf((float)(m - d[j]) * u);
+            int32_t i = (int32_t)(t < ftop ? t : ftop);
+            int32_t e = tab[i];
+            h[j] = (int8_t)(e >> 8);
+            l[j] = (int8_t)e;
+        }
+    }
+}
+#else
+ATT_DIGITS(att_digits_i32, int32_t, int8_t, TO_FLOAT)
+#endif
+
+/* max |y| of a row (maximum of max and -min, as intlinear.max_abs) */
+static float row_max_abs(const float *restrict y, i64 k) {
+    float hi, lo;
+    MIN_MAX(float, y, k, hi, lo);
+    return hi > -lo ? hi : -lo;
+}
+
+/* intlinear.quant_rows of one row: q = rint(y * (127 / max|y|)) as int8, returns max|y| */
+static float quant_row(const float *restrict y, i64 k, int8_t *restrict q) {
+    const float m = row_max_abs(y, k);
+    const float r = 127.0f / (m > 0.0f ? m : 1.0f);
+    for (i64 j = 0; j < k; j++) q[j] = (int8_t)rintf(y[j] * r);
+    return m;
+}
+
+void quant_rows_f32(const float *restrict y, i64 n, i64 k, int8_t *restrict q, float *restrict mx) {
+    for (i64 r = 0; r < n; r++) mx[r] = quant_row(y + r * k, k, q + r * k);
+}
+
+/* The exact linear layer's output (float)acc * row * col, two roundings, as ExactLinear.__call__.
+   Integer sums as int32, or as the fp32 GEMM's exact integers (_f32). */
+#define SCALE_ACC(NAME, A)                                                                                   \
+    void NAME(const A *restrict acc, i64 n, i64 k, const float *restrict row, const float *restrict col,   \
+              float *restrict out) {                                                                         \
+        for (i64 r = 0; r < n; r++)                                                                          \
+            for (i64 j = 0; j < k; j++) out[r * k + j] = ((float)acc[r * k + j] * row[r]) * col[j];          \
+    }
+SCALE_ACC(scale_acc_i32, int32_t)
+SCALE_ACC(scale_acc_f32, float)
+
+/* Residual update h + to_fixed(linear output): out = h + (int64)rint(((acc * row) * col) * unit), with
+   unit = 2^16 (the residual stream's fixed point; exact scaling). */
+#define ADD_FIXED(NAME, A)                                                                                   \
+    void NAME(const i64 *restrict h, const A *restrict acc, i64 n, i64 k, const float *restrict row,        \
+              const float *restrict col, float unit, i64 *restrict out) {                                    \
+        for (i64 r = 0; r < n; r++)                                                                          \
+            for (i64 j = 0; j < k; j++) {                                                                    \
+                float y = ((float)acc[r * k + j] * row[r]) * col[j];                                         \
+                out[r * k + j] = h[r * k + j] + (i64)rintf(y * unit);                                    \
+            }                                                                                                \
+    }
+ADD_FIXED(add_fixed_i32, int32_t)
+ADD_FIXED(add_fixed_f32, float)
+
+/* GLU on the gate_up layer's integer sums, then int8 rows: gu = (acc * row) * col; gate, up = its two
+   halves; m = (sig[clamp(rint(gate * 2^frac), -half, half) + half] * gate) * up; q = quant_row(m).
+   `m` (n, f) is scratch for the row before it is quantized. */
+#define GLU_Q8(NAME, A)                                                                                      \
+    void NAME(const A *restrict acc, i64 n, i64 f, const float *restrict row, const float *restrict col,    \
+              const float *restrict sig, int32_t frac, int32_t half, float *restrict m, int8_t *restrict q, \
+              float *restrict mx) {                                                                          \
+        const float scale = (float)(1 << frac), fh = (float)half;                                           \
+        for (i64 r = 0; r < n; r++) {                                                                        \
+            const A *restrict a = acc + r * 2 * f;                                                           \
+            float *restrict mr = m + r * f;                                                                  \
+            for (i64 j = 0; j < f; j++) {                                                                    \
+                float gate = ((float)a[j] * row[r]) * col[j];                                                \
+                float up = ((float)a[f + j] * row[r]) * col[f + j];                                          \
+                float t = rintf(gate * scale);                                                               \
+                t = t < -fh ? -fh : (t > fh ? fh : t);                                                       \
+                int32_t i = (int32_t)(t + fh);                                                               \
+                mr[j] = (sig[i] * gate) * up;                                                                \
+            }                                                                                                \
+            mx[r] = quant_row(mr, f, q + r * f);                                                             \
+        }                                                                                                    \
+    }
+GLU_Q8(glu_q8_i32, int32_t)
+GLU_Q8(glu_q8_f32, float)
+
+/* floor(a / b) for b > 0 */
+static i64 floor_div(i64 a, i64 b) {
+    i64 q = a / b;
+    return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+
+/* LayerNorm(h) * gamma of Q.16 integer rows as int8 rows and their scales (exact.layer_norm, which
+   computes in fp64 holding exact integers; here the same integers in int64): xc = h - floor(mean);
+   rows with max |xc| >= 2^ln_bits are shifted right by sh bits (floor(xc * 2^-sh) = xc >> sh);
+   var = sum xs^2 (< 2^53); v = xs * g (|v| < 2^52); q = rint(v * (127 / max|v|)) in double;
+   scale = (float)(max|v| / (sqrt(var * (1 / d) + eps[sh]) * g_unit)), g_unit = 2^16 the unit of the
+   integer gamma g. `xs` (d int64) is scratch. */
+void layer_norm_q8(const i64 *restrict h, i64 n, i64 d, const i64 *restrict g, const double *restrict eps,
+                   int32_t ln_bits, double g_unit, i64 *restrict xs, int8_t *restrict q, float *restrict scale) {
+    const double inv_d = 1.0 / (double)d;
+    for (i64 r = 0; r < n; r++) {
+        const i64 *restrict x = h + r * d;
+        i64 s = 0;
+        for (i64 j = 0; j < d; j++) s += x[j];
+        const i64 mean = floor_div(s, d);
+        for (i64 j = 0; j < d; j++) xs[j] = x[j] - mean;
+        i64 hi, lo;
+        MIN_MAX(i64, xs, d, hi, lo);
+        const i64 m = hi > -lo ? hi : -lo;
+        int sh = 0;
+        if (m >= ((i64)1 << ln_bits)) {
+            for (int b = ln_bits; b < 63; b++) sh += m >= ((i64)1 << b);
+            for (i64 j = 0; j < d; j++) xs[j] >>= sh; /* arithmetic shift: floor division by 2^sh */
+        }
+        i64 var = 0;
+        for (i64 j = 0; j < d; j++) var += xs[j] * xs[j];
+        for (i64 j = 0; j < d; j++) xs[j] *= g[j];
+        MIN_MAX(i64, xs, d, hi, lo);
+        double mv = (double)(hi > -lo ? hi : -lo);
+        mv = mv > 1.0 ? mv : 1.0;
+        const double k = 127.0 / mv;
+        int8_t *restrict qr = q + r * d;
+        for (i64 j = 0; j < d; j++) qr[j] = (int8_t)rint((double)xs[j] * k);
+        const double sigma = sqrt((double)var * inv_d + eps[sh]);
+        scale[r] = (float)(mv / (sigma * g_unit));
+    }
+}
+
+/* Rotary positions of one row x (D floats) at position p: out = [x1 c - x2 s, x2 c + x1 s]. */
+static void rope_row(const float *restrict x, i64 D, const float *restrict c, const float *restrict s,
+                     float *restrict out) {
+    const i64 h = D / 2;
+    for (i64 i = 0; i < h; i++) {
+        out[i] = x[i] * c[i] - x[h + i] * s[i];
+        out[h + i] = x[h + i] * c[i] + x[i] * s[i];
+    }
+}
+
+/* Per-column int8 of y (L, D) as intlinear.quant_rows(y, dim=-2): m[c] = max |y[:, c]|,
+   q = rint(y * (127 / m[c])) into q with row stride qs. */
+static void quant_cols(const float *restrict y, i64 L, i64 D, float *restrict m, int8_t *restrict q, i64 qs) {
+    float hi[256], lo[256], r[256];
+    for (i64 c = 0; c < D; c++) hi[c] = lo[c] = y[c];
+    for (i64 j = 1; j < L; j++)
+        for (i64 c = 0; c < D; c++) {
+            float v = y[j * D + c];
+            hi[c] = v > hi[c] ? v : hi[c];
+            lo[c] = v < lo[c] ? v : lo[c];
+        }
+    for (i64 c = 0; c < D; c++) {
+        m[c] = hi[c] > -lo[c] ? hi[c] : -lo[c];
+        r[c] = 127.0f / (m[c] > 0.0f ? m[c] : 1.0f);
+    }
+    for (i64 j = 0; j < L; j++)
+        for (i64 c = 0; c < D; c++) q[j * qs + c] = (int8_t)rintf(y[j * D + c] * r[c]);
+}
+
+/* exact.head_inputs for one head (D <= 256): keys at positions 0..L-1 and queries at pos (or 0..n-1)
+   rotated; keys int8 per channel (k8, scales sk), queries times sk then int8 per row (q8, sq);
+   values int8 per channel into the first D columns of v1 (row stride vs), scales sv. Rows of q, k, v
+   are `qs`, `kvs` floats apart (views into the qkv output). kr, qr: scratch of L * D and n * D floats. */
+void head_inputs_q8(const float *restrict q, i64 qs, i64 n, const int64_t *restrict pos, const float *restrict k,
+                    const float *restrict v, i64 kvs, i64 L, i64 D, const float *restrict cos_t,
+                    const float *restrict sin_t, float *restrict kr, float *restrict qr, int8_t *restrict q8,
+                    float *restrict sq, int8_t *restrict k8, float *restrict sk, int8_t *restrict v1, i64 vs,
+                    float *restrict sv) {
+    const i64 h = D / 2;
+    for (i64 j = 0; j < L; j++) rope_row(k + j * kvs, D, cos_t + j * h, sin_t + j * h, kr + j * D);
+    quant_cols(kr, L, D, sk, k8, D);
+    for (i64 i = 0; i < n; i++) {
+        const i64 p = pos ? pos[i] : i;
+        float *restrict row = qr + i * D;
+        rope_row(q + i * qs, D, cos_t + p * h, sin_t + p * h, row);
+        for (i64 c = 0; c < D; c++) row[c] = row[c] * sk[c];
+        sq[i] = quant_row(row, D, q8 + i * D);
+    }
+    for (i64 j = 0; j < L; j++)
+        for (i64 c = 0; c < D; c++) kr[j * D + c] = v[j * kvs + c]; /* values: contiguous copy */
+    quant_cols(kr, L, D, sv, v1, vs);
+}

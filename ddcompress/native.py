@@ -1,0 +1,196 @@
+"""Fused CPU kernels for the exact denoiser (`kernels.c`), compiled for this machine on first use.
+
+Optional and invisible in the output: each kernel computes the same IEEE operations in the same order
+as the torch operations it replaces (exact.py keeps those as the fallback), so files are the same
+with or without it. Between two GEMMs the exact path is a dozen elementwise passes (conversions,
+integer LayerNorm, quantization, exp-table lookups) that torch runs one full pass at a time; fused,
+each row is read once while it is in cache.
+
+The source is compiled with the system C compiler (`$CC`, else `cc`) into a shared library cached
+under `$DDC_CACHE_DIR` (default `$XDG_CACHE_HOME/ddcompress` or `~/.cache/ddcompress`), keyed by the
+source, the flags and the CPU (it is built with -march=native). No compiler, a failed build, or a
+library that fails the self-check in exact.py: the torch operations run instead. DDC_NATIVE=0 turns it
+off. Calls go through ctypes, which releases the GIL, so worker threads run kernels in parallel.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("kernels.c")
+# no fast-math and no contraction into FMA: every operation rounds as written, as torch's do
+FLAGS = ("-O3", "-std=c99", "-fno-fast-math", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC")
+ARCH_FLAGS = (("-march=native",), ("-mcpu=native",), ())  # first that builds
+# 64-bit targets whose float arithmetic is IEEE single/double without excess precision (not x87)
+MACHINES = {"x86_64", "amd64", "aarch64", "arm64", "ppc64le", "s390x", "riscv64"}
+
+_P, _I, _F, _D = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_double
+_I32 = ctypes.c_int32
+SIGNATURES = {
+    "att_digits_i32": (_P, _I, _I, _P, _P, _I32, _P, _P),
+    "att_digits_f32": (_P, _I, _I, _P, _P, _I32, _P, _P),
+    "quant_rows_f32": (_P, _I, _I, _P, _P),
+    "scale_acc_i32": (_P, _I, _I, _P, _P, _P),
+    "scale_acc_f32": (_P, _I, _I, _P, _P, _P),
+    "add_fixed_i32": (_P, _P, _I, _I, _P, _P, _F, _P),
+    "add_fixed_f32": (_P, _P, _I, _I, _P, _P, _F, _P),
+    "glu_q8_i32": (_P, _I, _I, _P, _P, _P, _I32, _I32, _P, _P, _P),
+    "glu_q8_f32": (_P, _I, _I, _P, _P, _P, _I32, _I32, _P, _P, _P),
+    "layer_norm_q8": (_P, _I, _I, _P, _P, _I32, _D, _P, _P, _P),
+    "head_inputs_q8": (_P, _I, _I, _P, _P, _P, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _I, _P),
+}
+
+_LIB: dict[str, object] = {}
+
+
+def cache_dir() -> Path:
+    if os.environ.get("DDC_CACHE_DIR"):
+        return Path(os.environ["DDC_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ddcompress"
+
+
+def _cpu_id() -> str:
+    """What -march=native depends on: the CPU's model and feature flags (a home directory shared by
+    different machines then holds one library per kind of CPU)."""
+    text = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [ln for ln in f.read(1 << 16).splitlines() if ln.split(":")[0].strip() in ("model name", "flags", "Features", "CPU part")]
+        text += "\n".join(sorted(set(lines)))
+    except OSError:
+        pass
+    return text
+
+
+def _build(path: Path) -> bool:
+    cc = os.environ.get("CC") or "cc"
+    if shutil.which(cc) is None:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for arch in ARCH_FLAGS:
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
+        os.close(fd)
+        try:
+            r = subprocess.run([cc, *FLAGS, *arch, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, timeout=120)
+            if r.returncode == 0:
+                os.replace(tmp, path)  # atomic: concurrent builders each install a whole library
+                return True
+        except (OSError, subprocess.SubprocessError):
+            pass
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return False
+
+
+def library():
+    """The loaded kernel library, or None (disabled, unsupported platform, no compiler, build failed)."""
+    if "lib" in _LIB:
+        return _LIB["lib"]
+    lib = None
+    if os.environ.get("DDC_NATIVE", "1") != "0" and platform.machine().lower() in MACHINES and sys.maxsize > 2**32:
+        key = hashlib.sha256(SOURCE.read_bytes() + repr((FLAGS, ARCH_FLAGS, platform.machine(), _cpu_id())).encode()).hexdigest()[:16]
+        path = cache_dir() / f"kernels-{key}.so"
+        try:
+            if path.exists() or _build(path):
+                lib = ctypes.CDLL(str(path))
+                for name, args in SIGNATURES.items():
+                    fn = getattr(lib, name)
+                    fn.argtypes, fn.restype = args, None
+        except (OSError, AttributeError):
+            lib = None
+    _LIB["lib"] = lib
+    return lib
+
+
+def _ptr(t: torch.Tensor, dtype: torch.dtype) -> int:
+    if t.dtype != dtype or not t.is_contiguous() or t.device.type != "cpu":
+        raise ValueError(f"native kernel wants a contiguous CPU {dtype} tensor, got {t.dtype} {tuple(t.stride())}")
+    return t.data_ptr()
+
+
+def _acc_kind(acc: torch.Tensor) -> str:
+    return "i32" if acc.dtype == torch.int32 else "f32"
+
+
+class Kernels:
+    """torch-facing wrappers: each takes and returns tensors, the shapes of exact.py's torch code."""
+
+    def __init__(self, lib):
+        self.lib = lib
+
+    def att_digits(self, dot, unit, tab, top, hi, lo) -> None:
+        """hi, lo (n, L) <- the digits of att_exp_table[min(rint((max - dot) * unit), top)]."""
+        n, L = dot.shape
+        kind = _acc_kind(dot)
+        dt = torch.int8 if kind == "i32" else torch.float32
+        getattr(self.lib, f"att_digits_{kind}")(_ptr(dot, dot.dtype), n, L, _ptr(unit, torch.float32),
+                                                _ptr(tab, torch.int32), top, _ptr(hi, dt), _ptr(lo, dt))
+
+    def quant_rows(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, k = y.shape
+        q, mx = torch.empty(n, k, dtype=torch.int8), torch.empty(n, 1)
+        self.lib.quant_rows_f32(_ptr(y, torch.float32), n, k, q.data_ptr(), mx.data_ptr())
+        return q, mx
+
+    def scale_acc(self, acc, row, col, out) -> torch.Tensor:
+        n, k = acc.shape
+        getattr(self.lib, f"scale_acc_{_acc_kind(acc)}")(_ptr(acc, acc.dtype), n, k, _ptr(row, torch.float32),
+                                                         _ptr(col, torch.float32), _ptr(out, torch.float32))
+        return out
+
+    def add_fixed(self, h, acc, row, col, unit: float, out) -> torch.Tensor:
+        n, k = acc.shape
+        getattr(self.lib, f"add_fixed_{_acc_kind(acc)}")(_ptr(h, torch.int64), _ptr(acc, acc.dtype), n, k,
+                                                         _ptr(row, torch.float32), _ptr(col, torch.float32), unit,
+                                                         _ptr(out, torch.int64))
+        return out
+
+    def glu_q8(self, acc, row, col, sig, frac: int, half: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n, f2 = acc.shape
+        f = f2 // 2
+        m, q, mx = torch.empty(n, f), torch.empty(n, f, dtype=torch.int8), torch.empty(n, 1)
+        getattr(self.lib, f"glu_q8_{_acc_kind(acc)}")(_ptr(acc, acc.dtype), n, f, _ptr(row, torch.float32),
+                                                      _ptr(col, torch.float32), _ptr(sig, torch.float32), frac, half,
+                                                      m.data_ptr(), q.data_ptr(), mx.data_ptr())
+        return q, mx
+
+    def layer_norm(self, h, g, eps, ln_bits: int, g_unit: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """g: the integer gamma as int64; eps: LayerNorm's eps per shift of the row."""
+        n, d = h.shape
+        xs, q, scale = torch.empty(d, dtype=torch.int64), torch.empty(n, d, dtype=torch.int8), torch.empty(n, 1)
+        self.lib.layer_norm_q8(_ptr(h, torch.int64), n, d, _ptr(g, torch.int64), _ptr(eps, torch.float64),
+                               ln_bits, g_unit, xs.data_ptr(), q.data_ptr(), scale.data_ptr())
+        return q, scale
+
+
+    def head_inputs(self, q, k, v, pos, cos, sin, v1):
+        """exact.head_inputs for one head, int8: (q8 (n, D), k8 (L, D), sq (n, 1), sv (1, D)), the values'
+        int8 written into v1[:, :D]. q, k, v: (rows, D) views with unit column stride."""
+        (n, D), L = q.shape, k.shape[0]
+        if q.stride(1) != 1 or k.stride(1) != 1 or v.stride(1) != 1 or k.stride(0) != v.stride(0) or D > 256 or v1.stride(1) != 1:
+            raise ValueError("head_inputs wants rows with unit column stride")
+        kr, qr = torch.empty(L, D), torch.empty(n, D)
+        q8, sq = torch.empty(n, D, dtype=torch.int8), torch.empty(n, 1)
+        k8, sk, sv = torch.empty(L, D, dtype=torch.int8), torch.empty(D), torch.empty(1, D)
+        self.lib.head_inputs_q8(q.data_ptr(), q.stride(0), n, None if pos is None else _ptr(pos, torch.int64),
+                                k.data_ptr(), v.data_ptr(), k.stride(0), L, D, _ptr(cos, torch.float32),
+                                _ptr(sin, torch.float32), kr.data_ptr(), qr.data_ptr(), q8.data_ptr(), sq.data_ptr(),
+                                k8.data_ptr(), sk.data_ptr(), _ptr(v1, torch.int8) if v1.is_contiguous() else None,
+                                v1.stride(0), sv.data_ptr())
+        return q8, k8, sq, sv
+
+
+def kernels() -> Kernels | None:
+    lib = library()
+    return None if lib is None else Kernels(lib)

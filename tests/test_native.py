@@ -1,0 +1,131 @@
+"""The fused C kernels (native.py, kernels.c) give the torch operations' bits, or are not used."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ddcompress import intlinear, native
+from ddcompress.exact import ExactDenoiser
+
+needs_kernels = pytest.mark.skipif(native.library() is None,
+                                   reason="the C kernels could not be built here (no compiler): the torch operations run")
+
+
+def _denoiser(lm, monkeypatch, int_mm: bool) -> ExactDenoiser:
+    if int_mm and not intlinear.int_mm_is_exact(torch.device("cpu")):
+        pytest.skip("torch._int_mm does not sum exactly on this CPU")
+    monkeypatch.setitem(intlinear._INT_MM_OK, "cpu", int_mm)
+    ex = ExactDenoiser(lm.cfg, lm.tensors, "cpu")
+    assert ex.nk is not None  # the self-check at load passed
+    return ex
+
+
+def _both(ex: ExactDenoiser, fn):
+    """(fn() on the torch operations, fn() with the C kernels)."""
+    nk = ex.nk
+    try:
+        ex.nk = None
+        want = fn()
+        ex.nk = nk
+        return want, fn()
+    finally:
+        ex.nk = nk
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+
+
+def _residual_rows(ex: ExactDenoiser, n: int, seed: int) -> torch.Tensor:
+    """Q.16 residual rows with the edge cases: embeddings, rows beyond 2^LN_BITS (the LayerNorm's
+    shift) up to 2^45, a constant row (zero after centring), negated rows (floor of negative means)."""
+    g = torch.Generator().manual_seed(seed)
+    h = ex.embed(torch.randint(0, ex.cfg.vocab_size, (1, n), generator=g))[0]
+    h[1] *= 1 << 12
+    h[2] *= 1 << 30
+    h[3] = 12345
+    h[4] = -h[4] - 7
+    h[5] = 0
+    h[6, 0] = 1 << 45
+    return h
+
+
+@needs_kernels
+@pytest.mark.parametrize("int_mm", [True, False])
+def test_row_wise_layers_match_the_torch_operations(tiny_lm, one_thread, monkeypatch, int_mm):
+    ex = _denoiser(tiny_lm, monkeypatch, int_mm)
+    blk = ex.blocks[0]
+    h = _residual_rows(ex, 70, 1)
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(70, ex.cfg.d_model, generator=g)
+    a[0] = 0  # a zero row: scale 1
+    a[1] *= 1e4
+    a[2, 3] = -0.0
+    for rows in (512, 16):  # one block; blocks of 16 on worker threads
+        monkeypatch.setattr(ex, "rows", rows)
+        for fn in (lambda: ex.layer_norm(h, blk.g1), lambda: ex.layer_norm(h.view(7, 10, -1), blk.g2),
+                   lambda: ex.attention_input(blk, h), lambda: ex.residual_updates(blk, h, a)):
+            want, got = _both(ex, fn)
+            assert _equal(want, got)
+    assert ex.layer_norm(h, blk.g1)[0].dtype == torch.int8
+
+
+@needs_kernels
+@pytest.mark.parametrize("int_mm", [True, False])
+def test_attention_matches_the_torch_operations(tiny_lm, one_thread, monkeypatch, int_mm):
+    """Per-thread attention (exp-table digits, head inputs) at every query or at revealed rows, chunk
+    lengths with and without a tail of 16 scores, a zero query (unit 0) and logits far beyond the table."""
+    ex = _denoiser(tiny_lm, monkeypatch, int_mm)
+    g = torch.Generator().manual_seed(3)
+    for L in (64, 40):
+        qkv = torch.randn(2, L, 3 * ex.cfg.d_model, generator=g)
+        qkv[0, 5, : ex.cfg.d_model] = 0
+        qkv[1, :, : ex.cfg.d_model] *= 50
+        at = torch.stack([torch.randperm(L, generator=g)[:20] for _ in range(2)])
+        for sel in (None, at):
+            want, got = _both(ex, lambda: ex._attention_per_thread(*ex._heads(qkv, sel), sel))
+            assert _equal(want, got)
+
+
+@needs_kernels
+def test_a_kernel_that_rounds_differently_is_not_used(tiny_lm, one_thread):
+    """The load-time self-check compares the kernels with the torch operations: one digit off in the
+    attention weights (as a miscompiled kernel would give) and the torch operations run instead."""
+    ex = tiny_lm.exact("cpu")
+    good = native.kernels()
+    assert ex._checked_kernels(good) is good
+
+    class OneOff(native.Kernels):
+        def att_digits(self, dot, unit, tab, top, hi, lo):
+            super().att_digits(dot, unit, tab, top, hi, lo)
+            lo.view(-1)[7] += 1
+
+    assert ex._checked_kernels(OneOff(good.lib)) is None
+
+
+def test_without_a_compiler_the_torch_operations_run(tiny_lm, monkeypatch, tmp_path):
+    monkeypatch.setattr(native, "_LIB", {})
+    monkeypatch.setenv("DDC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    assert native.library() is None and not list(tmp_path.iterdir())
+    assert ExactDenoiser(tiny_lm.cfg, tiny_lm.tensors, "cpu").nk is None
+    monkeypatch.setattr(native, "_LIB", {})
+    monkeypatch.delenv("CC")
+    monkeypatch.setenv("DDC_NATIVE", "0")
+    assert native.library() is None
+
+
+@needs_kernels
+def test_the_library_is_built_once_per_cache_and_reused(monkeypatch, tmp_path):
+    monkeypatch.setattr(native, "_LIB", {})
+    monkeypatch.setenv("DDC_CACHE_DIR", str(tmp_path))
+    assert native.library() is not None
+    built = list(tmp_path.glob("kernels-*.so"))
+    assert len(built) == 1 and not [p for p in tmp_path.iterdir() if p not in built]  # no temporary left
+    mtime = built[0].stat().st_mtime_ns
+    monkeypatch.setattr(native, "_LIB", {})
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))  # a cached library needs no compiler
+    assert native.library() is not None and built[0].stat().st_mtime_ns == mtime
+
