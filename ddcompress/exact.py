@@ -86,6 +86,7 @@ class ExactDenoiser:
         self.int_mm = int_mm_is_exact(self.device)
         kind = "cpu" if self.device.type == "cpu" else "other"
         self.nk = None  # fused C kernels (CPU), set after the self-check at the end
+        self._pool = None  # (pid, workers, ThreadPoolExecutor) of _parallel
         self.heads_per_thread = kind == "cpu"  # attention: whole heads per CPU thread, else all heads batched
         self.rows, self.head_rows = ROWS[kind], HEAD_ROWS[kind]
         if self.device.type == "cpu":
@@ -290,8 +291,6 @@ class ExactDenoiser:
         if k <= 1:
             work(0, 1)
             return
-        from concurrent.futures import ThreadPoolExecutor
-
         threads, inference = torch.get_num_threads(), torch.is_inference_mode_enabled()
 
         def run(first: int) -> None:
@@ -300,11 +299,24 @@ class ExactDenoiser:
 
         torch.set_num_threads(1)
         try:
-            with ThreadPoolExecutor(k) as pool:
-                for f in [pool.submit(run, i) for i in range(k)]:
+            futures = [self._workers(k - 1).submit(run, i) for i in range(1, k)]
+            try:
+                run(0)  # the calling thread takes the first share
+            finally:
+                for f in futures:
                     f.result()
         finally:
             torch.set_num_threads(threads)
+
+    def _workers(self, n: int):
+        """A thread pool of n workers, kept across calls (a step makes hundreds of parallel calls); a
+        forked child starts its own."""
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._pool is None or self._pool[0] != os.getpid() or self._pool[1] < n:
+            self._pool = (os.getpid(), n, ThreadPoolExecutor(n, thread_name_prefix="ddc-exact"))
+        return self._pool[2]
 
     def glu(self, gu: torch.Tensor) -> torch.Tensor:
         """SiLU(gate) * up, the sigmoid from its table at gate rounded to 1/256."""
@@ -327,7 +339,7 @@ class ExactDenoiser:
             else:
                 blk.qkv(x8, s, out=out[r])
 
-        self._each_row_block(len(h), rows)
+        self._each_row_block(len(h), rows, self.rows, threads=nk is not None)
         return out
 
     def residual_updates(self, blk: ExactBlock, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -348,19 +360,19 @@ class ExactDenoiser:
             m = self.glu(blk.gate_up(*self.layer_norm(hb, blk.g2)))
             torch.add(hb, self.to_fixed(blk.down(*quant_rows(m))), out=out[r])
 
-        self._each_row_block(len(h), rows)
+        self._each_row_block(len(h), rows, self.rows, threads=nk is not None)
         return out
 
-    def _each_row_block(self, n: int, work) -> None:
-        """work(rows) for blocks of at most self.rows rows. With the C kernels on a CPU, blocks go to one
-        thread per core (the kernels release the GIL; torch's operations did not gain from it), and
-        blocks are made small enough that every thread gets one. Rows are independent: same integers."""
-        if self.nk is None:
-            for r in self._row_slices(n, self.rows):
+    def _each_row_block(self, n: int, work, most: int, threads: bool) -> None:
+        """work(rows) for blocks of at most `most` rows. With `threads` (the C kernels on a CPU), blocks
+        go to one thread per core (the kernels release the GIL; torch's operations did not gain from
+        it), small enough that every thread gets one. Rows are independent: the same integers."""
+        if not threads:
+            for r in self._row_slices(n, most):
                 work(r)
             return
         k = max(1, torch.get_num_threads())
-        blocks = self._row_slices(n, min(self.rows, -(-n // k)))
+        blocks = self._row_slices(n, min(most, -(-n // k)))
         self._parallel(lambda first, step: [work(r) for r in blocks[first::step]], len(blocks))
 
     @staticmethod
@@ -379,8 +391,8 @@ class ExactDenoiser:
 
     def _checked_kernels(self, nk):
         """The C kernels if they give the torch operations' bits through the first block (LayerNorm with
-        a row large enough to be shifted, qkv, per-thread attention, the residual updates) on random
-        tokens, else None: a compiler that rounds differently costs speed, never a file."""
+        a row large enough to be shifted, qkv, per-thread attention, the residual updates) and the head
+        on random tokens, else None: a compiler that rounds differently costs speed, never a file."""
         if nk is None:
             return None
         g = torch.Generator().manual_seed(0)
@@ -395,7 +407,8 @@ class ExactDenoiser:
                 a = self._attention_per_thread(*self._heads(qkv[None], None), None)[0]
                 at = torch.arange(0, len(h), 3)[None]  # the last block's queries at revealed positions
                 a_at = self._attention_per_thread(*self._heads(qkv[None], at), at)
-                got.append((qkv, a, a_at, self.residual_updates(blk, h, a)))
+                r = self.residual_updates(blk, h, a)
+                got.append((qkv, a, a_at, r, self.frequencies(*self.layer_norm(r[:40], self.gf))))
         self.nk = None
         return nk if all(torch.equal(a, b) for a, b in zip(*got)) else None
 
@@ -433,10 +446,18 @@ class ExactDenoiser:
         h8, scale = h8.reshape(-1, h8.shape[-1]), scale.reshape(-1, 1)
         out = torch.empty(len(h8), self.head.n, device=h8.device)
         top = len(self.exp32) - 1
-        for rows in self._row_slices(len(h8), self.head_rows):
-            z = self.head.acc(h8[rows]).float().mul_(self.head.col).mul_(scale[rows] * float(1 << fp.EXP_FRAC))
+        nk = self.nk if self.int_mm else None  # the C kernel takes the int32 sums
+
+        def rows(r: slice) -> None:
+            acc, f = self.head.acc(h8[r]), scale[r] * float(1 << fp.EXP_FRAC)
+            if nk is not None:  # the same, fused
+                nk.head_freqs(acc, self.head.col, f, self.exp32, top, out[r])
+                return
+            z = acc.float().mul_(self.head.col).mul_(f)
             u = torch.round(z.amax(-1, keepdim=True) - z)
-            torch.take(self.exp32, u.clamp_(max=top).long(), out=out[rows])
+            torch.take(self.exp32, u.clamp_(max=top).long(), out=out[r])
+
+        self._each_row_block(len(h8), rows, self.head_rows, threads=nk is not None)
         return out.view(*lead, -1)
 
     @torch.inference_mode()

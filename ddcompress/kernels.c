@@ -269,3 +269,24 @@ void head_inputs_q8(const float *restrict q, i64 qs, i64 n, const int64_t *restr
         for (i64 c = 0; c < D; c++) kr[j * D + c] = v[j * kvs + c]; /* values: contiguous copy */
     quant_cols(kr, L, D, sv, v1, vs);
 }
+
+/* The output head's frequencies (exact.frequencies): z = ((float)acc * col) * f (f = the row's scale
+   * 2^10), u = rint(max z - z) (one fp32 subtraction, then round-half-even), freq = tab[min(u, top)]. */
+void head_freqs_i32(const int32_t *restrict acc, i64 n, i64 V, const float *restrict col, const float *restrict f,
+                    const float *restrict tab, int32_t top, float *restrict out) {
+    const float ftop = (float)top;
+    for (i64 r = 0; r < n; r++) {
+        const int32_t *restrict a = acc + r * V;
+        float *restrict z = out + r * V;
+        const float fr = f[r];
+        for (i64 j = 0; j < V; j++) z[j] = ((float)a[j] * col[j]) * fr;
+        float m, mn;
+        MIN_MAX(float, z, V, m, mn);
+        (void)mn;
+        for (i64 j = 0; j < V; j++) {
+            float u = rintf(m - z[j]);
+            int32_t i = (int32_t)(u < ftop ? u : ftop);
+            z[j] = tab[i];
+        }
+    }
+}

@@ -46,6 +46,7 @@ SIGNATURES = {
     "glu_q8_i32": (_P, _I, _I, _P, _P, _P, _I32, _I32, _P, _P, _P),
     "glu_q8_f32": (_P, _I, _I, _P, _P, _P, _I32, _I32, _P, _P, _P),
     "layer_norm_q8": (_P, _I, _I, _P, _P, _I32, _D, _P, _P, _P),
+    "head_freqs_i32": (_P, _I, _I, _P, _P, _P, _I32, _P),
     "head_inputs_q8": (_P, _I, _I, _P, _P, _P, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _I, _P),
 }
 
@@ -178,7 +179,7 @@ class Kernels:
         """exact.head_inputs for one head, int8: (q8 (n, D), k8 (L, D), sq (n, 1), sv (1, D)), the values'
         int8 written into v1[:, :D]. q, k, v: (rows, D) views with unit column stride."""
         (n, D), L = q.shape, k.shape[0]
-        if q.stride(1) != 1 or k.stride(1) != 1 or v.stride(1) != 1 or k.stride(0) != v.stride(0) or D > 256 or v1.stride(1) != 1:
+        if q.stride(1) != 1 or k.stride(1) != 1 or v.stride(1) != 1 or k.stride(0) != v.stride(0) or D > 256:
             raise ValueError("head_inputs wants rows with unit column stride")
         kr, qr = torch.empty(L, D), torch.empty(n, D)
         q8, sq = torch.empty(n, D, dtype=torch.int8), torch.empty(n, 1)
@@ -186,9 +187,17 @@ class Kernels:
         self.lib.head_inputs_q8(q.data_ptr(), q.stride(0), n, None if pos is None else _ptr(pos, torch.int64),
                                 k.data_ptr(), v.data_ptr(), k.stride(0), L, D, _ptr(cos, torch.float32),
                                 _ptr(sin, torch.float32), kr.data_ptr(), qr.data_ptr(), q8.data_ptr(), sq.data_ptr(),
-                                k8.data_ptr(), sk.data_ptr(), _ptr(v1, torch.int8) if v1.is_contiguous() else None,
+                                k8.data_ptr(), sk.data_ptr(), _ptr(v1, torch.int8),
                                 v1.stride(0), sv.data_ptr())
         return q8, k8, sq, sv
+
+
+    def head_freqs(self, acc, col, f, tab, top: int, out) -> torch.Tensor:
+        """exact.frequencies' integer frequencies from the head's int32 sums acc (n, V) into out."""
+        n, V = acc.shape
+        self.lib.head_freqs_i32(_ptr(acc, torch.int32), n, V, _ptr(col, torch.float32), _ptr(f, torch.float32),
+                                _ptr(tab, torch.float32), top, _ptr(out, torch.float32))
+        return out
 
 
 def kernels() -> Kernels | None:

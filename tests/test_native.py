@@ -54,7 +54,7 @@ def _residual_rows(ex: ExactDenoiser, n: int, seed: int) -> torch.Tensor:
 
 @needs_kernels
 @pytest.mark.parametrize("int_mm", [True, False])
-def test_row_wise_layers_match_the_torch_operations(tiny_lm, one_thread, monkeypatch, int_mm):
+def test_row_wise_layers_and_head_match_the_torch_operations(tiny_lm, one_thread, monkeypatch, int_mm):
     ex = _denoiser(tiny_lm, monkeypatch, int_mm)
     blk = ex.blocks[0]
     h = _residual_rows(ex, 70, 1)
@@ -66,7 +66,8 @@ def test_row_wise_layers_match_the_torch_operations(tiny_lm, one_thread, monkeyp
     for rows in (512, 16):  # one block; blocks of 16 on worker threads
         monkeypatch.setattr(ex, "rows", rows)
         for fn in (lambda: ex.layer_norm(h, blk.g1), lambda: ex.layer_norm(h.view(7, 10, -1), blk.g2),
-                   lambda: ex.attention_input(blk, h), lambda: ex.residual_updates(blk, h, a)):
+                   lambda: ex.attention_input(blk, h), lambda: ex.residual_updates(blk, h, a),
+                   lambda: ex.frequencies(*ex.layer_norm(h, ex.gf))):
             want, got = _both(ex, fn)
             assert _equal(want, got)
     assert ex.layer_norm(h, blk.g1)[0].dtype == torch.int8
