@@ -56,6 +56,8 @@ def main() -> None:
         ex.hidden(x, at=at)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
     print(parts(ex, x, at))
+    print()
+    print(operations(ex, x, at))
 
 
 def _sync(t: torch.Tensor) -> None:
@@ -97,6 +99,42 @@ def parts(ex, x: torch.Tensor, at: torch.Tensor) -> str:
     total += head
     rows = [f"| {k} | {v:.3f} | {100 * v / total:.0f}% |" for k, v in sorted(spent.items(), key=lambda kv: -kv[1])]
     return "\n".join(["| part of one step | s | share |", "|---|---|---|", *rows, f"| total | {total:.3f} | 100% |"])
+
+
+def operations(ex, x: torch.Tensor, at: torch.Tensor) -> str:
+    """Wall time of one step (hidden + head) spent in the int8 GEMMs, in each C kernel (ex.nk, when
+    built) and in the rest (torch operations, Python), as a Markdown table. CPU: with several
+    threads the times of concurrent calls add up, so the shares are of thread-time."""
+    spent: dict[str, float] = {}
+
+    def timer(fn, name):
+        def timed(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - t0
+        return timed
+
+    kernels = [k for k in dir(ex.nk) if not k.startswith("_") and k != "lib"] if ex.nk is not None else []
+    saved = torch._int_mm
+    torch._int_mm = timer(saved, "int8 GEMMs (torch._int_mm)")
+    for k in kernels:
+        setattr(ex.nk, k, timer(getattr(ex.nk, k), f"C kernel {k}"))
+    try:
+        t0 = time.perf_counter()
+        ex.frequencies(*ex.hidden(x, at=at))
+        _sync(x)
+        total = time.perf_counter() - t0
+    finally:
+        torch._int_mm = saved
+        for k in kernels:
+            delattr(ex.nk, k)
+    threads = torch.get_num_threads() if x.device.type == "cpu" else 1
+    spent["rest (torch operations, Python)"] = max(0.0, total * threads - sum(spent.values()))
+    rows = [f"| {k} | {v:.3f} | {100 * v / (total * threads):.0f}% |" for k, v in sorted(spent.items(), key=lambda kv: -kv[1])]
+    return "\n".join([f"one step {total:.3f} s wall, {threads} thread(s)", "",
+                      "| where | thread-s | share |", "|---|---|---|", *rows])
 
 
 if __name__ == "__main__":
