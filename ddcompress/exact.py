@@ -240,9 +240,12 @@ class ExactDenoiser:
         hi_t, lo_t = (t.to(dt) for t in self.att_digits)  # the weights' two 7-bit digits
         top = len(hi_t) - 1
         out = torch.empty(B, Lq, H * D, device=dev)
+        nk = self.nk if use_int else None  # the C kernels for int8 operands
+        fused = nk is not None and nk.vnni and L % 16 == 0 and D % 4 == 0  # score GEMM + digits in one
 
         def heads(first: int, step: int) -> None:
             s = torch.empty(rows, L, device=dev)
+            row = torch.empty(nk.SCORE_ROWS * L if fused else 0, dtype=torch.int32, device=dev)  # its scratch
             idx = torch.empty(rows, L, dtype=torch.int32, device=dev)
             hilo = torch.empty(2 * rows, L, dtype=dt, device=dev)  # a block's hi digits, then its lo digits
             v1 = torch.zeros(L, Dp, dtype=dt, device=dev)
@@ -251,9 +254,11 @@ class ExactDenoiser:
             for bh in range(first, B * H, step):
                 b, h = divmod(bh, H)
                 pos = None if at is None else at[b]
-                if self.nk is not None and use_int:  # the same, fused (int8 outputs)
-                    q8, kt, sq, sv = self.nk.head_inputs(q[b, h], k[b, h], v[b, h], pos, self.cos, self.sin, v1)
-                    unit, kt = sq * self.att_unit, kt.t()
+                if nk is not None:  # the same, fused (int8 outputs)
+                    q8, k8, sq, sv = nk.head_inputs(q[b, h], k[b, h], v[b, h], pos, self.cos, self.sin, v1)
+                    unit, kt = sq * self.att_unit, k8.t()
+                    if fused:
+                        kpack = nk.pack_keys(k8)
                 else:
                     q8, k8, v8, unit, sv = self.head_inputs(q[b, h], k[b, h], v[b, h], pos)
                     q8, kt = q8.to(dt), k8.to(dt).t()
@@ -262,11 +267,16 @@ class ExactDenoiser:
                     r1 = min(Lq, r0 + rows)
                     n = r1 - r0
                     sb, ib, hb, lb = s[:n], idx[:n], hilo[:n], hilo[n : 2 * n]
-                    if use_int:
+                    if fused:  # the scores (the same int32 as _int_mm) and their digits, row by row in cache
+                        nk.scores_digits(q8[r0:r1], kpack, unit[r0:r1], self.att_packed, top, row, hb, lb)
+                        dot = None
+                    elif use_int:
                         dot = torch._int_mm(q8[r0:r1], kt)
                     else:  # exact: |partial sums| <= D * 127^2 < 2^24
                         dot = torch.matmul(q8[r0:r1], kt, out=sb)
-                    if self.nk is not None:  # the same, fused: one pass over the block's scores
+                    if dot is None:
+                        pass
+                    elif self.nk is not None:  # the same, fused: one pass over the block's scores
                         self.nk.att_digits(dot, unit[r0:r1], self.att_packed, top, hb, lb)
                     else:
                         ib.copy_(self._exp_index(dot, unit[r0:r1], top, sb))
@@ -391,8 +401,9 @@ class ExactDenoiser:
 
     def _checked_kernels(self, nk):
         """The C kernels if they give the torch operations' bits through the first block (LayerNorm with
-        a row large enough to be shifted, qkv, per-thread attention, the residual updates) and the head
-        on random tokens, else None: a compiler that rounds differently costs speed, never a file."""
+        a row large enough to be shifted, qkv, per-thread attention with and without the fused score
+        kernel, the residual updates) and the head on random tokens, else None: a compiler that rounds
+        differently costs speed, never a file."""
         if nk is None:
             return None
         g = torch.Generator().manual_seed(0)
@@ -407,8 +418,9 @@ class ExactDenoiser:
                 a = self._attention_per_thread(*self._heads(qkv[None], None), None)[0]
                 at = torch.arange(0, len(h), 3)[None]  # the last block's queries at revealed positions
                 a_at = self._attention_per_thread(*self._heads(qkv[None], at), at)
+                a_odd = self._attention_per_thread(*self._heads(qkv[None, : len(h) - 8], None), None)  # L % 16 = 8
                 r = self.residual_updates(blk, h, a)
-                got.append((qkv, a, a_at, r, self.frequencies(*self.layer_norm(r[:40], self.gf))))
+                got.append((qkv, a, a_at, a_odd, r, self.frequencies(*self.layer_norm(r[:40], self.gf))))
         self.nk = None
         return nk if all(torch.equal(a, b) for a, b in zip(*got)) else None
 

@@ -290,3 +290,65 @@ void head_freqs_i32(const int32_t *restrict acc, i64 n, i64 V, const float *rest
         }
     }
 }
+
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512F__)
+int has_vnni(void) { return 1; }
+
+/* Keys of one head packed for att_scores_digits: k8 (L, D) int8 -> kpack[L/16][D/4][16 keys][4 bytes]
+   as unsigned bytes k + 128 (one 64-byte vector per tile of 16 keys and group of 4 channels).
+   L % 16 == 0, D % 4 == 0. */
+void pack_keys(const int8_t *restrict k8, i64 L, i64 D, uint8_t *restrict kpack) {
+    const i64 G = D / 4;
+    for (i64 j = 0; j < L; j++)
+        for (i64 c = 0; c < D; c++)
+            kpack[(((j / 16) * G + c / 4) * 16 + j % 16) * 4 + c % 4] = (uint8_t)(k8[j * D + c] + 128);
+}
+
+/* Scores of SROWS query rows against all keys, exact int32: q.k = sum (k + 128) q - 128 sum q, the
+   first sum by vpdpbusd (u8 x s8, four products per lane; |partial sums| <= D * 255 * 127 < 2^31),
+   the query's 4 bytes broadcast. Each packed key vector is loaded once for all the rows. Rows past
+   n repeat row 0 and are not stored. */
+#define SROWS 16
+static void scores_rows(const int8_t *restrict q, i64 nr, i64 L, i64 D, const uint8_t *restrict kpack,
+                        int32_t *restrict out) {
+    const i64 G = D / 4;
+    int32_t qw[SROWS][64], qs[SROWS];
+    for (i64 r = 0; r < SROWS; r++) {
+        const int8_t *qr = q + (r < nr ? r : 0) * D;
+        int32_t s = 0;
+        for (i64 c = 0; c < D; c++) s += qr[c];
+        qs[r] = 128 * s;
+        for (i64 g = 0; g < G; g++) {
+            uint32_t w = 0;
+            for (int b = 0; b < 4; b++) w |= (uint32_t)(uint8_t)qr[4 * g + b] << (8 * b);
+            qw[r][g] = (int32_t)w;
+        }
+    }
+    for (i64 t = 0; t < L / 16; t++) {
+        __m512i acc[SROWS];
+        for (int r = 0; r < SROWS; r++) acc[r] = _mm512_setzero_si512();
+        const uint8_t *kp = kpack + t * G * 64;
+        for (i64 g = 0; g < G; g++) {
+            const __m512i kv = _mm512_loadu_si512((const void *)(kp + g * 64));
+            for (int r = 0; r < SROWS; r++) acc[r] = _mm512_dpbusd_epi32(acc[r], kv, _mm512_set1_epi32(qw[r][g]));
+        }
+        for (i64 r = 0; r < nr; r++)
+            _mm512_storeu_si512((void *)(out + r * L + t * 16), _mm512_sub_epi32(acc[r], _mm512_set1_epi32(qs[r])));
+    }
+}
+
+/* The int8 score GEMM q8 @ k8^T and att_digits_i32 fused, SROWS rows at a time: the scores never leave
+   the L1/L2 cache. The same integers as torch._int_mm, then the same operations as att_digits_i32.
+   `rows` is scratch of SROWS * L int32. D <= 256. */
+void att_scores_digits(const int8_t *restrict q8, i64 n, i64 L, i64 D, const uint8_t *restrict kpack,
+                       const float *restrict unit, const int32_t *restrict tab,
+                       int32_t top, int32_t *restrict rows, int8_t *restrict hi, int8_t *restrict lo) {
+    for (i64 r = 0; r < n; r += SROWS) {
+        const i64 nr = n - r < SROWS ? n - r : SROWS;
+        scores_rows(q8 + r * D, nr, L, D, kpack, rows);
+        att_digits_i32(rows, nr, L, unit + r, tab, top, hi + r * L, lo + r * L);
+    }
+}
+#else
+int has_vnni(void) { return 0; }
+#endif

@@ -129,6 +129,13 @@ class Kernels:
 
     def __init__(self, lib):
         self.lib = lib
+        lib.has_vnni.argtypes, lib.has_vnni.restype = (), ctypes.c_int
+        self.vnni = lib.has_vnni() == 1  # built with AVX-512 VNNI: the fused score GEMM below exists
+        if self.vnni:
+            for name, args in (("pack_keys", (_P, _I, _I, _P)),
+                               ("att_scores_digits", (_P, _I, _I, _I, _P, _P, _P, _I32, _P, _P, _P))):
+                fn = getattr(lib, name)
+                fn.argtypes, fn.restype = args, None
 
     def att_digits(self, dot, unit, tab, top, hi, lo) -> None:
         """hi, lo (n, L) <- the digits of att_exp_table[min(rint((max - dot) * unit), top)]."""
@@ -198,6 +205,27 @@ class Kernels:
         self.lib.head_freqs_i32(_ptr(acc, torch.int32), n, V, _ptr(col, torch.float32), _ptr(f, torch.float32),
                                 _ptr(tab, torch.float32), top, _ptr(out, torch.float32))
         return out
+
+
+    SCORE_ROWS = 16  # query rows per pass of the fused score kernel (SROWS in kernels.c)
+
+    def pack_keys(self, k8: torch.Tensor) -> torch.Tensor:
+        """One head's int8 keys (L, D) in the layout of scores_digits (unsigned, k + 128)."""
+        L, D = k8.shape
+        kpack = torch.empty(L, D, dtype=torch.uint8)
+        self.lib.pack_keys(_ptr(k8, torch.int8), L, D, kpack.data_ptr())
+        return kpack
+
+    def scores_digits(self, q8, kpack, unit, tab, top: int, rows, hi, lo) -> None:
+        """att_digits of the scores q8 @ k8^T, computed SCORE_ROWS rows at a time (VNNI builds only);
+        rows: scratch of at least SCORE_ROWS * L int32."""
+        n, D = q8.shape
+        L = kpack.shape[0]
+        if rows.numel() < self.SCORE_ROWS * L or kpack.shape[1] != D:
+            raise ValueError("scores_digits: scratch too small or keys of another width")
+        self.lib.att_scores_digits(_ptr(q8, torch.int8), n, L, D, _ptr(kpack, torch.uint8), _ptr(unit, torch.float32),
+                                   _ptr(tab, torch.int32), top, _ptr(rows, torch.int32), _ptr(hi, torch.int8),
+                                   _ptr(lo, torch.int8))
 
 
 def kernels() -> Kernels | None:

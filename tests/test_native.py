@@ -91,19 +91,29 @@ def test_attention_matches_the_torch_operations(tiny_lm, one_thread, monkeypatch
 
 
 @needs_kernels
-def test_a_kernel_that_rounds_differently_is_not_used(tiny_lm, one_thread):
-    """The load-time self-check compares the kernels with the torch operations: one digit off in the
-    attention weights (as a miscompiled kernel would give) and the torch operations run instead."""
+@pytest.mark.parametrize("kernel", ["att_digits", "scores_digits", "glu_q8", "head_freqs"])
+def test_a_kernel_that_rounds_differently_is_not_used(tiny_lm, one_thread, monkeypatch, kernel):
+    """The load-time self-check compares the kernels with the torch operations: one value off in an
+    output of any kernel (as a miscompiled one would give) and the torch operations run instead."""
+    monkeypatch.setitem(intlinear._INT_MM_OK, "cpu", intlinear.int_mm_is_exact(torch.device("cpu")))
     ex = tiny_lm.exact("cpu")
     good = native.kernels()
+    if kernel == "scores_digits" and not good.vnni:
+        pytest.skip("the fused score kernel is built for AVX-512 VNNI CPUs only")
+    if kernel != "glu_q8" and not ex.int_mm:
+        pytest.skip("this kernel takes int8 GEMM outputs; torch._int_mm is not exact here")
     assert ex._checked_kernels(good) is good
+    bad = native.Kernels(good.lib)
+    inner = getattr(bad, kernel)
 
-    class OneOff(native.Kernels):
-        def att_digits(self, dot, unit, tab, top, hi, lo):
-            super().att_digits(dot, unit, tab, top, hi, lo)
-            lo.view(-1)[7] += 1
+    def one_off(*args):
+        res = inner(*args)
+        out = res[0] if isinstance(res, tuple) else res if res is not None else args[-1]  # lo digits: last
+        out.view(-1)[7] += 1
+        return res
 
-    assert ex._checked_kernels(OneOff(good.lib)) is None
+    setattr(bad, kernel, one_off)
+    assert ex._checked_kernels(bad) is None
 
 
 def test_without_a_compiler_the_torch_operations_run(tiny_lm, monkeypatch, tmp_path):
