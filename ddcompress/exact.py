@@ -407,7 +407,7 @@ class ExactDenoiser:
         if nk is None:
             return None
         g = torch.Generator().manual_seed(0)
-        x = torch.randint(0, self.cfg.vocab_size, (1, min(self.cfg.seq_len, 256)), generator=g)
+        x = torch.randint(0, self.cfg.vocab_size, (1, min(self.cfg.seq_len, 128)), generator=g)
         h = self.embed(x)[0]
         h[-1] *= 1 << 12  # beyond 2^LN_BITS: the LayerNorm's shift
         blk, got = self.blocks[0], []
