@@ -116,7 +116,7 @@ def operations(ex, x: torch.Tensor, at: torch.Tensor) -> str:
                 spent[name] = spent.get(name, 0.0) + time.perf_counter() - t0
         return timed
 
-    kernels = [k for k in dir(ex.nk) if not k.startswith("_") and k != "lib"] if ex.nk is not None else []
+    kernels = [k for k in dir(ex.nk) if not k.startswith("_") and callable(getattr(ex.nk, k)) and k != "lib"] if ex.nk else []
     saved = torch._int_mm
     torch._int_mm = timer(saved, "int8 GEMMs (torch._int_mm)")
     for k in kernels:
