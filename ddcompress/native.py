@@ -18,6 +18,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -29,7 +30,7 @@ import torch
 SOURCE = Path(__file__).with_name("kernels.c")
 # no fast-math and no contraction into FMA: every operation rounds as written, as torch's do
 FLAGS = ("-O3", "-std=c99", "-fno-fast-math", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC")
-ARCH_FLAGS = (("-march=native",), ("-mcpu=native",), ())  # first that builds
+ARCH_FLAGS = (("-march=native",), ("-mcpu=native",), ())  # first that builds; DDC_NATIVE_ARCH overrides
 # 64-bit targets whose float arithmetic is IEEE single/double without excess precision (not x87)
 MACHINES = {"x86_64", "amd64", "aarch64", "arm64", "ppc64le", "s390x", "riscv64"}
 
@@ -73,12 +74,19 @@ def _cpu_id() -> str:
     return text
 
 
+def _arch_flags() -> tuple[tuple[str, ...], ...]:
+    """The -march choices to try: the machine's own, or DDC_NATIVE_ARCH (e.g. "-march=x86-64-v3" for a
+    cache shared by different CPUs; the tests use it to build the generic and AVX2 code paths)."""
+    arch = os.environ.get("DDC_NATIVE_ARCH")
+    return (tuple(shlex.split(arch)),) if arch else ARCH_FLAGS
+
+
 def _build(path: Path) -> bool:
     cc = os.environ.get("CC") or "cc"
     if shutil.which(cc) is None:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    for arch in ARCH_FLAGS:
+    for arch in _arch_flags():
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
         os.close(fd)
         try:
@@ -100,7 +108,7 @@ def library():
         return _LIB["lib"]
     lib = None
     if os.environ.get("DDC_NATIVE", "1") != "0" and platform.machine().lower() in MACHINES and sys.maxsize > 2**32:
-        key = hashlib.sha256(SOURCE.read_bytes() + repr((FLAGS, ARCH_FLAGS, platform.machine(), _cpu_id())).encode()).hexdigest()[:16]
+        key = hashlib.sha256(SOURCE.read_bytes() + repr((FLAGS, _arch_flags(), platform.machine(), _cpu_id())).encode()).hexdigest()[:16]
         path = cache_dir() / f"kernels-{key}.so"
         try:
             if path.exists() or _build(path):

@@ -140,3 +140,32 @@ def test_the_library_is_built_once_per_cache_and_reused(monkeypatch, tmp_path):
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))  # a cached library needs no compiler
     assert native.library() is not None and built[0].stat().st_mtime_ns == mtime
 
+
+
+@needs_kernels
+@pytest.mark.parametrize("arch", ["-march=x86-64", "-march=x86-64-v3"])
+def test_kernels_built_for_other_x86_levels_match_too(tiny_lm, one_thread, monkeypatch, tmp_path, arch):
+    """The portable C paths (generic x86-64: no AVX; AVX2 without AVX-512, so no masked gathers and no
+    fused score kernel), built here with DDC_NATIVE_ARCH, pass the self-check and give the torch bits."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("x86 code paths")
+    monkeypatch.setattr(native, "_LIB", {})
+    monkeypatch.setenv("DDC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("DDC_NATIVE_ARCH", arch)
+    other = native.kernels()
+    if other is None:
+        pytest.skip(f"the compiler does not build {arch}")
+    assert not other.vnni
+    monkeypatch.setattr(native, "_LIB", {})
+    ex = _denoiser(tiny_lm, monkeypatch, intlinear.int_mm_is_exact(torch.device("cpu")))
+    assert ex._checked_kernels(other) is other
+    ex.nk = other
+    g = torch.Generator().manual_seed(7)
+    h = _residual_rows(ex, 70, 8)
+    qkv, a = torch.randn(2, 64, 3 * ex.cfg.d_model, generator=g), torch.randn(70, ex.cfg.d_model, generator=g)
+    for fn in (lambda: ex.residual_updates(ex.blocks[1], h, a), lambda: ex._attention_per_thread(*ex._heads(qkv, None), None),
+               lambda: ex.frequencies(*ex.layer_norm(h, ex.gf))):
+        want, got = _both(ex, fn)
+        assert _equal(want, got)
