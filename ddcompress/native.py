@@ -7,8 +7,9 @@ integer LayerNorm, quantization, exp-table lookups) that torch runs one full pas
 each row is read once while it is in cache.
 
 The source is compiled with the system C compiler (`$CC`, else `cc`) into a shared library cached
-under `$DDC_CACHE_DIR` (default `$XDG_CACHE_HOME/ddcompress` or `~/.cache/ddcompress`), keyed by the
-source, the flags and the CPU (it is built with -march=native). No compiler, a failed build, or a
+under `$DDC_CACHE_DIR` (default `$XDG_CACHE_HOME/ddcompress` or `~/.cache/ddcompress`; if that cannot
+be written, a private folder in the temp directory), keyed by the source, the flags and the CPU (it is
+built with -march=native). No compiler, a failed build, or a
 library that fails the self-check in exact.py: the torch operations run instead. DDC_NATIVE=0 turns it
 off. Calls go through ctypes, which releases the GIL, so worker threads run kernels in parallel.
 """
@@ -109,17 +110,35 @@ def library():
     lib = None
     if os.environ.get("DDC_NATIVE", "1") != "0" and platform.machine().lower() in MACHINES and sys.maxsize > 2**32:
         key = hashlib.sha256(SOURCE.read_bytes() + repr((FLAGS, _arch_flags(), platform.machine(), _cpu_id())).encode()).hexdigest()[:16]
-        path = cache_dir() / f"kernels-{key}.so"
-        try:
-            if path.exists() or _build(path):
-                lib = ctypes.CDLL(str(path))
-                for name, args in SIGNATURES.items():
-                    fn = getattr(lib, name)
-                    fn.argtypes, fn.restype = args, None
-        except (OSError, AttributeError):
-            lib = None
+        for folder in (cache_dir(), _private_tmp()):  # an unwritable cache (read-only home): a private temp folder
+            if folder is None:
+                continue
+            path = folder / f"kernels-{key}.so"
+            try:
+                if path.exists() or _build(path):
+                    lib = ctypes.CDLL(str(path))
+                    for name, args in SIGNATURES.items():
+                        fn = getattr(lib, name)
+                        fn.argtypes, fn.restype = args, None
+                    break
+            except (OSError, AttributeError):
+                lib = None
     _LIB["lib"] = lib
     return lib
+
+
+def _private_tmp() -> Path | None:
+    """tempdir/ddcompress-<uid>, made 0700 and owned by this user (else None: another user could have
+    put a library there for us to load)."""
+    if not hasattr(os, "getuid"):
+        return None
+    folder = Path(tempfile.gettempdir()) / f"ddcompress-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        st = folder.stat()
+    except OSError:
+        return None
+    return folder if st.st_uid == os.getuid() and not st.st_mode & 0o077 else None
 
 
 def _ptr(t: torch.Tensor, dtype: torch.dtype) -> int:

@@ -129,6 +129,25 @@ def test_without_a_compiler_the_torch_operations_run(tiny_lm, monkeypatch, tmp_p
 
 
 @needs_kernels
+def test_an_unwritable_cache_builds_in_a_private_temp_folder(monkeypatch, tmp_path):
+    import tempfile
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(native, "_LIB", {})
+    monkeypatch.setenv("DDC_CACHE_DIR", str(blocker / "cache"))  # cannot be created
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    assert native.library() is not None
+    (folder,) = (tmp_path / "tmp").iterdir()
+    assert folder.stat().st_mode & 0o777 == 0o700 and len(list(folder.glob("kernels-*.so"))) == 1
+    monkeypatch.setattr(native, "_LIB", {})
+    folder.chmod(0o755)  # a folder others can write into is not trusted: the torch operations run
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    assert native.library() is None
+
+
+@needs_kernels
 def test_the_library_is_built_once_per_cache_and_reused(monkeypatch, tmp_path):
     monkeypatch.setattr(native, "_LIB", {})
     monkeypatch.setenv("DDC_CACHE_DIR", str(tmp_path))
