@@ -256,7 +256,7 @@ class ExactDenoiser:
                 pos = None if at is None else at[b]
                 if nk is not None:  # the same, fused (int8 outputs)
                     q8, k8, sq, sv = nk.head_inputs(q[b, h], k[b, h], v[b, h], pos, self.cos, self.sin, v1)
-                    unit, kt = sq * self.att_unit, k8.t()
+                    unit, kt, svq = sq * self.att_unit, k8.t(), (sv * (1.0 / Q)).view(-1)
                     if fused:
                         kpack = nk.pack_keys(k8)
                 else:
@@ -286,9 +286,13 @@ class ExactDenoiser:
                         acc = torch._int_mm(hilo[: 2 * n], v1)
                     else:  # exact fp32 sums, converted exactly
                         acc = (hilo[: 2 * n] @ v1).int()
+                    if nk is not None:  # the same as below, fused, straight into this head's columns
+                        nk.weighted_values(acc, D, svq, out[b, r0:r1, h * D : (h + 1) * D])
+                        continue
                     # 128 H + Lo in int32: <= L * 16383 * 127 < 2^31 (checked for L at load)
                     torch.add(acc[n:], acc[:n], alpha=128, out=acc_all[r0:r1])
-                out[b, :, h * D : (h + 1) * D] = self._weighted_values(acc_all, sv, D)
+                if nk is None:
+                    out[b, :, h * D : (h + 1) * D] = self._weighted_values(acc_all, sv, D)
 
         self._parallel(heads, B * H)
         return out

@@ -352,3 +352,17 @@ void att_scores_digits(const int8_t *restrict q8, i64 n, i64 L, i64 D, const uin
 #else
 int has_vnni(void) { return 0; }
 #endif
+
+/* exact._weighted_values for a block of n query rows straight from the value GEMM's int32 sums acc
+   (2n, Dp): rows [0, n) the hi digits' products, [n, 2n) the lo digits', column D the weights' sum.
+   num = 128 hi + lo (int32, < 2^31), out[r][c] = (float)((double)num[c] / (double)num[D]) * svq[c],
+   svq = the value scales / 127; out rows are `os` floats apart. */
+void weighted_values(const int32_t *restrict acc, i64 n, i64 D, i64 Dp, const float *restrict svq,
+                     float *restrict out, i64 os) {
+    for (i64 r = 0; r < n; r++) {
+        const int32_t *restrict h = acc + r * Dp, *restrict l = acc + (n + r) * Dp;
+        const double den = (double)(128 * h[D] + l[D]);
+        float *restrict o = out + r * os;
+        for (i64 c = 0; c < D; c++) o[c] = (float)((double)(128 * h[c] + l[c]) / den) * svq[c];
+    }
+}

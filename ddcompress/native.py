@@ -49,6 +49,7 @@ SIGNATURES = {
     "glu_q8_f32": (_P, _I, _I, _P, _P, _P, _I32, _I32, _P, _P, _P),
     "layer_norm_q8": (_P, _I, _I, _P, _P, _I32, _D, _P, _P, _P),
     "head_freqs_i32": (_P, _I, _I, _P, _P, _P, _I32, _P),
+    "weighted_values": (_P, _I, _I, _I, _P, _P, _I),
     "head_inputs_q8": (_P, _I, _I, _P, _P, _P, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _I, _P),
 }
 
@@ -253,6 +254,16 @@ class Kernels:
         self.lib.att_scores_digits(_ptr(q8, torch.int8), n, L, D, _ptr(kpack, torch.uint8), _ptr(unit, torch.float32),
                                    _ptr(tab, torch.int32), top, _ptr(rows, torch.int32), _ptr(hi, torch.int8),
                                    _ptr(lo, torch.int8))
+
+
+    def weighted_values(self, acc, D: int, svq, out) -> None:
+        """exact._weighted_values of a block from the value GEMM's sums acc (2n, Dp) ([hi; lo] rows) into
+        out (n, D), a view whose rows may be apart (one head's columns of the attention output)."""
+        n2, Dp = acc.shape
+        if out.stride(1) != 1 or out.shape != (n2 // 2, D) or out.dtype != torch.float32:
+            raise ValueError("weighted_values wants (n, D) float rows with unit column stride")
+        self.lib.weighted_values(_ptr(acc, torch.int32), n2 // 2, D, Dp, _ptr(svq, torch.float32), out.data_ptr(),
+                                 out.stride(0))
 
 
 def kernels() -> Kernels | None:
