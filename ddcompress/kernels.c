@@ -182,7 +182,7 @@ static i64 floor_div(i64 a, i64 b) {
 
 /* LayerNorm(h) * gamma of Q.16 integer rows as int8 rows and their scales (exact.layer_norm, which
    computes in fp64 holding exact integers; here the same integers in int64): xc = h - floor(mean);
-   rows with max |xc| >= 2^ln_bits are shifted right by sh bits (floor(xc * 2^-sh) = xc >> sh);
+   rows with max |xc| >= 2^ln_bits are scaled by 2^-sh (floor(double(xc) * 2^-sh), as the reference);
    var = sum xs^2 (< 2^53); v = xs * g (|v| < 2^52); q = rint(v * (127 / max|v|)) in double;
    scale = (float)(max|v| / (sqrt(var * (1 / d) + eps[sh]) * g_unit)), g_unit = 2^16 the unit of the
    integer gamma g. `xs` (d int64) is scratch. */
@@ -197,11 +197,14 @@ void layer_norm_q8(const i64 *restrict h, i64 n, i64 d, const i64 *restrict g, c
         for (i64 j = 0; j < d; j++) xs[j] = x[j] - mean;
         i64 hi, lo;
         MIN_MAX(i64, xs, d, hi, lo);
-        const i64 m = hi > -lo ? hi : -lo;
+        /* the reference holds xc as doubles: above 2^53 they are rounded, so the shift branch works on
+           the same doubles (double(max) = max of the doubles: the conversion is monotonic) */
+        const double m = (double)(hi > -lo ? hi : -lo);
         int sh = 0;
-        if (m >= ((i64)1 << ln_bits)) {
-            for (int b = ln_bits; b < 63; b++) sh += m >= ((i64)1 << b);
-            for (i64 j = 0; j < d; j++) xs[j] >>= sh; /* arithmetic shift: floor division by 2^sh */
+        if (m >= ldexp(1.0, ln_bits)) {
+            for (int b = ln_bits; b < 63; b++) sh += m >= ldexp(1.0, b);
+            const double p = ldexp(1.0, -sh); /* exact power of two */
+            for (i64 j = 0; j < d; j++) xs[j] = (i64)floor((double)xs[j] * p);
         }
         i64 var = 0;
         for (i64 j = 0; j < d; j++) var += xs[j] * xs[j];

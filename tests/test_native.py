@@ -40,7 +40,8 @@ def _equal(a, b) -> bool:
 
 def _residual_rows(ex: ExactDenoiser, n: int, seed: int) -> torch.Tensor:
     """Q.16 residual rows with the edge cases: embeddings, rows beyond 2^LN_BITS (the LayerNorm's
-    shift) up to 2^45, a constant row (zero after centring), negated rows (floor of negative means)."""
+    shift) up to 2^45 and past 2^53 (where the reference's doubles round), a constant row (zero after
+    centring), negated rows (floor of negative means)."""
     g = torch.Generator().manual_seed(seed)
     h = ex.embed(torch.randint(0, ex.cfg.vocab_size, (1, n), generator=g))[0]
     h[1] *= 1 << 12
@@ -49,6 +50,13 @@ def _residual_rows(ex: ExactDenoiser, n: int, seed: int) -> torch.Tensor:
     h[4] = -h[4] - 7
     h[5] = 0
     h[6, 0] = 1 << 45
+    h[7, :3] = torch.tensor([(1 << 55) + 12345, -(1 << 54) - 777, (1 << 53) + 1])  # beyond 2^53: rounded as doubles
+    # a row whose centred maximum is 2^55 - 1: as a double it rounds up to 2^55, so the reference's
+    # floor(xc * 2^-35) is 2^20 where the exact shift would give 2^20 - 1
+    d, t = h.shape[1], (1 << 55) - 1
+    r = t % (d - 1)
+    h[8] = 0
+    h[8, 0] = d * ((t - r) // (d - 1)) + r
     return h
 
 
