@@ -174,12 +174,21 @@ def _compress_one(name: str, output: str | None, to_stdout: bool, force: bool, r
         _summary(_display(name), len(data), blob, secs)
 
 
+def _arithmetic() -> str:
+    """", C kernels" or ", torch operations (why)" once a model ran on the CPU in this process (never
+    imports torch itself: `ddc` starts without it)."""
+    native = sys.modules.get("ddcompress.native")
+    what = native.status() if native else None
+    return f", {what}" if what else ""
+
+
 def _summary(name: str, n_in: int, blob: bytes, secs: float) -> None:
     h = _info(blob)
     bpb = f"{8 * len(blob) / n_in:.3f} bits/byte" if n_in else "-"
     extra = ""
     if h.get("ideal_bits"):
         extra = f", {h['tokens']} tokens, {h['steps']} steps, coded/ideal {8 * len(blob) / h['ideal_bits']:.4f}"
+        extra += _arithmetic()
     click.echo(f"{name}: {n_in} -> {len(blob)} bytes, {bpb} [{h['method']}{extra}], {n_in / 1024 / max(secs, 1e-9):.2f} KB/s", err=True)
 
 
@@ -225,7 +234,8 @@ def _decompress_one(name: str, output: str | None, to_stdout: bool, force: bool,
     if rm and name != "-" and out is not None:
         _remove_input(name)
     if verbose:
-        click.echo(f"{_display(name)}: {len(blob)} -> {len(data)} bytes, {len(data) / 1024 / max(time.monotonic() - t0, 1e-9):.2f} KB/s", err=True)
+        how = f" [{_arithmetic()[2:]}]" if _arithmetic() and _info(blob).get("method") == "mdm" else ""
+        click.echo(f"{_display(name)}: {len(blob)} -> {len(data)} bytes{how}, {len(data) / 1024 / max(time.monotonic() - t0, 1e-9):.2f} KB/s", err=True)
 
 
 @main.command("test")

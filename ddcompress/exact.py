@@ -426,7 +426,9 @@ class ExactDenoiser:
                 r = self.residual_updates(blk, h, a)
                 got.append((qkv, a, a_at, a_odd, r, self.frequencies(*self.layer_norm(r[:40], self.gf))))
         self.nk = None
-        return nk if all(torch.equal(a, b) for a, b in zip(*got)) else None
+        passed = all(torch.equal(a, b) for a, b in zip(*got))
+        native.record_check(passed)
+        return nk if passed else None
 
     # -- the network ----------------------------------------------------------------------------------
     def embed(self, x: torch.Tensor) -> torch.Tensor:

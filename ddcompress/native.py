@@ -109,7 +109,14 @@ def library():
     if "lib" in _LIB:
         return _LIB["lib"]
     lib = None
-    if os.environ.get("DDC_NATIVE", "1") != "0" and platform.machine().lower() in MACHINES and sys.maxsize > 2**32:
+    if os.environ.get("DDC_NATIVE", "1") == "0":
+        _LIB["status"] = "torch operations (DDC_NATIVE=0)"
+    elif platform.machine().lower() not in MACHINES or sys.maxsize <= 2**32:
+        _LIB["status"] = f"torch operations (no C kernels for {platform.machine()})"
+    else:
+        no_cc = shutil.which(os.environ.get("CC") or "cc") is None  # (a cached library needs none)
+        _LIB["status"] = ("torch operations (no C compiler: the C kernels are about 2x faster)" if no_cc
+                          else "torch operations (the C kernels did not build)")
         key = hashlib.sha256(SOURCE.read_bytes() + repr((FLAGS, _arch_flags(), platform.machine(), _cpu_id())).encode()).hexdigest()[:16]
         for folder in (cache_dir(), _private_tmp()):  # an unwritable cache (read-only home): a private temp folder
             if folder is None:
@@ -126,6 +133,17 @@ def library():
                 lib = None
     _LIB["lib"] = lib
     return lib
+
+
+def record_check(passed: bool) -> None:
+    """The exact denoiser's load-time comparison of the kernels with the torch operations."""
+    _LIB["status"] = "C kernels" if passed else "torch operations (the C kernels failed their self-check)"
+
+
+def status() -> str | None:
+    """What the exact path's elementwise work runs on in this process, for `-v` (None before a model
+    ran on the CPU): "C kernels" or "torch operations (why)"."""
+    return _LIB.get("status")
 
 
 def _private_tmp() -> Path | None:

@@ -334,10 +334,20 @@ def test_other_errors(tmp_path, tiny_ckpt):
 
 
 def test_verbose_summary(tmp_path, tiny_ckpt):
+    from ddcompress import native
+
     src = _write(tmp_path / "v.txt", words(100))
     res = ok(ddc(src, "-v", "-1", "--method", "mdm", "--model", tiny_ckpt))
     assert "bits/byte" in res.stderr and "coded/ideal" in res.stderr
-    assert ok(ddc("-d", "-f", "-v", tmp_path / "v.txt.ddc", "--model", tiny_ckpt)).stderr.count("\n") == 1
+    # what the arithmetic ran on: the C kernels, or the torch operations and why
+    how = native.status()
+    assert how == "C kernels" or how.startswith("torch operations (")
+    assert f", {how}]" in res.stderr
+    res = ok(ddc("-d", "-f", "-v", tmp_path / "v.txt.ddc", "--model", tiny_ckpt))
+    assert res.stderr.count("\n") == 1 and f"[{how}]" in res.stderr
+    xz = ok(ddc(src, "-v", "-f", "--method", "xz", "-o", tmp_path / "x.ddc"))
+    assert "kernels" not in xz.stderr and "torch" not in xz.stderr
+    assert "torch" not in ok(ddc("-d", "-f", "-v", "-o", tmp_path / "x.out", tmp_path / "x.ddc")).stderr
     assert ok(ddc(src, "-q", "-f", "-1", "--model", tiny_ckpt)).stderr == ""
 
 

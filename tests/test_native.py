@@ -130,10 +130,11 @@ def test_without_a_compiler_the_torch_operations_run(tiny_lm, monkeypatch, tmp_p
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     assert native.library() is None and not list(tmp_path.iterdir())
     assert ExactDenoiser(tiny_lm.cfg, tiny_lm.tensors, "cpu").nk is None
+    assert native.status().startswith("torch operations (no C compiler")  # what `ddc -v` reports
     monkeypatch.setattr(native, "_LIB", {})
     monkeypatch.delenv("CC")
     monkeypatch.setenv("DDC_NATIVE", "0")
-    assert native.library() is None
+    assert native.library() is None and native.status() == "torch operations (DDC_NATIVE=0)"
 
 
 @needs_kernels
