@@ -266,26 +266,14 @@ class ExactDenoiser:
                 for r0 in range(0, Lq, rows):
                     r1 = min(Lq, r0 + rows)
                     n = r1 - r0
-                    sb, ib, hb, lb = s[:n], idx[:n], hilo[:n], hilo[n : 2 * n]
+                    hb, lb = hilo[:n], hilo[n : 2 * n]
                     if fused:  # the scores (the same int32 as _int_mm) and their digits, row by row in cache
                         nk.scores_digits(q8[r0:r1], kpack, unit[r0:r1], self.att_packed, top, row, hb, lb)
-                        dot = None
-                    elif use_int:
-                        dot = torch._int_mm(q8[r0:r1], kt)
-                    else:  # exact: |partial sums| <= D * 127^2 < 2^24
-                        dot = torch.matmul(q8[r0:r1], kt, out=sb)
-                    if dot is None:
-                        pass
-                    elif self.nk is not None:  # the same, fused: one pass over the block's scores
-                        self.nk.att_digits(dot, unit[r0:r1], self.att_packed, top, hb, lb)
-                    else:
-                        ib.copy_(self._exp_index(dot, unit[r0:r1], top, sb))
-                        torch.index_select(hi_t, 0, ib.view(-1), out=hb.view(-1))  # e = 128 hi + lo
-                        torch.index_select(lo_t, 0, ib.view(-1), out=lb.view(-1))
-                    if use_int:  # both digits' products in one GEMM: [hi; lo] @ [v8 | 1]
-                        acc = torch._int_mm(hilo[: 2 * n], v1)
-                    else:  # exact fp32 sums, converted exactly
-                        acc = (hilo[: 2 * n] @ v1).int()
+                    else:  # exact integer scores: int32, or fp32 with |partial sums| <= D * 127^2 < 2^24
+                        dot = torch._int_mm(q8[r0:r1], kt) if use_int else torch.matmul(q8[r0:r1], kt, out=s[:n])
+                        self._digits(dot, unit[r0:r1], top, (hi_t, lo_t), hb, lb, s[:n], idx[:n])
+                    # both digits' products in one GEMM, [hi; lo] @ [v8 | 1]: int32, or exact fp32 sums
+                    acc = torch._int_mm(hilo[: 2 * n], v1) if use_int else (hilo[: 2 * n] @ v1).int()
                     if nk is not None:  # the same as below, fused, straight into this head's columns
                         nk.weighted_values(acc, D, svq, out[b, r0:r1, h * D : (h + 1) * D])
                         continue
@@ -296,6 +284,17 @@ class ExactDenoiser:
 
         self._parallel(heads, B * H)
         return out
+
+    def _digits(self, dot, unit, top: int, tables, hi, lo, scratch, idx) -> None:
+        """hi, lo <- the two 7-bit digits e = 128 hi + lo of the weights att_exp_table[u] of integer
+        scores `dot` (u from `_exp_index`): the C kernel's one pass, or torch's (`scratch`, `idx`:
+        buffers of dot's shape, fp32 and int32; `tables`: the digit tables in hi's dtype)."""
+        if self.nk is not None:
+            self.nk.att_digits(dot, unit, self.att_packed, top, hi, lo)
+            return
+        idx.copy_(self._exp_index(dot, unit, top, scratch))
+        torch.index_select(tables[0], 0, idx.view(-1), out=hi.view(-1))
+        torch.index_select(tables[1], 0, idx.view(-1), out=lo.view(-1))
 
     def _parallel(self, work, n: int) -> None:
         """work(first, step) for first in range(k) over k threads: the per-head loop is many small ops,

@@ -295,7 +295,6 @@ void head_freqs_i32(const int32_t *restrict acc, i64 n, i64 V, const float *rest
 }
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512F__)
-int has_vnni(void) { return 1; }
 
 /* Keys of one head packed for att_scores_digits: k8 (L, D) int8 -> kpack[L/16][D/4][16 keys][4 bytes]
    as unsigned bytes k + 128 (one 64-byte vector per tile of 16 keys and group of 4 channels).
@@ -352,8 +351,6 @@ void att_scores_digits(const int8_t *restrict q8, i64 n, i64 L, i64 D, const uin
         att_digits_i32(rows, nr, L, unit + r, tab, top, hi + r * L, lo + r * L);
     }
 }
-#else
-int has_vnni(void) { return 0; }
 #endif
 
 /* exact._weighted_values for a block of n query rows straight from the value GEMM's int32 sums acc

@@ -50,8 +50,12 @@ SIGNATURES = {
     "layer_norm_q8": (_P, _I, _I, _P, _P, _I32, _D, _P, _P, _P),
     "head_freqs_i32": (_P, _I, _I, _P, _P, _P, _I32, _P),
     "weighted_values": (_P, _I, _I, _I, _P, _P, _I),
+    "pack_keys": (_P, _I, _I, _P),  # these two: AVX-512 VNNI builds only (VNNI_ONLY)
+    "att_scores_digits": (_P, _I, _I, _I, _P, _P, _P, _I32, _P, _P, _P),
     "head_inputs_q8": (_P, _I, _I, _P, _P, _P, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _I, _P),
 }
+
+VNNI_ONLY = {"pack_keys", "att_scores_digits"}  # the fused score kernel (kernels.c, #if AVX512VNNI)
 
 _LIB: dict[str, object] = {}
 
@@ -126,6 +130,8 @@ def library():
                 if path.exists() or _build(path):
                     lib = ctypes.CDLL(str(path))
                     for name, args in SIGNATURES.items():
+                        if name in VNNI_ONLY and not hasattr(lib, name):
+                            continue
                         fn = getattr(lib, name)
                         fn.argtypes, fn.restype = args, None
                     break
@@ -175,13 +181,7 @@ class Kernels:
 
     def __init__(self, lib):
         self.lib = lib
-        lib.has_vnni.argtypes, lib.has_vnni.restype = (), ctypes.c_int
-        self.vnni = lib.has_vnni() == 1  # built with AVX-512 VNNI: the fused score GEMM below exists
-        if self.vnni:
-            for name, args in (("pack_keys", (_P, _I, _I, _P)),
-                               ("att_scores_digits", (_P, _I, _I, _I, _P, _P, _P, _I32, _P, _P, _P))):
-                fn = getattr(lib, name)
-                fn.argtypes, fn.restype = args, None
+        self.vnni = all(hasattr(lib, name) for name in VNNI_ONLY)  # the fused score kernel was built
 
     def att_digits(self, dot, unit, tab, top, hi, lo) -> None:
         """hi, lo (n, L) <- the digits of att_exp_table[min(rint((max - dot) * unit), top)]."""
