@@ -61,18 +61,18 @@ class Container:
             _check_tables(self, groups, chunks)
         except _Bad as e:
             raise ValueError(f"cannot write ddc file: {e}") from None
-        out = bytearray([METHODS[h["method"]]]) + _varint(h["original_bytes"]) + struct.pack("<I", h["original_crc32"])
+        out = bytearray([METHODS[h["method"]]]) + leb128(h["original_bytes"]) + struct.pack("<I", h["original_crc32"])
         if h["method"] == "mdm":
             out += bytes([NUMERICS[h["numerics"]]]) + bytes.fromhex(h["model_id"]) + bytes.fromhex(h["tokenizer_id"])
-            out += _varint(h["seq_len"]) + _varint(h["steps"])
+            out += leb128(h["seq_len"]) + leb128(h["steps"])
             out += bytes([GRIDS[h["grid"]], h["level"] or 0, TRANSFORMS[h["transform"]]])
-            out += _varint(h["seed"]) + _varint(h["group_size"]) + _varint(h["tokens"])
+            out += leb128(h["seed"]) + leb128(h["group_size"]) + leb128(h["tokens"])
             out += struct.pack("<f", float(h["ideal_bits"]))
         if h["method"] != "store":
             for p in self.payloads:
-                out += _varint(len(p)) + struct.pack("<I", zlib.crc32(p))
+                out += leb128(len(p)) + struct.pack("<I", zlib.crc32(p))
             out += struct.pack(f"<{len(self.token_crcs)}I", *self.token_crcs)
-        head = bytes([FORMAT_VERSION]) + _varint(len(out)) + out
+        head = bytes([FORMAT_VERSION]) + leb128(len(out)) + out
         return b"".join([MAGIC, head, struct.pack("<I", zlib.crc32(head)), *self.payloads])
 
 
@@ -339,7 +339,9 @@ def _f32(x: float) -> float:
         return math.inf
 
 
-def _varint(n: int) -> bytes:
+def leb128(n: int) -> bytes:
+    """Minimal unsigned LEB128 of n >= 0 (the header's varints; the tests also write ones past 2^64,
+    for the reader to refuse)."""
     out = bytearray()
     while n >= 0x80:
         out.append(n & 0x7F | 0x80)

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import random
 
+from ddcompress.container import leb128  # the writer's varints, for crafted files
+
+__all__ = ["CONTENT", "leb128", "read_leb128", "words"]
+
 
 def words(n: int, seed: int = 0) -> bytes:
     """Text that is exactly n GPT-2 tokens (each ' word' is one token and no merges cross words)."""
@@ -33,13 +37,3 @@ def read_leb128(blob: bytes, pos: int) -> tuple[int, int]:
         shift += 7
         if b < 0x80:
             return value, pos
-
-
-def leb128(n: int) -> bytes:
-    """Minimal LEB128 of any n >= 0 (also past 2^64: such varints are for the reader to refuse)."""
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
