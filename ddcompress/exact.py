@@ -251,6 +251,7 @@ class ExactDenoiser:
             v1 = torch.zeros(L, Dp, dtype=dt, device=dev)
             v1[:, D] = 1
             acc_all = torch.empty(Lq, Dp, dtype=torch.int32, device=dev)
+            acc2 = torch.empty(2 * rows if nk is not None and nk.amx else 0, Dp, dtype=torch.int32, device=dev)
             for bh in range(first, B * H, step):
                 b, h = divmod(bh, H)
                 pos = None if at is None else at[b]
@@ -259,7 +260,9 @@ class ExactDenoiser:
                     unit, kt, svq = sq * self.att_unit, k8.t(), (sv * (1.0 / Q)).view(-1)
                     if fused:
                         kpack = nk.pack_keys(k8)
+                    vpack = nk.amx_pack(v1.t()) if nk.amx else None  # [v8 | 1] for the AMX value GEMM
                 else:
+                    vpack = None
                     q8, k8, v8, unit, sv = self.head_inputs(q[b, h], k[b, h], v[b, h], pos)
                     q8, kt = q8.to(dt), k8.to(dt).t()
                     v1[:, :D] = v8
@@ -273,7 +276,10 @@ class ExactDenoiser:
                         dot = torch._int_mm(q8[r0:r1], kt) if use_int else torch.matmul(q8[r0:r1], kt, out=s[:n])
                         self._digits(dot, unit[r0:r1], top, (hi_t, lo_t), hb, lb, s[:n], idx[:n])
                     # both digits' products in one GEMM, [hi; lo] @ [v8 | 1]: int32, or exact fp32 sums
-                    acc = torch._int_mm(hilo[: 2 * n], v1) if use_int else (hilo[: 2 * n] @ v1).int()
+                    if vpack is not None:
+                        acc = nk.amx_matmul(hilo[: 2 * n], vpack, Dp, out=acc2[: 2 * n])
+                    else:
+                        acc = torch._int_mm(hilo[: 2 * n], v1) if use_int else (hilo[: 2 * n] @ v1).int()
                     if nk is not None:  # the same as below, fused, straight into this head's columns
                         nk.weighted_values(acc, D, svq, out[b, r0:r1, h * D : (h + 1) * D])
                         continue
@@ -348,7 +354,7 @@ class ExactDenoiser:
         def rows(r: slice) -> None:
             x8, s = self.layer_norm(h[r], blk.g1)
             if nk is not None:
-                nk.scale_acc(blk.qkv.acc(x8), s, blk.qkv.col, out[r])
+                nk.scale_acc(self._acc(blk.qkv, x8), s, blk.qkv.col, out[r])
             else:
                 blk.qkv(x8, s, out=out[r])
 
@@ -364,10 +370,10 @@ class ExactDenoiser:
         def rows(r: slice) -> None:
             if nk is not None:  # the torch operations below, with the elementwise passes fused
                 qa, ma = nk.quant_rows(a[r])
-                hb = nk.add_fixed(h[r], blk.proj.acc(qa), ma, blk.proj.col, unit, torch.empty_like(h[r]))
+                hb = nk.add_fixed(h[r], self._acc(blk.proj, qa), ma, blk.proj.col, unit, torch.empty_like(h[r]))
                 x8, s = self.layer_norm(hb, blk.g2)
-                qm, mm = nk.glu_q8(blk.gate_up.acc(x8), s, blk.gate_up.col, self.sig, fp.SIG_FRAC, fp.SIG_HALF)
-                nk.add_fixed(hb, blk.down.acc(qm), mm, blk.down.col, unit, out[r])
+                qm, mm = nk.glu_q8(self._acc(blk.gate_up, x8), s, blk.gate_up.col, self.sig, fp.SIG_FRAC, fp.SIG_HALF)
+                nk.add_fixed(hb, self._acc(blk.down, qm), mm, blk.down.col, unit, out[r])
                 return
             hb = h[r] + self.to_fixed(blk.proj(*quant_rows(a[r])))
             m = self.glu(blk.gate_up(*self.layer_norm(hb, blk.g2)))
@@ -375,6 +381,16 @@ class ExactDenoiser:
 
         self._each_row_block(len(h), rows, self.rows, threads=nk is not None)
         return out
+
+    def _acc(self, lin: ExactLinear, x8: torch.Tensor) -> torch.Tensor:
+        """lin.acc(x8): on the AMX tiles where the C kernels have them (the same int32 sums), W^T packed
+        for them on first use."""
+        nk = self.nk
+        if nk is None or not nk.amx or lin.w8 is None or self.device.type != "cpu":
+            return lin.acc(x8)
+        if lin.packed is None:  # (two threads may both pack it: the same bytes)
+            lin.packed = nk.amx_pack(lin.w8.t())
+        return nk.amx_matmul(x8.reshape(-1, x8.shape[-1]), lin.packed, lin.n).view(*x8.shape[:-1], lin.n)
 
     def _each_row_block(self, n: int, work, most: int, threads: bool) -> None:
         """work(rows) for blocks of at most `most` rows. With `threads` (the C kernels on a CPU), blocks
@@ -466,7 +482,7 @@ class ExactDenoiser:
         nk = self.nk if self.int_mm else None  # the C kernel takes the int32 sums
 
         def rows(r: slice) -> None:
-            acc, f = self.head.acc(h8[r]), scale[r] * float(1 << fp.EXP_FRAC)
+            acc, f = self._acc(self.head, h8[r]), scale[r] * float(1 << fp.EXP_FRAC)
             if nk is not None:  # the same, fused
                 nk.head_freqs(acc, self.head.col, f, self.exp32, top, out[r])
                 return

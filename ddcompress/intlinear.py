@@ -96,6 +96,7 @@ class ExactLinear:
         self.w8 = q.to(device).t() if self.int_mm else None
         self.wt = None if self.int_mm else q.t().float().contiguous().to(device)
         self.col = col.to(device)
+        self.packed = None  # W^T in the C kernels' AMX tile layout, made on first use (exact.ExactDenoiser._acc)
 
     @classmethod
     def from_tensors(cls, tensors, name: str, rows: int | None = None, device="cpu") -> "ExactLinear":

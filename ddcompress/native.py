@@ -53,9 +53,15 @@ SIGNATURES = {
     "pack_keys": (_P, _I, _I, _P),  # these two: AVX-512 VNNI builds only (VNNI_ONLY)
     "att_scores_digits": (_P, _I, _I, _I, _P, _P, _P, _I32, _P, _P, _P),
     "head_inputs_q8": (_P, _I, _I, _P, _P, _P, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _I, _P),
+    "amx_enable": (),  # these three: builds for CPUs with AMX tiles only (AMX_ONLY)
+    "amx_pack": (_P, _I, _I, _I, _I, _P),
+    "amx_gemm": (_P, _I, _I, _I, _P, _I, _P, _I),
 }
+RESTYPES = {"amx_enable": ctypes.c_int, "amx_gemm": ctypes.c_int}
 
 VNNI_ONLY = {"pack_keys", "att_scores_digits"}  # the fused score kernel (kernels.c, #if AVX512VNNI)
+AMX_ONLY = {"amx_enable", "amx_pack", "amx_gemm"}  # int8 GEMMs on the tile unit (kernels.c, #if AMX)
+AMX_K, AMX_N = 64, 32  # amx_pack pads K and N to multiples of these
 
 _LIB: dict[str, object] = {}
 
@@ -130,10 +136,10 @@ def library():
                 if path.exists() or _build(path):
                     lib = ctypes.CDLL(str(path))
                     for name, args in SIGNATURES.items():
-                        if name in VNNI_ONLY and not hasattr(lib, name):
+                        if name in VNNI_ONLY | AMX_ONLY and not hasattr(lib, name):
                             continue
                         fn = getattr(lib, name)
-                        fn.argtypes, fn.restype = args, None
+                        fn.argtypes, fn.restype = args, RESTYPES.get(name)
                     break
             except (OSError, AttributeError):
                 lib = None
@@ -182,6 +188,7 @@ class Kernels:
     def __init__(self, lib):
         self.lib = lib
         self.vnni = all(hasattr(lib, name) for name in VNNI_ONLY)  # the fused score kernel was built
+        self.amx = amx_ready(lib)  # int8 GEMMs on the AMX tiles
 
     def att_digits(self, dot, unit, tab, top, hi, lo) -> None:
         """hi, lo (n, L) <- the digits of att_exp_table[min(rint((max - dot) * unit), top)]."""
@@ -282,6 +289,39 @@ class Kernels:
             raise ValueError("weighted_values wants (n, D) float rows with unit column stride")
         self.lib.weighted_values(_ptr(acc, torch.int32), n2 // 2, D, Dp, _ptr(svq, torch.float32), out.data_ptr(),
                                  out.stride(0))
+
+
+    def amx_pack(self, w: torch.Tensor) -> torch.Tensor:
+        """B = w^T for amx_matmul, from w (N, K) int8 (any strides): the tile unit's layout, zero-padded."""
+        N, K = w.shape
+        if w.dtype != torch.int8 or w.device.type != "cpu":
+            raise ValueError("amx_pack wants a CPU int8 matrix")
+        bp = torch.empty(-(-N // AMX_N) * AMX_N * -(-K // AMX_K) * AMX_K, dtype=torch.int8)
+        self.lib.amx_pack(w.data_ptr(), N, K, w.stride(0), w.stride(1), bp.data_ptr())
+        return bp
+
+    def amx_matmul(self, a: torch.Tensor, bp: torch.Tensor, n: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """a (M, K) int8 (rows may be apart) @ B (K, n) packed by amx_pack -> (M, n) int32: torch._int_mm's
+        integers."""
+        M, K = a.shape
+        if a.dtype != torch.int8 or a.stride(1) != 1 or bp.numel() != -(-n // AMX_N) * AMX_N * -(-K // AMX_K) * AMX_K:
+            raise ValueError("amx_matmul wants int8 rows with unit column stride and B packed for their width")
+        out = torch.empty(M, n, dtype=torch.int32) if out is None else out
+        if out.dtype != torch.int32 or out.stride(1) != 1 or out.shape != (M, n):
+            raise ValueError("amx_matmul writes int32 rows with unit column stride")
+        if M and not self.lib.amx_gemm(a.data_ptr(), M, K, max(a.stride(0), K), bp.data_ptr(), n, out.data_ptr(), out.stride(0)):
+            raise MemoryError("amx_gemm")
+        return out
+
+
+def amx_ready(lib) -> bool:
+    """Whether the library has the AMX GEMMs and Linux granted this process the tile state (once per
+    process; DDC_AMX=0 turns them off)."""
+    if os.environ.get("DDC_AMX", "1") == "0" or not all(hasattr(lib, name) for name in AMX_ONLY):
+        return False
+    if "amx" not in _LIB:
+        _LIB["amx"] = bool(lib.amx_enable())
+    return _LIB["amx"]
 
 
 def kernels() -> Kernels | None:

@@ -99,7 +99,7 @@ def test_attention_matches_the_torch_operations(tiny_lm, one_thread, monkeypatch
 
 
 @needs_kernels
-@pytest.mark.parametrize("kernel", ["att_digits", "scores_digits", "glu_q8", "head_freqs"])
+@pytest.mark.parametrize("kernel", ["att_digits", "scores_digits", "glu_q8", "head_freqs", "amx_matmul"])
 def test_a_kernel_that_rounds_differently_is_not_used(tiny_lm, one_thread, monkeypatch, kernel):
     """The load-time self-check compares the kernels with the torch operations: one value off in an
     output of any kernel (as a miscompiled one would give) and the torch operations run instead."""
@@ -108,20 +108,43 @@ def test_a_kernel_that_rounds_differently_is_not_used(tiny_lm, one_thread, monke
     good = native.kernels()
     if kernel == "scores_digits" and not good.vnni:
         pytest.skip("the fused score kernel is built for AVX-512 VNNI CPUs only")
+    if kernel == "amx_matmul" and not good.amx:
+        pytest.skip("the AMX GEMMs are built for CPUs with AMX tiles only")
     if kernel != "glu_q8" and not ex.int_mm:
         pytest.skip("this kernel takes int8 GEMM outputs; torch._int_mm is not exact here")
     assert ex._checked_kernels(good) is good
     bad = native.Kernels(good.lib)
     inner = getattr(bad, kernel)
 
-    def one_off(*args):
-        res = inner(*args)
+    def one_off(*args, **kw):
+        res = inner(*args, **kw)
         out = res[0] if isinstance(res, tuple) else res if res is not None else args[-1]  # lo digits: last
         out.view(-1)[7] += 1
         return res
 
     setattr(bad, kernel, one_off)
     assert ex._checked_kernels(bad) is None
+
+
+@needs_kernels
+def test_amx_gemms_give_the_exact_int8_products():
+    """The AMX tile GEMM against int64 products: row counts, sum lengths and column counts on and off
+    the tiles' multiples (16/32 rows, 64 sums, 32 columns), rows apart, the full int8 range."""
+    nk = native.kernels()
+    if not nk.amx:
+        pytest.skip("no AMX tiles on this CPU (or DDC_AMX=0)")
+    g = torch.Generator().manual_seed(11)
+    for M, K, N in [(1, 64, 7), (17, 100, 33), (32, 512, 32), (33, 1000, 72), (70, 1344, 512), (64, 4, 1), (96, 65, 100)]:
+        a = torch.randint(-128, 128, (M, K + 5), dtype=torch.int8, generator=g)[:, 2 : K + 2]  # rows K + 5 apart
+        w = torch.randint(-128, 128, (N, K), dtype=torch.int8, generator=g)
+        w[0] = -128  # |sums| up to K * 2^14
+        a[0] = -128
+        want = a.long() @ w.long().t()
+        got = nk.amx_matmul(a, nk.amx_pack(w), N)
+        assert got.dtype == torch.int32 and torch.equal(got.long(), want), (M, K, N)
+        assert torch.equal(nk.amx_matmul(a, nk.amx_pack(w.t().contiguous().t()), N), got)  # B from a column-major W
+    with pytest.raises(ValueError):
+        nk.amx_matmul(a, nk.amx_pack(w[:, :64].contiguous()), N)  # B packed for another width
 
 
 def test_without_a_compiler_the_torch_operations_run(tiny_lm, monkeypatch, tmp_path):
@@ -185,7 +208,7 @@ def test_kernels_built_for_other_x86_levels_match_too(tiny_lm, one_thread, monke
     other = native.kernels()
     if other is None:
         pytest.skip(f"the compiler does not build {arch}")
-    assert not other.vnni
+    assert not other.vnni and not other.amx
     monkeypatch.setattr(native, "_LIB", {})
     ex = _denoiser(tiny_lm, monkeypatch, intlinear.int_mm_is_exact(torch.device("cpu")))
     assert ex._checked_kernels(other) is other
