@@ -177,6 +177,17 @@ ADD_FIXED(add_fixed_f32, float)
 GLU_Q8(glu_q8_i32, int32_t)
 GLU_Q8(glu_q8_f32, float)
 
+/* Maximum and minimum of int64 values: integer max/min reductions, which compilers vectorize as
+   written (MIN_MAX's lanes are for floats, whose maximum a compiler may not reorder). */
+static void min_max_i64(const i64 *restrict y, i64 k, i64 *hi, i64 *lo) {
+    i64 h = y[0], l = y[0];
+    for (i64 j = 1; j < k; j++) {
+        h = y[j] > h ? y[j] : h;
+        l = y[j] < l ? y[j] : l;
+    }
+    *hi = h, *lo = l;
+}
+
 /* floor(a / b) for b > 0 */
 static i64 floor_div(i64 a, i64 b) {
     i64 q = a / b;
@@ -192,6 +203,10 @@ static i64 floor_div(i64 a, i64 b) {
 void layer_norm_q8(const i64 *restrict h, i64 n, i64 d, const i64 *restrict g, const double *restrict eps,
                    int32_t ln_bits, double g_unit, i64 *restrict xs, int8_t *restrict q, float *restrict scale) {
     const double inv_d = 1.0 / (double)d;
+    /* |centred values| < 2^21 after the shift and |gamma| < 2^31 (checked at load): both fit int32, so
+       the squares and products are 32 x 32 -> 64-bit multiplies (vpmuldq), exact */
+    int32_t g32[d], x32[d];
+    for (i64 j = 0; j < d; j++) g32[j] = (int32_t)g[j];
     for (i64 r = 0; r < n; r++) {
         const i64 *restrict x = h + r * d;
         i64 s = 0;
@@ -199,20 +214,25 @@ void layer_norm_q8(const i64 *restrict h, i64 n, i64 d, const i64 *restrict g, c
         const i64 mean = floor_div(s, d);
         for (i64 j = 0; j < d; j++) xs[j] = x[j] - mean;
         i64 hi, lo;
-        MIN_MAX(i64, xs, d, hi, lo);
+        min_max_i64(xs, d, &hi, &lo);
         /* the reference holds xc as doubles: above 2^53 they are rounded, so the shift branch works on
            the same doubles (double(max) = max of the doubles: the conversion is monotonic) */
         const double m = (double)(hi > -lo ? hi : -lo);
         int sh = 0;
-        if (m >= ldexp(1.0, ln_bits)) {
-            for (int b = ln_bits; b < 63; b++) sh += m >= ldexp(1.0, b);
-            const double p = ldexp(1.0, -sh); /* exact power of two */
-            for (i64 j = 0; j < d; j++) xs[j] = (i64)floor((double)xs[j] * p);
-        }
+        if (m >= (double)((i64)1 << ln_bits)) { /* most rows of a trained model: it has outlier channels */
+            for (int b = ln_bits; b < 63; b++) sh += m >= (double)((i64)1 << b); /* exact powers of two */
+            if (m < 0x1p53) /* exact doubles: floor(xc * 2^-sh) is the arithmetic shift */
+                for (i64 j = 0; j < d; j++) x32[j] = (int32_t)(xs[j] >> sh);
+            else {
+                const double p = ldexp(1.0, -sh); /* exact power of two */
+                for (i64 j = 0; j < d; j++) x32[j] = (int32_t)floor((double)xs[j] * p);
+            }
+        } else
+            for (i64 j = 0; j < d; j++) x32[j] = (int32_t)xs[j];
         i64 var = 0;
-        for (i64 j = 0; j < d; j++) var += xs[j] * xs[j];
-        for (i64 j = 0; j < d; j++) xs[j] *= g[j];
-        MIN_MAX(i64, xs, d, hi, lo);
+        for (i64 j = 0; j < d; j++) var += (i64)x32[j] * x32[j];
+        for (i64 j = 0; j < d; j++) xs[j] = (i64)x32[j] * g32[j];
+        min_max_i64(xs, d, &hi, &lo);
         double mv = (double)(hi > -lo ? hi : -lo);
         mv = mv > 1.0 ? mv : 1.0;
         const double k = 127.0 / mv;
