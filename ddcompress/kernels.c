@@ -2,8 +2,9 @@
 
 Each kernel computes, element by element, the same IEEE operations in the same order as the torch
 operations it replaces in exact.py (which stay as the fallback), so both give the same bits: integer
-arithmetic, maxima, and single float/double + - * / sqrt and round-half-even (rint in the default
-rounding mode). Built with -fno-fast-math -ffp-contract=off: no reassociation, no fused multiply-add.
+arithmetic, maxima, and single float/double + - * / sqrt and round-half-even (nearbyint in the default
+rounding mode: rint without the inexact flag, which compilers vectorize). Built with -fno-fast-math
+-ffp-contract=off: no reassociation, no fused multiply-add.
 Sums are over exact integers (int64, or doubles below 2^53), so their order does not matter.
 Every array is contiguous, row-major; one call works on one block of rows on the calling thread. */
 #define _GNU_SOURCE /* syscall() for the AMX permission */
@@ -14,34 +15,50 @@ Every array is contiguous, row-major; one call works on one block of rows on the
 
 typedef int64_t i64;
 
-/* Maximum and minimum of y[0..k) in LANES independent partial results, combined at the end: a max is
-   exact in any order, but a compiler may only vectorize a float max whose order it is given. Signed
-   zeros may come out either way; every use below gives the same integers for +0 and -0. */
-#define LANES 16
-#define MIN_MAX(T, y, k, HI, LO)                                                                     \
-    do {                                                                                            \
-        T hl_[LANES], ll_[LANES];                                                                   \
-        for (int l_ = 0; l_ < LANES; l_++) hl_[l_] = ll_[l_] = (y)[0];                              \
-        i64 j_ = 0;                                                                                 \
-        for (; j_ + LANES <= (k); j_ += LANES)                                                      \
-            for (int l_ = 0; l_ < LANES; l_++) {                                                    \
-                T v_ = (y)[j_ + l_];                                                                \
-                hl_[l_] = v_ > hl_[l_] ? v_ : hl_[l_];                                              \
-                ll_[l_] = v_ < ll_[l_] ? v_ : ll_[l_];                                              \
-            }                                                                                       \
-        for (; j_ < (k); j_++) {                                                                    \
-            T v_ = (y)[j_];                                                                         \
-            hl_[0] = v_ > hl_[0] ? v_ : hl_[0];                                                     \
-            ll_[0] = v_ < ll_[0] ? v_ : ll_[0];                                                     \
-        }                                                                                           \
-        HI = hl_[0], LO = ll_[0];                                                                   \
-        for (int l_ = 1; l_ < LANES; l_++) {                                                        \
-            HI = hl_[l_] > HI ? hl_[l_] : HI;                                                       \
-            LO = ll_[l_] < LO ? ll_[l_] : LO;                                                       \
-        }                                                                                           \
-    } while (0)
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
-/* Attention weights of one block of query rows: u = min(rint((max_j s - s) * unit), top) per score,
+/* Maximum and minimum of the floats y[0..k), k >= 1: vmaxps/vminps compute v > m ? v : m lane by lane
+   (a compiler does not vectorize a float max it may not reorder), then the lanes are combined. A max
+   is exact in any order; signed zeros may come out either way, and every use below gives the same
+   integers for +0 and -0. */
+static void min_max_f32(const float *restrict y, i64 k, float *hi, float *lo) {
+    float h = y[0], l = y[0];
+    i64 j = 0;
+#if defined(__AVX512F__)
+    if (k >= 16) {
+        __m512 vh = _mm512_loadu_ps(y), vl = vh;
+        for (j = 16; j + 16 <= k; j += 16) {
+            const __m512 v = _mm512_loadu_ps(y + j);
+            vh = _mm512_max_ps(v, vh);
+            vl = _mm512_min_ps(v, vl);
+        }
+        h = _mm512_reduce_max_ps(vh), l = _mm512_reduce_min_ps(vl);
+    }
+#elif defined(__AVX2__)
+    if (k >= 8) {
+        __m256 vh = _mm256_loadu_ps(y), vl = vh;
+        for (j = 8; j + 8 <= k; j += 8) {
+            const __m256 v = _mm256_loadu_ps(y + j);
+            vh = _mm256_max_ps(v, vh);
+            vl = _mm256_min_ps(v, vl);
+        }
+        float th[8], tl[8];
+        _mm256_storeu_ps(th, vh);
+        _mm256_storeu_ps(tl, vl);
+        h = th[0], l = tl[0];
+        for (int t = 1; t < 8; t++) h = th[t] > h ? th[t] : h, l = tl[t] < l ? tl[t] : l;
+    }
+#endif
+    for (; j < k; j++) {
+        h = y[j] > h ? y[j] : h;
+        l = y[j] < l ? y[j] : l;
+    }
+    *hi = h, *lo = l;
+}
+
+/* Attention weights of one block of query rows: u = min(nearbyint((max_j s - s) * unit), top) per score,
    then the exp table's two 7-bit digits (tab[u] = lo | hi << 8). Scores are int32 (int8 GEMM) or
    integer-valued fp32; max - s is an exact integer below 2^24, so its conversion to float is exact. */
 #define ATT_DIGITS(NAME, S, D, CONV)                                                                      \
@@ -55,7 +72,7 @@ typedef int64_t i64;
             const float u = unit[r];                                                                      \
             D *restrict h = hi + r * L, *restrict l = lo + r * L;                                         \
             for (i64 j = 0; j < L; j++) {                                                                 \
-                float t = rintf(CONV(m - d[j]) * u);                                                      \
+                float t = nearbyintf(CONV(m - d[j]) * u);                                                      \
                 int32_t i = (int32_t)(t < ftop ? t : ftop);                                               \
                 int32_t e = tab[i];                                                                       \
                 h[j] = (D)(e >> 8);                                                                       \
@@ -68,7 +85,6 @@ typedef int64_t i64;
 ATT_DIGITS(att_digits_f32, float, float, AS_IS)
 
 #if defined(__AVX512F__) && defined(__AVX512BW__)
-#include <immintrin.h>
 /* The int32 case with AVX-512 (the build is -march=native): the same operations 16 scores at a time.
    Most weights of a trained model are clamped at `top` (93% on text), so the table is read with a
    masked gather for the others only. roundscale(.., nearest) is rint's round-half-even. */
@@ -96,7 +112,7 @@ void att_digits_i32(const int32_t *restrict dot, i64 n, i64 L, const float *rest
             _mm_storeu_si128((__m128i *)(l + j), _mm512_cvtepi32_epi8(e));
         }
         for (; j < L; j++) {
-            float t = rintf((float)(m - d[j]) * u);
+            float t = nearbyintf((float)(m - d[j]) * u);
             int32_t i = (int32_t)(t < ftop ? t : ftop);
             int32_t e = tab[i];
             h[j] = (int8_t)(e >> 8);
@@ -111,15 +127,15 @@ ATT_DIGITS(att_digits_i32, int32_t, int8_t, TO_FLOAT)
 /* max |y| of a row (maximum of max and -min, as intlinear.max_abs) */
 static float row_max_abs(const float *restrict y, i64 k) {
     float hi, lo;
-    MIN_MAX(float, y, k, hi, lo);
+    min_max_f32(y, k, &hi, &lo);
     return hi > -lo ? hi : -lo;
 }
 
-/* intlinear.quant_rows of one row: q = rint(y * (127 / max|y|)) as int8, returns max|y| */
+/* intlinear.quant_rows of one row: q = nearbyint(y * (127 / max|y|)) as int8, returns max|y| */
 static float quant_row(const float *restrict y, i64 k, int8_t *restrict q) {
     const float m = row_max_abs(y, k);
     const float r = 127.0f / (m > 0.0f ? m : 1.0f);
-    for (i64 j = 0; j < k; j++) q[j] = (int8_t)rintf(y[j] * r);
+    for (i64 j = 0; j < k; j++) q[j] = (int8_t)nearbyintf(y[j] * r);
     return m;
 }
 
@@ -138,7 +154,7 @@ void quant_rows_f32(const float *restrict y, i64 n, i64 k, int8_t *restrict q, f
 SCALE_ACC(scale_acc_i32, int32_t)
 SCALE_ACC(scale_acc_f32, float)
 
-/* Residual update h + to_fixed(linear output): out = h + (int64)rint(((acc * row) * col) * unit), with
+/* Residual update h + to_fixed(linear output): out = h + (int64)nearbyint(((acc * row) * col) * unit), with
    unit = 2^16 (the residual stream's fixed point; exact scaling). */
 #define ADD_FIXED(NAME, A)                                                                                   \
     void NAME(const i64 *restrict h, const A *restrict acc, i64 n, i64 k, const float *restrict row,        \
@@ -146,14 +162,14 @@ SCALE_ACC(scale_acc_f32, float)
         for (i64 r = 0; r < n; r++)                                                                          \
             for (i64 j = 0; j < k; j++) {                                                                    \
                 float y = ((float)acc[r * k + j] * row[r]) * col[j];                                         \
-                out[r * k + j] = h[r * k + j] + (i64)rintf(y * unit);                                    \
+                out[r * k + j] = h[r * k + j] + (i64)nearbyintf(y * unit);                                    \
             }                                                                                                \
     }
 ADD_FIXED(add_fixed_i32, int32_t)
 ADD_FIXED(add_fixed_f32, float)
 
 /* GLU on the gate_up layer's integer sums, then int8 rows: gu = (acc * row) * col; gate, up = its two
-   halves; m = (sig[clamp(rint(gate * 2^frac), -half, half) + half] * gate) * up; q = quant_row(m).
+   halves; m = (sig[clamp(nearbyint(gate * 2^frac), -half, half) + half] * gate) * up; q = quant_row(m).
    `m` (n, f) is scratch for the row before it is quantized. */
 #define GLU_Q8(NAME, A)                                                                                      \
     void NAME(const A *restrict acc, i64 n, i64 f, const float *restrict row, const float *restrict col,    \
@@ -166,7 +182,7 @@ ADD_FIXED(add_fixed_f32, float)
             for (i64 j = 0; j < f; j++) {                                                                    \
                 float gate = ((float)a[j] * row[r]) * col[j];                                                \
                 float up = ((float)a[f + j] * row[r]) * col[f + j];                                          \
-                float t = rintf(gate * scale);                                                               \
+                float t = nearbyintf(gate * scale);                                                               \
                 t = t < -fh ? -fh : (t > fh ? fh : t);                                                       \
                 int32_t i = (int32_t)(t + fh);                                                               \
                 mr[j] = (sig[i] * gate) * up;                                                                \
@@ -178,7 +194,7 @@ GLU_Q8(glu_q8_i32, int32_t)
 GLU_Q8(glu_q8_f32, float)
 
 /* Maximum and minimum of int64 values: integer max/min reductions, which compilers vectorize as
-   written (MIN_MAX's lanes are for floats, whose maximum a compiler may not reorder). */
+   written (unlike a float max, see min_max_f32). */
 static void min_max_i64(const i64 *restrict y, i64 k, i64 *hi, i64 *lo) {
     i64 h = y[0], l = y[0];
     for (i64 j = 1; j < k; j++) {
@@ -197,7 +213,7 @@ static i64 floor_div(i64 a, i64 b) {
 /* LayerNorm(h) * gamma of Q.16 integer rows as int8 rows and their scales (exact.layer_norm, which
    computes in fp64 holding exact integers; here the same integers in int64): xc = h - floor(mean);
    rows with max |xc| >= 2^ln_bits are scaled by 2^-sh (floor(double(xc) * 2^-sh), as the reference);
-   var = sum xs^2 (< 2^53); v = xs * g (|v| < 2^52); q = rint(v * (127 / max|v|)) in double;
+   var = sum xs^2 (< 2^53); v = xs * g (|v| < 2^52); q = nearbyint(v * (127 / max|v|)) in double;
    scale = (float)(max|v| / (sqrt(var * (1 / d) + eps[sh]) * g_unit)), g_unit = 2^16 the unit of the
    integer gamma g. `xs` (d int64) is scratch. */
 void layer_norm_q8(const i64 *restrict h, i64 n, i64 d, const i64 *restrict g, const double *restrict eps,
@@ -237,7 +253,7 @@ void layer_norm_q8(const i64 *restrict h, i64 n, i64 d, const i64 *restrict g, c
         mv = mv > 1.0 ? mv : 1.0;
         const double k = 127.0 / mv;
         int8_t *restrict qr = q + r * d;
-        for (i64 j = 0; j < d; j++) qr[j] = (int8_t)rint((double)xs[j] * k);
+        for (i64 j = 0; j < d; j++) qr[j] = (int8_t)nearbyint((double)xs[j] * k);
         const double sigma = sqrt((double)var * inv_d + eps[sh]);
         scale[r] = (float)(mv / (sigma * g_unit));
     }
@@ -254,7 +270,7 @@ static void rope_row(const float *restrict x, i64 D, const float *restrict c, co
 }
 
 /* Per-column int8 of y (L, D) as intlinear.quant_rows(y, dim=-2): m[c] = max |y[:, c]|,
-   q = rint(y * (127 / m[c])) into q with row stride qs. */
+   q = nearbyint(y * (127 / m[c])) into q with row stride qs. */
 static void quant_cols(const float *restrict y, i64 L, i64 D, float *restrict m, int8_t *restrict q, i64 qs) {
     float hi[256], lo[256], r[256];
     for (i64 c = 0; c < D; c++) hi[c] = lo[c] = y[c];
@@ -269,7 +285,7 @@ static void quant_cols(const float *restrict y, i64 L, i64 D, float *restrict m,
         r[c] = 127.0f / (m[c] > 0.0f ? m[c] : 1.0f);
     }
     for (i64 j = 0; j < L; j++)
-        for (i64 c = 0; c < D; c++) q[j * qs + c] = (int8_t)rintf(y[j * D + c] * r[c]);
+        for (i64 c = 0; c < D; c++) q[j * qs + c] = (int8_t)nearbyintf(y[j * D + c] * r[c]);
 }
 
 /* exact.head_inputs for one head (D <= 256): keys at positions 0..L-1 and queries at pos (or 0..n-1)
@@ -297,7 +313,7 @@ void head_inputs_q8(const float *restrict q, i64 qs, i64 n, const int64_t *restr
 }
 
 /* The output head's frequencies (exact.frequencies): z = ((float)acc * col) * f (f = the row's scale
-   * 2^10), u = rint(max z - z) (one fp32 subtraction, then round-half-even), freq = tab[min(u, top)]. */
+   * 2^10), u = nearbyint(max z - z) (one fp32 subtraction, then round-half-even), freq = tab[min(u, top)]. */
 void head_freqs_i32(const int32_t *restrict acc, i64 n, i64 V, const float *restrict col, const float *restrict f,
                     const float *restrict tab, int32_t top, float *restrict out) {
     const float ftop = (float)top;
@@ -307,10 +323,10 @@ void head_freqs_i32(const int32_t *restrict acc, i64 n, i64 V, const float *rest
         const float fr = f[r];
         for (i64 j = 0; j < V; j++) z[j] = ((float)a[j] * col[j]) * fr;
         float m, mn;
-        MIN_MAX(float, z, V, m, mn);
+        min_max_f32(z, V, &m, &mn);
         (void)mn;
         for (i64 j = 0; j < V; j++) {
-            float u = rintf(m - z[j]);
+            float u = nearbyintf(m - z[j]);
             int32_t i = (int32_t)(u < ftop ? u : ftop);
             z[j] = tab[i];
         }
