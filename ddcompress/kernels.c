@@ -507,4 +507,19 @@ int amx_gemm(const int8_t *restrict a, i64 M, i64 K, i64 lda, const int8_t *rest
     free(tail);
     return 1;
 }
+
+/* The attention's score GEMM q8 @ k8^T on the tiles and att_digits_i32, 32 query rows at a time so the
+   scores stay in cache (`rows`: scratch of 32 * L int32): the same integers as torch._int_mm, then
+   the same operations as att_digits_i32. kpack: amx_pack of the keys k8 (L, D). Returns 0 if out of
+   memory. */
+int att_scores_digits_amx(const int8_t *restrict q8, i64 n, i64 L, i64 D, const int8_t *restrict kpack,
+                          const float *restrict unit, const int32_t *restrict tab, int32_t top,
+                          int32_t *restrict rows, int8_t *restrict hi, int8_t *restrict lo) {
+    for (i64 r = 0; r < n; r += 32) {
+        const i64 nr = n - r < 32 ? n - r : 32;
+        if (!amx_gemm(q8 + r * D, nr, D, D, kpack, L, rows, L)) return 0;
+        att_digits_i32(rows, nr, L, unit + r, tab, top, hi + r * L, lo + r * L);
+    }
+    return 1;
+}
 #endif

@@ -56,11 +56,12 @@ SIGNATURES = {
     "amx_enable": (),  # these three: builds for CPUs with AMX tiles only (AMX_ONLY)
     "amx_pack": (_P, _I, _I, _I, _I, _P),
     "amx_gemm": (_P, _I, _I, _I, _P, _I, _P, _I),
+    "att_scores_digits_amx": (_P, _I, _I, _I, _P, _P, _P, _I32, _P, _P, _P),
 }
-RESTYPES = {"amx_enable": ctypes.c_int, "amx_gemm": ctypes.c_int}
+RESTYPES = {"amx_enable": ctypes.c_int, "amx_gemm": ctypes.c_int, "att_scores_digits_amx": ctypes.c_int}
 
 VNNI_ONLY = {"pack_keys", "att_scores_digits"}  # the fused score kernel (kernels.c, #if AVX512VNNI)
-AMX_ONLY = {"amx_enable", "amx_pack", "amx_gemm"}  # int8 GEMMs on the tile unit (kernels.c, #if AMX)
+AMX_ONLY = {"amx_enable", "amx_pack", "amx_gemm", "att_scores_digits_amx"}  # int8 GEMMs on the tile unit (kernels.c, #if AMX)
 AMX_K, AMX_N = 64, 32  # amx_pack pads K and N to multiples of these
 
 _LIB: dict[str, object] = {}
@@ -299,6 +300,19 @@ class Kernels:
         bp = torch.empty(-(-N // AMX_N) * AMX_N * -(-K // AMX_K) * AMX_K, dtype=torch.int8)
         self.lib.amx_pack(w.data_ptr(), N, K, w.stride(0), w.stride(1), bp.data_ptr())
         return bp
+
+    AMX_SCORE_ROWS = 32  # query rows per pass of scores_digits_amx
+
+    def scores_digits_amx(self, q8, kpack, L: int, unit, tab, top: int, rows, hi, lo) -> None:
+        """scores_digits on the AMX tiles: kpack = amx_pack(k8) of the keys (L, D); rows: scratch of at
+        least AMX_SCORE_ROWS * L int32."""
+        n, D = q8.shape
+        if rows.numel() < self.AMX_SCORE_ROWS * L or kpack.numel() != -(-L // AMX_N) * AMX_N * -(-D // AMX_K) * AMX_K:
+            raise ValueError("scores_digits_amx: scratch too small or keys packed for another shape")
+        if not self.lib.att_scores_digits_amx(_ptr(q8, torch.int8), n, L, D, _ptr(kpack, torch.int8),
+                                              _ptr(unit, torch.float32), _ptr(tab, torch.int32), top,
+                                              _ptr(rows, torch.int32), _ptr(hi, torch.int8), _ptr(lo, torch.int8)):
+            raise MemoryError("att_scores_digits_amx")
 
     def amx_matmul(self, a: torch.Tensor, bp: torch.Tensor, n: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """a (M, K) int8 (rows may be apart) @ B (K, n) packed by amx_pack -> (M, n) int32: torch._int_mm's

@@ -82,11 +82,15 @@ def test_row_wise_layers_and_head_match_the_torch_operations(tiny_lm, one_thread
 
 
 @needs_kernels
-@pytest.mark.parametrize("int_mm", [True, False])
-def test_attention_matches_the_torch_operations(tiny_lm, one_thread, monkeypatch, int_mm):
+@pytest.mark.parametrize("int_mm,amx", [(True, True), (True, False), (False, False)])
+def test_attention_matches_the_torch_operations(tiny_lm, one_thread, monkeypatch, int_mm, amx):
     """Per-thread attention (exp-table digits, head inputs) at every query or at revealed rows, chunk
-    lengths with and without a tail of 16 scores, a zero query (unit 0) and logits far beyond the table."""
+    lengths with and without a tail of 16 scores, a zero query (unit 0) and logits far beyond the table;
+    with the score and value GEMMs on the AMX tiles, and without (the VNNI score kernel, torch._int_mm)."""
     ex = _denoiser(tiny_lm, monkeypatch, int_mm)
+    if amx and not ex.nk.amx:
+        pytest.skip("no AMX tiles on this CPU")
+    monkeypatch.setattr(ex.nk, "amx", amx)
     g = torch.Generator().manual_seed(3)
     for L in (64, 40):
         qkv = torch.randn(2, L, 3 * ex.cfg.d_model, generator=g)
@@ -99,7 +103,7 @@ def test_attention_matches_the_torch_operations(tiny_lm, one_thread, monkeypatch
 
 
 @needs_kernels
-@pytest.mark.parametrize("kernel", ["att_digits", "scores_digits", "glu_q8", "head_freqs", "amx_matmul"])
+@pytest.mark.parametrize("kernel", ["att_digits", "scores_digits", "glu_q8", "head_freqs", "amx_matmul", "scores_digits_amx"])
 def test_a_kernel_that_rounds_differently_is_not_used(tiny_lm, one_thread, monkeypatch, kernel):
     """The load-time self-check compares the kernels with the torch operations: one value off in an
     output of any kernel (as a miscompiled one would give) and the torch operations run instead."""
@@ -108,12 +112,15 @@ def test_a_kernel_that_rounds_differently_is_not_used(tiny_lm, one_thread, monke
     good = native.kernels()
     if kernel == "scores_digits" and not good.vnni:
         pytest.skip("the fused score kernel is built for AVX-512 VNNI CPUs only")
-    if kernel == "amx_matmul" and not good.amx:
+    if kernel in ("amx_matmul", "scores_digits_amx") and not good.amx:
         pytest.skip("the AMX GEMMs are built for CPUs with AMX tiles only")
+    if kernel in ("scores_digits", "att_digits"):
+        good.amx = False  # (with the tiles, the scores and their digits are scores_digits_amx)
     if kernel != "glu_q8" and not ex.int_mm:
         pytest.skip("this kernel takes int8 GEMM outputs; torch._int_mm is not exact here")
     assert ex._checked_kernels(good) is good
     bad = native.Kernels(good.lib)
+    bad.amx = good.amx
     inner = getattr(bad, kernel)
 
     def one_off(*args, **kw):
