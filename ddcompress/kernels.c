@@ -428,15 +428,29 @@ static i64 round_up(i64 x, i64 m) { return (x + m - 1) / m * m; }
 void amx_pack(const int8_t *restrict w, i64 N, i64 K, i64 sn, i64 sk, int8_t *restrict bp) {
     const i64 NT = round_up(N, AMX_N) / 16, K4 = round_up(K, AMX_K) / 4;
     for (i64 t = 0; t < NT; t++)
-        for (i64 k4 = 0; k4 < K4; k4++)
-            for (i64 j = 0; j < 16; j++) {
-                const i64 n = t * 16 + j;
-                int8_t *o = bp + ((t * K4 + k4) * 16 + j) * 4;
-                for (i64 b = 0; b < 4; b++) {
-                    const i64 k = 4 * k4 + b;
-                    o[b] = n < N && k < K ? w[n * sn + k * sk] : 0;
-                }
-            }
+        for (i64 k4 = 0; k4 < K4; k4++) {
+            int8_t *o = bp + (t * K4 + k4) * 64;
+            const i64 n0 = t * 16, k0 = 4 * k4;
+            if (sk == 1 && n0 + 16 <= N && k0 + 4 <= K) { /* rows of W: 4 consecutive bytes per column */
+                for (i64 j = 0; j < 16; j++) memcpy(o + 4 * j, w + (n0 + j) * sn + k0, 4);
+            } else if (sn == 1 && n0 + 16 <= N && k0 + 4 <= K) { /* rows of B: interleave 4 rows of 16 */
+                const __m128i r0 = _mm_loadu_si128((const __m128i *)(w + k0 * sk + n0));
+                const __m128i r1 = _mm_loadu_si128((const __m128i *)(w + (k0 + 1) * sk + n0));
+                const __m128i r2 = _mm_loadu_si128((const __m128i *)(w + (k0 + 2) * sk + n0));
+                const __m128i r3 = _mm_loadu_si128((const __m128i *)(w + (k0 + 3) * sk + n0));
+                const __m128i a = _mm_unpacklo_epi8(r0, r1), b = _mm_unpackhi_epi8(r0, r1);
+                const __m128i c = _mm_unpacklo_epi8(r2, r3), d = _mm_unpackhi_epi8(r2, r3);
+                _mm_storeu_si128((__m128i *)o, _mm_unpacklo_epi16(a, c));
+                _mm_storeu_si128((__m128i *)(o + 16), _mm_unpackhi_epi16(a, c));
+                _mm_storeu_si128((__m128i *)(o + 32), _mm_unpacklo_epi16(b, d));
+                _mm_storeu_si128((__m128i *)(o + 48), _mm_unpackhi_epi16(b, d));
+            } else /* the edges: zero beyond N and K */
+                for (i64 j = 0; j < 16; j++)
+                    for (i64 b = 0; b < 4; b++) {
+                        const i64 n = n0 + j, k = k0 + b;
+                        o[4 * j + b] = n < N && k < K ? w[n * sn + k * sk] : 0;
+                    }
+        }
 }
 
 typedef struct {
