@@ -446,7 +446,7 @@ class ExactDenoiser:
                 got.append((qkv, a, a_at, a_odd, r, self.frequencies(*self.layer_norm(r[:40], self.gf))))
         self.nk = None
         passed = all(torch.equal(a, b) for a, b in zip(*got))
-        native.record_check(passed)
+        native.record_check(passed, amx=nk.amx)
         return nk if passed else None
 
     # -- the network ----------------------------------------------------------------------------------

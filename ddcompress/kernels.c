@@ -176,16 +176,23 @@ ADD_FIXED(add_fixed_f32, float)
               const float *restrict sig, int32_t frac, int32_t half, float *restrict m, int8_t *restrict q, \
               float *restrict mx) {                                                                          \
         const float scale = (float)(1 << frac), fh = (float)half;                                           \
+        int32_t idx[f];                                                                                      \
+        float sg[f];                                                                                         \
         for (i64 r = 0; r < n; r++) {                                                                        \
             const A *restrict a = acc + r * 2 * f;                                                           \
             float *restrict mr = m + r * f;                                                                  \
+            /* three passes: the table lookups apart, so the arithmetic around them vectorizes */         \
             for (i64 j = 0; j < f; j++) {                                                                    \
                 float gate = ((float)a[j] * row[r]) * col[j];                                                \
-                float up = ((float)a[f + j] * row[r]) * col[f + j];                                          \
-                float t = nearbyintf(gate * scale);                                                               \
+                float t = nearbyintf(gate * scale);                                                          \
                 t = t < -fh ? -fh : (t > fh ? fh : t);                                                       \
-                int32_t i = (int32_t)(t + fh);                                                               \
-                mr[j] = (sig[i] * gate) * up;                                                                \
+                idx[j] = (int32_t)(t + fh);                                                                  \
+                mr[j] = gate;                                                                                \
+            }                                                                                                \
+            for (i64 j = 0; j < f; j++) sg[j] = sig[idx[j]];                                                 \
+            for (i64 j = 0; j < f; j++) {                                                                    \
+                float up = ((float)a[f + j] * row[r]) * col[f + j];                                          \
+                mr[j] = (sg[j] * mr[j]) * up;                                                                \
             }                                                                                                \
             mx[r] = quant_row(mr, f, q + r * f);                                                             \
         }                                                                                                    \

@@ -148,14 +148,16 @@ def library():
     return lib
 
 
-def record_check(passed: bool) -> None:
+def record_check(passed: bool, amx: bool = False) -> None:
     """The exact denoiser's load-time comparison of the kernels with the torch operations."""
-    _LIB["status"] = "C kernels" if passed else "torch operations (the C kernels failed their self-check)"
+    _LIB["status"] = (("C kernels, AMX GEMMs" if amx else "C kernels") if passed
+                      else "torch operations (the C kernels failed their self-check)")
 
 
 def status() -> str | None:
     """What the exact path's elementwise work runs on in this process, for `-v` (None before a model
-    ran on the CPU): "C kernels" or "torch operations (why)"."""
+    ran on the CPU): "C kernels" (", AMX GEMMs" when the int8 GEMMs run on the tiles) or "torch
+    operations (why)"."""
     return _LIB.get("status")
 
 
