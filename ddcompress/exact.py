@@ -241,28 +241,30 @@ class ExactDenoiser:
         top = len(hi_t) - 1
         out = torch.empty(B, Lq, H * D, device=dev)
         nk = self.nk if use_int else None  # the C kernels for int8 operands
-        amx = nk is not None and nk.amx  # score and value GEMMs on the AMX tiles
         fused = nk is not None and nk.vnni and L % 16 == 0 and D % 4 == 0  # score GEMM + digits in one
+
+        def heads_on_tiles(first: int, step: int) -> None:  # all of a head's work below in one C call
+            ws = nk.attention_workspace(Lq, L, D, rows)
+            for bh in range(first, B * H, step):
+                b, h = divmod(bh, H)
+                nk.attention_head(q[b, h], k[b, h], v[b, h], None if at is None else at[b], self.cos, self.sin,
+                                  self.att_unit, 1.0 / Q, self.att_packed, top, rows, out[b, :, h * D : (h + 1) * D], ws)
 
         def heads(first: int, step: int) -> None:
             s = torch.empty(rows, L, device=dev)
-            srows = nk.AMX_SCORE_ROWS if amx else nk.SCORE_ROWS if fused else 0
-            row = torch.empty(srows * L, dtype=torch.int32, device=dev)  # the fused score kernels' scratch
+            row = torch.empty(nk.SCORE_ROWS * L if fused else 0, dtype=torch.int32, device=dev)  # its scratch
             idx = torch.empty(rows, L, dtype=torch.int32, device=dev)
             hilo = torch.empty(2 * rows, L, dtype=dt, device=dev)  # a block's hi digits, then its lo digits
             v1 = torch.zeros(L, Dp, dtype=dt, device=dev)
             v1[:, D] = 1
             acc_all = torch.empty(Lq, Dp, dtype=torch.int32, device=dev)
-            acc2 = torch.empty(2 * rows if amx else 0, Dp, dtype=torch.int32, device=dev)
             for bh in range(first, B * H, step):
                 b, h = divmod(bh, H)
                 pos = None if at is None else at[b]
                 if nk is not None:  # the same, fused (int8 outputs)
                     q8, k8, sq, sv = nk.head_inputs(q[b, h], k[b, h], v[b, h], pos, self.cos, self.sin, v1)
                     unit, kt, svq = sq * self.att_unit, k8.t(), (sv * (1.0 / Q)).view(-1)
-                    if amx:  # the keys and [v8 | 1] in the tiles' layout
-                        kpack, vpack = nk.amx_pack(k8), nk.amx_pack(v1.t())
-                    elif fused:
+                    if fused:
                         kpack = nk.pack_keys(k8)
                 else:
                     q8, k8, v8, unit, sv = self.head_inputs(q[b, h], k[b, h], v[b, h], pos)
@@ -272,18 +274,13 @@ class ExactDenoiser:
                     r1 = min(Lq, r0 + rows)
                     n = r1 - r0
                     hb, lb = hilo[:n], hilo[n : 2 * n]
-                    if amx:  # the scores (the same int32 as _int_mm) and their digits, 32 rows at a time in cache
-                        nk.scores_digits_amx(q8[r0:r1], kpack, L, unit[r0:r1], self.att_packed, top, row, hb, lb)
-                    elif fused:  # the same with VNNI, 16 rows at a time
+                    if fused:  # the scores (the same int32 as _int_mm) and their digits, row by row in cache
                         nk.scores_digits(q8[r0:r1], kpack, unit[r0:r1], self.att_packed, top, row, hb, lb)
                     else:  # exact integer scores: int32, or fp32 with |partial sums| <= D * 127^2 < 2^24
                         dot = torch._int_mm(q8[r0:r1], kt) if use_int else torch.matmul(q8[r0:r1], kt, out=s[:n])
                         self._digits(dot, unit[r0:r1], top, (hi_t, lo_t), hb, lb, s[:n], idx[:n])
                     # both digits' products in one GEMM, [hi; lo] @ [v8 | 1]: int32, or exact fp32 sums
-                    if amx:
-                        acc = nk.amx_matmul(hilo[: 2 * n], vpack, Dp, out=acc2[: 2 * n])
-                    else:
-                        acc = torch._int_mm(hilo[: 2 * n], v1) if use_int else (hilo[: 2 * n] @ v1).int()
+                    acc = torch._int_mm(hilo[: 2 * n], v1) if use_int else (hilo[: 2 * n] @ v1).int()
                     if nk is not None:  # the same as below, fused, straight into this head's columns
                         nk.weighted_values(acc, D, svq, out[b, r0:r1, h * D : (h + 1) * D])
                         continue
@@ -292,7 +289,7 @@ class ExactDenoiser:
                 if nk is None:
                     out[b, :, h * D : (h + 1) * D] = self._weighted_values(acc_all, sv, D)
 
-        self._parallel(heads, B * H)
+        self._parallel(heads_on_tiles if nk is not None and nk.amx else heads, B * H)
         return out
 
     def _digits(self, dot, unit, top: int, tables, hi, lo, scratch, idx) -> None:

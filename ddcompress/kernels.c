@@ -533,13 +533,70 @@ int amx_gemm(const int8_t *restrict a, i64 M, i64 K, i64 lda, const int8_t *rest
    scores stay in cache (`rows`: scratch of 32 * L int32): the same integers as torch._int_mm, then
    the same operations as att_digits_i32. kpack: amx_pack of the keys k8 (L, D). Returns 0 if out of
    memory. */
-int att_scores_digits_amx(const int8_t *restrict q8, i64 n, i64 L, i64 D, const int8_t *restrict kpack,
-                          const float *restrict unit, const int32_t *restrict tab, int32_t top,
-                          int32_t *restrict rows, int8_t *restrict hi, int8_t *restrict lo) {
+static int att_scores_digits_amx(const int8_t *restrict q8, i64 n, i64 L, i64 D, const int8_t *restrict kpack,
+                                 const float *restrict unit, const int32_t *restrict tab, int32_t top,
+                                 int32_t *restrict rows, int8_t *restrict hi, int8_t *restrict lo) {
     for (i64 r = 0; r < n; r += 32) {
         const i64 nr = n - r < 32 ? n - r : 32;
         if (!amx_gemm(q8 + r * D, nr, D, D, kpack, L, rows, L)) return 0;
         att_digits_i32(rows, nr, L, unit + r, tab, top, hi + r * L, lo + r * L);
+    }
+    return 1;
+}
+
+/* Bytes of the workspace attention_head_amx needs for n query rows, L keys, head dimension D and
+   `rows` query rows per pass. */
+#define WS_ALIGN(x) (((x) + 63) / 64 * 64)
+i64 attention_head_workspace(i64 n, i64 L, i64 D, i64 rows) {
+    const i64 Dp = round_up(D + 1, 8);
+    return WS_ALIGN(4 * L * D) + WS_ALIGN(4 * n * D) + WS_ALIGN(n * D) + 2 * WS_ALIGN(4 * n) + WS_ALIGN(L * D) +
+           3 * WS_ALIGN(4 * D) + WS_ALIGN(L * Dp) + WS_ALIGN(round_up(L, AMX_N) * round_up(D, AMX_K)) +
+           WS_ALIGN(round_up(Dp, AMX_N) * round_up(L, AMX_K)) + WS_ALIGN(4 * 32 * L) + WS_ALIGN(2 * rows * L) +
+           WS_ALIGN(4 * 2 * rows * Dp);
+}
+
+/* One head's attention on the tiles, in one call (exact.py's per-thread loop with the C kernels, fused):
+   head_inputs_q8; the logit unit per query row sq * att_unit and the value scales sv * sv_unit (single
+   fp32 products, as torch's tensor * scalar); keys and [v8 | 1] packed; then per pass of `rows` query
+   rows the scores and their digits (att_scores_digits_amx), [hi; lo] @ [v8 | 1] (amx_gemm) and
+   weighted_values into out (n, D), rows `os` floats apart. ws: attention_head_workspace bytes, 64-byte
+   aligned. Returns 0 if out of memory. */
+int attention_head_amx(const float *restrict q, i64 qs, i64 n, const int64_t *restrict pos, const float *restrict k,
+                       const float *restrict v, i64 kvs, i64 L, i64 D, const float *restrict cos_t,
+                       const float *restrict sin_t, float att_unit, float sv_unit, const int32_t *restrict tab,
+                       int32_t top, i64 rows, float *restrict out, i64 os, int8_t *restrict ws) {
+    const i64 Dp = round_up(D + 1, 8);
+    int8_t *p = ws;
+#define TAKE(T, name, bytes) T *restrict name = (T *)p; p += WS_ALIGN(bytes)
+    TAKE(float, kr, 4 * L * D);
+    TAKE(float, qr, 4 * n * D);
+    TAKE(int8_t, q8, n * D);
+    TAKE(float, sq, 4 * n);
+    TAKE(float, unit, 4 * n);
+    TAKE(int8_t, k8, L * D);
+    TAKE(float, sk, 4 * D);
+    TAKE(float, sv, 4 * D);
+    TAKE(float, svq, 4 * D);
+    TAKE(int8_t, v1, L * Dp);
+    TAKE(int8_t, kpack, round_up(L, AMX_N) * round_up(D, AMX_K));
+    TAKE(int8_t, vpack, round_up(Dp, AMX_N) * round_up(L, AMX_K));
+    TAKE(int32_t, srows, 4 * 32 * L);
+    TAKE(int8_t, hilo, 2 * rows * L);
+    TAKE(int32_t, acc, 4 * 2 * rows * Dp);
+#undef TAKE
+    memset(v1, 0, L * Dp);
+    for (i64 j = 0; j < L; j++) v1[j * Dp + D] = 1; /* the column of ones: the weights' sums */
+    head_inputs_q8(q, qs, n, pos, k, v, kvs, L, D, cos_t, sin_t, kr, qr, q8, sq, k8, sk, v1, Dp, sv);
+    for (i64 i = 0; i < n; i++) unit[i] = sq[i] * att_unit;
+    for (i64 c = 0; c < D; c++) svq[c] = sv[c] * sv_unit;
+    amx_pack(k8, L, D, D, 1, kpack);
+    amx_pack(v1, Dp, L, 1, Dp, vpack);
+    for (i64 r0 = 0; r0 < n; r0 += rows) {
+        const i64 nr = n - r0 < rows ? n - r0 : rows;
+        if (!att_scores_digits_amx(q8 + r0 * D, nr, L, D, kpack, unit + r0, tab, top, srows, hilo, hilo + nr * L) ||
+            !amx_gemm(hilo, 2 * nr, L, L, vpack, Dp, acc, Dp))
+            return 0;
+        weighted_values(acc, nr, D, Dp, svq, out + r0 * os, os);
     }
     return 1;
 }

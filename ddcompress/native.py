@@ -56,12 +56,14 @@ SIGNATURES = {
     "amx_enable": (),  # these three: builds for CPUs with AMX tiles only (AMX_ONLY)
     "amx_pack": (_P, _I, _I, _I, _I, _P),
     "amx_gemm": (_P, _I, _I, _I, _P, _I, _P, _I),
-    "att_scores_digits_amx": (_P, _I, _I, _I, _P, _P, _P, _I32, _P, _P, _P),
+    "attention_head_workspace": (_I, _I, _I, _I),
+    "attention_head_amx": (_P, _I, _I, _P, _P, _P, _I, _I, _I, _P, _P, _F, _F, _P, _I32, _I, _P, _I, _P),
 }
-RESTYPES = {"amx_enable": ctypes.c_int, "amx_gemm": ctypes.c_int, "att_scores_digits_amx": ctypes.c_int}
+RESTYPES = {"amx_enable": ctypes.c_int, "amx_gemm": ctypes.c_int, "attention_head_workspace": ctypes.c_int64,
+            "attention_head_amx": ctypes.c_int}
 
 VNNI_ONLY = {"pack_keys", "att_scores_digits"}  # the fused score kernel (kernels.c, #if AVX512VNNI)
-AMX_ONLY = {"amx_enable", "amx_pack", "amx_gemm", "att_scores_digits_amx"}  # int8 GEMMs on the tile unit (kernels.c, #if AMX)
+AMX_ONLY = {"amx_enable", "amx_pack", "amx_gemm", "attention_head_workspace", "attention_head_amx"}  # int8 GEMMs on the tile unit (kernels.c, #if AMX)
 AMX_K, AMX_N = 64, 32  # amx_pack pads K and N to multiples of these
 
 _LIB: dict[str, object] = {}
@@ -303,18 +305,29 @@ class Kernels:
         self.lib.amx_pack(w.data_ptr(), N, K, w.stride(0), w.stride(1), bp.data_ptr())
         return bp
 
-    AMX_SCORE_ROWS = 32  # query rows per pass of scores_digits_amx
+    def attention_workspace(self, n: int, L: int, D: int, rows: int) -> torch.Tensor:
+        """Scratch for attention_head (one per thread, reused across heads)."""
+        return torch.empty(self.lib.attention_head_workspace(n, L, D, rows) + 64, dtype=torch.int8)
 
-    def scores_digits_amx(self, q8, kpack, L: int, unit, tab, top: int, rows, hi, lo) -> None:
-        """scores_digits on the AMX tiles: kpack = amx_pack(k8) of the keys (L, D); rows: scratch of at
-        least AMX_SCORE_ROWS * L int32."""
-        n, D = q8.shape
-        if rows.numel() < self.AMX_SCORE_ROWS * L or kpack.numel() != -(-L // AMX_N) * AMX_N * -(-D // AMX_K) * AMX_K:
-            raise ValueError("scores_digits_amx: scratch too small or keys packed for another shape")
-        if not self.lib.att_scores_digits_amx(_ptr(q8, torch.int8), n, L, D, _ptr(kpack, torch.int8),
-                                              _ptr(unit, torch.float32), _ptr(tab, torch.int32), top,
-                                              _ptr(rows, torch.int32), _ptr(hi, torch.int8), _ptr(lo, torch.int8)):
-            raise MemoryError("att_scores_digits_amx")
+    def attention_head(self, q, k, v, pos, cos, sin, att_unit: float, sv_unit: float, tab, top: int, rows: int,
+                       out, ws) -> None:
+        """exact._attention_per_thread's work for one head on the AMX tiles, in one call: head_inputs, the
+        logit units and value scales, the score GEMM and its digits, the value GEMM and weighted_values
+        into out (n, D) (a view of the head's columns). q: (n, D), k, v: (L, D) views as for head_inputs;
+        ws: attention_workspace(n, L, D, rows)."""
+        (n, D), L = q.shape, k.shape[0]
+        if q.stride(1) != 1 or k.stride(1) != 1 or v.stride(1) != 1 or k.stride(0) != v.stride(0) or D > 256:
+            raise ValueError("attention_head wants rows with unit column stride")
+        if out.shape != (n, D) or out.stride(1) != 1 or out.dtype != torch.float32:
+            raise ValueError("attention_head writes (n, D) float rows with unit column stride")
+        if ws.numel() < self.lib.attention_head_workspace(n, L, D, rows) + 64 or ws.dtype != torch.int8:
+            raise ValueError("attention_head: workspace too small")
+        base = ws.data_ptr()
+        if not self.lib.attention_head_amx(q.data_ptr(), q.stride(0), n, None if pos is None else _ptr(pos, torch.int64),
+                                           k.data_ptr(), v.data_ptr(), k.stride(0), L, D, _ptr(cos, torch.float32),
+                                           _ptr(sin, torch.float32), att_unit, sv_unit, _ptr(tab, torch.int32), top,
+                                           rows, out.data_ptr(), out.stride(0), base + (-base % 64)):
+            raise MemoryError("attention_head_amx")
 
     def amx_matmul(self, a: torch.Tensor, bp: torch.Tensor, n: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """a (M, K) int8 (rows may be apart) @ B (K, n) packed by amx_pack -> (M, n) int32: torch._int_mm's
