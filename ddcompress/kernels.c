@@ -200,17 +200,6 @@ ADD_FIXED(add_fixed_f32, float)
 GLU_Q8(glu_q8_i32, int32_t)
 GLU_Q8(glu_q8_f32, float)
 
-/* Maximum and minimum of int64 values: integer max/min reductions, which compilers vectorize as
-   written (unlike a float max, see min_max_f32). */
-static void min_max_i64(const i64 *restrict y, i64 k, i64 *hi, i64 *lo) {
-    i64 h = y[0], l = y[0];
-    for (i64 j = 1; j < k; j++) {
-        h = y[j] > h ? y[j] : h;
-        l = y[j] < l ? y[j] : l;
-    }
-    *hi = h, *lo = l;
-}
-
 /* floor(a / b) for b > 0 */
 static i64 floor_div(i64 a, i64 b) {
     i64 q = a / b;
@@ -232,31 +221,34 @@ void layer_norm_q8(const i64 *restrict h, i64 n, i64 d, const i64 *restrict g, c
     for (i64 j = 0; j < d; j++) g32[j] = (int32_t)g[j];
     for (i64 r = 0; r < n; r++) {
         const i64 *restrict x = h + r * d;
-        i64 s = 0;
-        for (i64 j = 0; j < d; j++) s += x[j];
-        const i64 mean = floor_div(s, d);
-        for (i64 j = 0; j < d; j++) xs[j] = x[j] - mean;
-        i64 hi, lo;
-        min_max_i64(xs, d, &hi, &lo);
+        i64 s = 0, hx = x[0], lx = x[0];
+        for (i64 j = 0; j < d; j++) { /* the sum and the extremes in one pass: max(x - mean) = max x - mean */
+            s += x[j];
+            hx = x[j] > hx ? x[j] : hx;
+            lx = x[j] < lx ? x[j] : lx;
+        }
+        const i64 mean = floor_div(s, d), hi = hx - mean, lo = lx - mean;
         /* the reference holds xc as doubles: above 2^53 they are rounded, so the shift branch works on
            the same doubles (double(max) = max of the doubles: the conversion is monotonic) */
         const double m = (double)(hi > -lo ? hi : -lo);
         int sh = 0;
-        if (m >= (double)((i64)1 << ln_bits)) { /* most rows of a trained model: it has outlier channels */
+        if (m >= (double)((i64)1 << ln_bits)) /* most rows of a trained model: it has outlier channels */
             for (int b = ln_bits; b < 63; b++) sh += m >= (double)((i64)1 << b); /* exact powers of two */
-            if (m < 0x1p53) /* exact doubles: floor(xc * 2^-sh) is the arithmetic shift */
-                for (i64 j = 0; j < d; j++) x32[j] = (int32_t)(xs[j] >> sh);
-            else {
-                const double p = ldexp(1.0, -sh); /* exact power of two */
-                for (i64 j = 0; j < d; j++) x32[j] = (int32_t)floor((double)xs[j] * p);
-            }
-        } else
-            for (i64 j = 0; j < d; j++) x32[j] = (int32_t)xs[j];
-        i64 var = 0;
-        for (i64 j = 0; j < d; j++) var += (i64)x32[j] * x32[j];
-        for (i64 j = 0; j < d; j++) xs[j] = (i64)x32[j] * g32[j];
-        min_max_i64(xs, d, &hi, &lo);
-        double mv = (double)(hi > -lo ? hi : -lo);
+        if (m < 0x1p53) /* exact doubles: floor(xc * 2^-sh) is the arithmetic shift (sh = 0: xc itself) */
+            for (i64 j = 0; j < d; j++) x32[j] = (int32_t)((x[j] - mean) >> sh);
+        else {
+            const double p = ldexp(1.0, -sh); /* exact power of two */
+            for (i64 j = 0; j < d; j++) x32[j] = (int32_t)floor((double)(x[j] - mean) * p);
+        }
+        i64 var = 0, hv = (i64)x32[0] * g32[0], lv = hv;
+        for (i64 j = 0; j < d; j++) { /* the squares' sum, the products and their extremes in one pass */
+            const i64 v = (i64)x32[j] * g32[j];
+            var += (i64)x32[j] * x32[j];
+            xs[j] = v;
+            hv = v > hv ? v : hv;
+            lv = v < lv ? v : lv;
+        }
+        double mv = (double)(hv > -lv ? hv : -lv);
         mv = mv > 1.0 ? mv : 1.0;
         const double k = 127.0 / mv;
         int8_t *restrict qr = q + r * d;
