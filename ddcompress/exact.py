@@ -355,7 +355,7 @@ class ExactDenoiser:
         def rows(r: slice) -> None:
             x8, s = self.layer_norm(h[r], blk.g1)
             if nk is not None:
-                nk.scale_acc(self._acc(blk.qkv, x8), s, blk.qkv.col, out[r])
+                self._scale_acc(blk.qkv, x8, s, out[r])
             else:
                 blk.qkv(x8, s, out=out[r])
 
@@ -366,15 +366,15 @@ class ExactDenoiser:
         """h + proj(a), then + MLP(LayerNorm(.)) (Q.16 integers), for h (N, d) and the attention output a
         (N, d), in row blocks: every step is per row, so the blocks give the same integers."""
         out = torch.empty_like(h)
-        nk, unit = self.nk, float(1 << RES_FRAC)
+        nk = self.nk
 
         def rows(r: slice) -> None:
             if nk is not None:  # the torch operations below, with the elementwise passes fused
                 qa, ma = nk.quant_rows(a[r])
-                hb = nk.add_fixed(h[r], self._acc(blk.proj, qa), ma, blk.proj.col, unit, torch.empty_like(h[r]))
+                hb = self._add_fixed(blk.proj, h[r], qa, ma, torch.empty_like(h[r]))
                 x8, s = self.layer_norm(hb, blk.g2)
                 qm, mm = nk.glu_q8(self._acc(blk.gate_up, x8), s, blk.gate_up.col, self.sig, fp.SIG_FRAC, fp.SIG_HALF)
-                nk.add_fixed(hb, self._acc(blk.down, qm), mm, blk.down.col, unit, out[r])
+                self._add_fixed(blk.down, hb, qm, mm, out[r])
                 return
             hb = h[r] + self.to_fixed(blk.proj(*quant_rows(a[r])))
             m = self.glu(blk.gate_up(*self.layer_norm(hb, blk.g2)))
@@ -384,14 +384,34 @@ class ExactDenoiser:
         return out
 
     def _acc(self, lin: ExactLinear, x8: torch.Tensor) -> torch.Tensor:
-        """lin.acc(x8): on the AMX tiles where the C kernels have them (the same int32 sums), W^T packed
-        for them on first use."""
+        """lin.acc(x8): on the AMX tiles where the C kernels have them (the same int32 sums)."""
+        packed = self._tiles(lin)
+        if packed is None:
+            return lin.acc(x8)
+        return self.nk.amx_matmul(x8.reshape(-1, x8.shape[-1]), packed, lin.n).view(*x8.shape[:-1], lin.n)
+
+    def _tiles(self, lin: ExactLinear) -> torch.Tensor | None:
+        """W^T in the AMX tiles' layout (packed on first use) where the C kernels have the tiles, else None."""
         nk = self.nk
         if nk is None or not nk.amx or lin.w8 is None or self.device.type != "cpu":
-            return lin.acc(x8)
+            return None
         if lin.packed is None:  # (two threads may both pack it: the same bytes)
             lin.packed = nk.amx_pack(lin.w8.t())
-        return nk.amx_matmul(x8.reshape(-1, x8.shape[-1]), lin.packed, lin.n).view(*x8.shape[:-1], lin.n)
+        return lin.packed
+
+    def _scale_acc(self, lin: ExactLinear, x8, row, out) -> torch.Tensor:
+        """The C kernels' scale_acc of lin's sums into out: on the tiles, block by block in the GEMM."""
+        packed = self._tiles(lin)
+        if packed is None:
+            return self.nk.scale_acc(lin.acc(x8), row, lin.col, out)
+        return self.nk.amx_scale_acc(x8, packed, lin.n, row, lin.col, out)
+
+    def _add_fixed(self, lin: ExactLinear, h, x8, row, out) -> torch.Tensor:
+        """The C kernels' add_fixed: h + to_fixed(lin(x8)) into out, on the tiles in the GEMM's blocks."""
+        packed = self._tiles(lin)
+        if packed is None:
+            return self.nk.add_fixed(h, lin.acc(x8), row, lin.col, float(1 << RES_FRAC), out)
+        return self.nk.amx_add_fixed(h, x8, packed, lin.n, row, lin.col, float(1 << RES_FRAC), out)
 
     def _each_row_block(self, n: int, work, most: int, threads: bool) -> None:
         """work(rows) for blocks of at most `most` rows. With `threads` (the C kernels on a CPU), blocks

@@ -485,8 +485,43 @@ static inline void amx_block(const int8_t *a, i64 lda, const int8_t *b, i64 Kp, 
    read A up to round_up(K, 64) bytes per row (B's rows there are zero, so whatever they read adds 0);
    the last 32 rows go through a zero-padded copy, so nothing is read past the last row. Blocks that
    stick out of C are computed into a local block and copied. Returns 0 if out of memory. */
-int amx_gemm(const int8_t *restrict a, i64 M, i64 K, i64 lda, const int8_t *restrict bp, i64 N, int32_t *restrict c,
-             i64 ldc) {
+/* Where a block of sums goes: int32 into c (amx_gemm), or through an epilogue while the block is in L1:
+   scale_acc's fp32 ((float)sum * row) * col into f (amx_gemm_scaled), or add_fixed's residual update
+   h + (int64)nearbyint(((sum * row) * col) * unit) into o (amx_gemm_add_fixed); rows ld elements apart. */
+typedef struct {
+    int32_t *c;
+    float *f;
+    const i64 *h;
+    i64 *o;
+    i64 ld;
+    const float *row, *col;
+    float unit;
+} amx_out;
+
+static void amx_epilogue(const int32_t *restrict blk, i64 m, i64 n, i64 nr, i64 nc, const amx_out *out) {
+    const i64 ld = out->ld;
+    if (out->c)
+        for (i64 r = 0; r < nr; r++)
+            for (i64 j = 0; j < nc; j++) out->c[(m + r) * ld + n + j] = blk[r * 32 + j];
+    else if (out->f)
+        for (i64 r = 0; r < nr; r++) {
+            const float rs = out->row[m + r];
+            float *restrict f = out->f + (m + r) * ld + n;
+            const float *restrict col = out->col + n;
+            for (i64 j = 0; j < nc; j++) f[j] = ((float)blk[r * 32 + j] * rs) * col[j];
+        }
+    else
+        for (i64 r = 0; r < nr; r++) {
+            const float rs = out->row[m + r], unit = out->unit;
+            const i64 *restrict h = out->h + (m + r) * ld + n;
+            i64 *restrict o = out->o + (m + r) * ld + n;
+            const float *restrict col = out->col + n;
+            for (i64 j = 0; j < nc; j++) o[j] = h[j] + (i64)nearbyintf((((float)blk[r * 32 + j] * rs) * col[j]) * unit);
+        }
+}
+
+static int amx_gemm_to(const int8_t *restrict a, i64 M, i64 K, i64 lda, const int8_t *restrict bp, i64 N,
+                       const amx_out *out) {
     const i64 Kp = round_up(K, AMX_K), Np = round_up(N, AMX_N), Mf = (K == Kp ? M : M - 1) / 32 * 32;
     /* a weight matrix that fits in the core's L2 is swept once per 32 rows (the A rows stay in L1);
        a larger one (the output head) once for all rows */
@@ -508,17 +543,36 @@ int amx_gemm(const int8_t *restrict a, i64 M, i64 K, i64 lda, const int8_t *rest
             for (i64 m = m0; m < m0 + mb && m < M; m += 32) {
                 const int8_t *ab = m < Mf ? a + m * lda : tail;
                 const i64 la = m < Mf ? lda : Kp;
-                if (m + 32 <= M && n + AMX_N <= N) {
-                    amx_block(ab, la, bp + n * Kp, Kp, c + m * ldc + n, ldc);
+                const i64 nr = M - m < 32 ? M - m : 32, nc = N - n < AMX_N ? N - n : AMX_N;
+                if (out->c && nr == 32 && nc == AMX_N) { /* int32 straight from the tiles */
+                    amx_block(ab, la, bp + n * Kp, Kp, out->c + m * out->ld + n, out->ld);
                     continue;
                 }
                 amx_block(ab, la, bp + n * Kp, Kp, local, 32);
-                for (i64 r = 0; r < 32 && m + r < M; r++)
-                    for (i64 j = 0; j < AMX_N && n + j < N; j++) c[(m + r) * ldc + n + j] = local[r * 32 + j];
+                amx_epilogue(local, m, n, nr, nc, out);
             }
     _tile_release();
     free(tail);
     return 1;
+}
+
+int amx_gemm(const int8_t *restrict a, i64 M, i64 K, i64 lda, const int8_t *restrict bp, i64 N, int32_t *restrict c,
+             i64 ldc) {
+    const amx_out out = {.c = c, .ld = ldc};
+    return amx_gemm_to(a, M, K, lda, bp, N, &out);
+}
+
+int amx_gemm_scaled(const int8_t *restrict a, i64 M, i64 K, i64 lda, const int8_t *restrict bp, i64 N,
+                    const float *restrict row, const float *restrict col, float *restrict f, i64 ldf) {
+    const amx_out out = {.f = f, .ld = ldf, .row = row, .col = col};
+    return amx_gemm_to(a, M, K, lda, bp, N, &out);
+}
+
+int amx_gemm_add_fixed(const int8_t *restrict a, i64 M, i64 K, i64 lda, const int8_t *restrict bp, i64 N,
+                       const float *restrict row, const float *restrict col, float unit, const i64 *restrict h,
+                       i64 *restrict o, i64 ld) {
+    const amx_out out = {.h = h, .o = o, .ld = ld, .row = row, .col = col, .unit = unit};
+    return amx_gemm_to(a, M, K, lda, bp, N, &out);
 }
 
 /* The attention's score GEMM q8 @ k8^T on the tiles and att_digits_i32, 32 query rows at a time so the

@@ -4,7 +4,9 @@ Optional and invisible in the output: each kernel computes the same IEEE operati
 as the torch operations it replaces (exact.py keeps those as the fallback), so files are the same
 with or without it. Between two GEMMs the exact path is a dozen elementwise passes (conversions,
 integer LayerNorm, quantization, exp-table lookups) that torch runs one full pass at a time; fused,
-each row is read once while it is in cache.
+each row is read once while it is in cache. On CPUs with AMX tiles (Intel Sapphire Rapids and later)
+the int8 GEMMs themselves run on the tiles too (about 3x oneDNN's VNNI GEMM on one core), with a head's
+whole attention in one call; their int32 sums are the same integers (DDC_AMX=0 turns them off).
 
 The source is compiled with the system C compiler (`$CC`, else `cc`) into a shared library cached
 under `$DDC_CACHE_DIR` (default `$XDG_CACHE_HOME/ddcompress` or `~/.cache/ddcompress`; if that cannot
@@ -56,14 +58,18 @@ SIGNATURES = {
     "amx_enable": (),  # these three: builds for CPUs with AMX tiles only (AMX_ONLY)
     "amx_pack": (_P, _I, _I, _I, _I, _P),
     "amx_gemm": (_P, _I, _I, _I, _P, _I, _P, _I),
+    "amx_gemm_scaled": (_P, _I, _I, _I, _P, _I, _P, _P, _P, _I),
+    "amx_gemm_add_fixed": (_P, _I, _I, _I, _P, _I, _P, _P, _F, _P, _P, _I),
     "attention_head_workspace": (_I, _I, _I, _I),
     "attention_head_amx": (_P, _I, _I, _P, _P, _P, _I, _I, _I, _P, _P, _F, _F, _P, _I32, _I, _P, _I, _P),
 }
-RESTYPES = {"amx_enable": ctypes.c_int, "amx_gemm": ctypes.c_int, "attention_head_workspace": ctypes.c_int64,
+RESTYPES = {"amx_enable": ctypes.c_int, "amx_gemm": ctypes.c_int, "amx_gemm_scaled": ctypes.c_int,
+            "amx_gemm_add_fixed": ctypes.c_int, "attention_head_workspace": ctypes.c_int64,
             "attention_head_amx": ctypes.c_int}
 
 VNNI_ONLY = {"pack_keys", "att_scores_digits"}  # the fused score kernel (kernels.c, #if AVX512VNNI)
-AMX_ONLY = {"amx_enable", "amx_pack", "amx_gemm", "attention_head_workspace", "attention_head_amx"}  # int8 GEMMs on the tile unit (kernels.c, #if AMX)
+AMX_ONLY = {"amx_enable", "amx_pack", "amx_gemm", "amx_gemm_scaled", "amx_gemm_add_fixed", "attention_head_workspace",
+            "attention_head_amx"}  # int8 GEMMs on the tile unit (kernels.c, #if AMX)
 AMX_K, AMX_N = 64, 32  # amx_pack pads K and N to multiples of these
 
 _LIB: dict[str, object] = {}
@@ -332,15 +338,32 @@ class Kernels:
     def amx_matmul(self, a: torch.Tensor, bp: torch.Tensor, n: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """a (M, K) int8 (rows may be apart) @ B (K, n) packed by amx_pack -> (M, n) int32: torch._int_mm's
         integers."""
+        out = torch.empty(len(a), n, dtype=torch.int32) if out is None else out
+        self._amx("amx_gemm", a, bp, n, out, torch.int32)
+        return out
+
+    def amx_scale_acc(self, a, bp, n: int, row, col, out) -> torch.Tensor:
+        """scale_acc(amx_matmul(a, bp, n), row, col, out), each block scaled while it is in cache."""
+        self._amx("amx_gemm_scaled", a, bp, n, out, torch.float32, _ptr(row, torch.float32), _ptr(col, torch.float32))
+        return out
+
+    def amx_add_fixed(self, h, a, bp, n: int, row, col, unit: float, out) -> torch.Tensor:
+        """add_fixed(h, amx_matmul(a, bp, n), row, col, unit, out), in the GEMM's blocks."""
+        if h.shape != out.shape or h.stride() != out.stride():
+            raise ValueError("amx_add_fixed: h and out of one layout")
+        self._amx("amx_gemm_add_fixed", a, bp, n, out, torch.int64, _ptr(row, torch.float32), _ptr(col, torch.float32),
+                  unit, _ptr(h, torch.int64))
+        return out
+
+    def _amx(self, fn: str, a, bp, n: int, out, dtype, *epilogue) -> None:
         M, K = a.shape
         if a.dtype != torch.int8 or a.stride(1) != 1 or bp.numel() != -(-n // AMX_N) * AMX_N * -(-K // AMX_K) * AMX_K:
-            raise ValueError("amx_matmul wants int8 rows with unit column stride and B packed for their width")
-        out = torch.empty(M, n, dtype=torch.int32) if out is None else out
-        if out.dtype != torch.int32 or out.stride(1) != 1 or out.shape != (M, n):
-            raise ValueError("amx_matmul writes int32 rows with unit column stride")
-        if M and not self.lib.amx_gemm(a.data_ptr(), M, K, max(a.stride(0), K), bp.data_ptr(), n, out.data_ptr(), out.stride(0)):
-            raise MemoryError("amx_gemm")
-        return out
+            raise ValueError("amx GEMMs want int8 rows with unit column stride and B packed for their width")
+        if out.dtype != dtype or out.stride(1) != 1 or out.shape != (M, n):
+            raise ValueError(f"{fn} writes {dtype} rows with unit column stride")
+        if M and not getattr(self.lib, fn)(a.data_ptr(), M, K, max(a.stride(0), K), bp.data_ptr(), n, *epilogue,
+                                           out.data_ptr(), out.stride(0)):
+            raise MemoryError(fn)
 
 
 def amx_ready(lib) -> bool:
