@@ -55,7 +55,7 @@ SIGNATURES = {
     "pack_keys": (_P, _I, _I, _P),  # these two: AVX-512 VNNI builds only (VNNI_ONLY)
     "att_scores_digits": (_P, _I, _I, _I, _P, _P, _P, _I32, _P, _P, _P),
     "head_inputs_q8": (_P, _I, _I, _P, _P, _P, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _I, _P),
-    "amx_enable": (),  # these three: builds for CPUs with AMX tiles only (AMX_ONLY)
+    "amx_enable": (),  # from here: builds for CPUs with AMX tiles only (AMX_ONLY)
     "amx_pack": (_P, _I, _I, _I, _I, _P),
     "amx_gemm": (_P, _I, _I, _I, _P, _I, _P, _I),
     "amx_gemm_scaled": (_P, _I, _I, _I, _P, _I, _P, _P, _P, _I),
