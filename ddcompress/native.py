@@ -5,7 +5,7 @@ as the torch operations it replaces (exact.py keeps those as the fallback), so f
 with or without it. Between two GEMMs the exact path is a dozen elementwise passes (conversions,
 integer LayerNorm, quantization, exp-table lookups) that torch runs one full pass at a time; fused,
 each row is read once while it is in cache. On CPUs with AMX tiles (Intel Sapphire Rapids and later)
-the int8 GEMMs themselves run on the tiles too (about 3x oneDNN's VNNI GEMM on one core), with a head's
+the int8 GEMMs themselves run on the tiles too (1.5-4x oneDNN's VNNI GEMM on one core), with a head's
 whole attention in one call; their int32 sums are the same integers (DDC_AMX=0 turns them off).
 
 The source is compiled with the system C compiler (`$CC`, else `cc`) into a shared library cached
