@@ -159,6 +159,23 @@ def test_amx_gemms_give_the_exact_int8_products():
         nk.amx_matmul(a, nk.amx_pack(w[:, :64].contiguous()), N)  # B packed for another width
 
 
+@needs_kernels
+def test_ddc_amx_0_turns_the_tiles_off(tiny_lm, monkeypatch):
+    """DDC_AMX=0: the GEMMs run on torch._int_mm / the VNNI kernels, with the same results."""
+    lib = native.library()
+    if not native.Kernels(lib).amx:
+        pytest.skip("no AMX tiles on this CPU")
+    monkeypatch.setenv("DDC_AMX", "0")
+    assert not native.Kernels(lib).amx
+    off = ExactDenoiser(tiny_lm.cfg, tiny_lm.tensors, "cpu")
+    assert off.nk is not None and not off.nk.amx and native.status() == "C kernels"
+    monkeypatch.delenv("DDC_AMX")
+    on = ExactDenoiser(tiny_lm.cfg, tiny_lm.tensors, "cpu")
+    assert on.nk.amx and native.status() == "C kernels, AMX GEMMs"
+    x = torch.randint(0, tiny_lm.cfg.vocab_size, (2, 64), generator=torch.Generator().manual_seed(5))
+    assert torch.equal(on(x), off(x))
+
+
 def test_without_a_compiler_the_torch_operations_run(tiny_lm, monkeypatch, tmp_path):
     monkeypatch.setattr(native, "_LIB", {})
     monkeypatch.setenv("DDC_CACHE_DIR", str(tmp_path))
