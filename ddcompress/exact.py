@@ -28,6 +28,7 @@ at most 2^24 each) for the V clean tokens: what the range coder gets.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -88,6 +89,7 @@ class ExactDenoiser:
         kind = "cpu" if self.device.type == "cpu" else "other"
         self.nk = None  # fused C kernels (CPU), set after the self-check at the end
         self._pool = None  # (pid, workers, ThreadPoolExecutor) of _parallel
+        self._threads = None  # the caller's torch thread count while _own_threads holds torch's at 1
         self.heads_per_thread = kind == "cpu"  # attention: whole heads per CPU thread, else all heads batched
         self.rows, self.head_rows = ROWS[kind], HEAD_ROWS[kind]
         if self.device.type == "cpu":
@@ -310,7 +312,7 @@ class ExactDenoiser:
         """work(first, step) for first in range(k) over k threads: the per-head loop is many small ops,
         and index_select runs on one core, so heads go to one thread per core, each op single-threaded.
         (Heads are independent, so the result does not depend on the split.)"""
-        k = min(torch.get_num_threads(), n) if self.device.type == "cpu" else 1
+        k = min(self._cpu_threads(), n) if self.device.type == "cpu" else 1
         if k <= 1:
             work(0, 1)
             return
@@ -330,6 +332,25 @@ class ExactDenoiser:
                     f.result()
         finally:
             torch.set_num_threads(threads)
+
+    def _cpu_threads(self) -> int:
+        return self._threads or torch.get_num_threads()
+
+    @contextlib.contextmanager
+    def _own_threads(self):
+        """With the C kernels on a CPU the work is split over this class's worker threads; meanwhile
+        torch's own OpenMP team is held at one thread, since its idle threads spin between torch's
+        operations and take the cores from the workers (one 1024-token chunk per step: 0.13 -> 0.09 s)."""
+        if self.nk is None or self.device.type != "cpu" or self._threads is not None:
+            yield
+            return
+        self._threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(self._threads)
+            self._threads = None
 
     def _workers(self, n: int):
         """A thread pool of n workers, kept across calls (a step makes hundreds of parallel calls); a
@@ -424,7 +445,7 @@ class ExactDenoiser:
             for r in self._row_slices(n, most):
                 work(r)
             return
-        k = max(1, torch.get_num_threads())
+        k = max(1, self._cpu_threads())
         blocks = self._row_slices(n, min(most, -(-n // k)))
         self._parallel(lambda first, step: [work(r) for r in blocks[first::step]], len(blocks))
 
@@ -483,15 +504,16 @@ class ExactDenoiser:
         self._full_fp32()
         if L > self.cfg.seq_len:
             raise ValueError(f"sequence of {L} tokens exceeds the model's length {self.cfg.seq_len}")
-        h = self.embed(x)
-        last = len(self.blocks) - 1
-        for i, blk in enumerate(self.blocks):
-            sel = at if i == last and at is not None else None
-            a = self.attention(self.attention_input(blk, h.view(B * L, -1)).view(B, L, -1), sel)
-            if sel is not None:
-                h = h[torch.arange(B, device=h.device)[:, None], sel]
-            h = self.residual_updates(blk, h.reshape(-1, h.shape[-1]), a.reshape(-1, a.shape[-1])).view(h.shape)
-        return self.layer_norm(h, self.gf)
+        with self._own_threads():
+            h = self.embed(x)
+            last = len(self.blocks) - 1
+            for i, blk in enumerate(self.blocks):
+                sel = at if i == last and at is not None else None
+                a = self.attention(self.attention_input(blk, h.view(B * L, -1)).view(B, L, -1), sel)
+                if sel is not None:
+                    h = h[torch.arange(B, device=h.device)[:, None], sel]
+                h = self.residual_updates(blk, h.reshape(-1, h.shape[-1]), a.reshape(-1, a.shape[-1])).view(h.shape)
+            return self.layer_norm(h, self.gf)
 
     @torch.inference_mode()
     def frequencies(self, h8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -514,7 +536,8 @@ class ExactDenoiser:
             u = torch.round(z.amax(-1, keepdim=True) - z)
             torch.take(self.exp32, u.clamp_(max=top).long(), out=out[r])
 
-        self._each_row_block(len(h8), rows, self.head_rows, threads=nk is not None)
+        with self._own_threads():
+            self._each_row_block(len(h8), rows, self.head_rows, threads=nk is not None)
         return out.view(*lead, -1)
 
     @torch.inference_mode()

@@ -176,6 +176,25 @@ def test_ddc_amx_0_turns_the_tiles_off(tiny_lm, monkeypatch):
     assert torch.equal(on(x), off(x))
 
 
+@needs_kernels
+def test_torch_threads_are_held_at_one_during_a_forward_and_restored(tiny_lm, monkeypatch):
+    """With the C kernels the workers split the work by the caller's thread count, while torch's own
+    thread team is held at one (its idle threads would spin); afterwards the caller's count is back."""
+    ex = ExactDenoiser(tiny_lm.cfg, tiny_lm.tensors, "cpu")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = []
+        inner = ex._parallel
+        monkeypatch.setattr(ex, "_parallel", lambda work, n: (seen.append((torch.get_num_threads(), ex._cpu_threads())),
+                                                                 inner(work, n)))
+        x = torch.randint(0, tiny_lm.cfg.vocab_size, (1, 64), generator=torch.Generator().manual_seed(3))
+        ex(x)
+        assert seen and set(seen) == {(1, 2)} and torch.get_num_threads() == 2 and ex._threads is None
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_without_a_compiler_the_torch_operations_run(tiny_lm, monkeypatch, tmp_path):
     monkeypatch.setattr(native, "_LIB", {})
     monkeypatch.setenv("DDC_CACHE_DIR", str(tmp_path))
