@@ -15,42 +15,33 @@ Every array is contiguous, row-major; one call works on one block of rows on the
 
 typedef int64_t i64;
 
-#if defined(__AVX512F__) || defined(__AVX2__)
+#if defined(__AVX512F__) || defined(__AMX_TILE__)
 #include <immintrin.h>
 #endif
 
-/* Maximum and minimum of the floats y[0..k), k >= 1: vmaxps/vminps compute v > m ? v : m lane by lane
-   (a compiler does not vectorize a float max it may not reorder), then the lanes are combined. A max
-   is exact in any order; signed zeros may come out either way, and every use below gives the same
-   integers for +0 and -0. */
+/* Maximum and minimum of the floats y[0..k), k >= 1, in 16 lanes of GCC vector arithmetic (the widest
+   registers the build has: one zmm, two ymm or four xmm; a compiler does not vectorize a float max it
+   may not reorder), then the lanes combined. Each lane keeps v > m ? v : m, a bitwise select. A max is
+   exact in any order; signed zeros may come out either way, and every use below gives the same integers
+   for +0 and -0. */
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef int32_t i32x16 __attribute__((vector_size(64)));
 static void min_max_f32(const float *restrict y, i64 k, float *hi, float *lo) {
     float h = y[0], l = y[0];
     i64 j = 0;
-#if defined(__AVX512F__)
     if (k >= 16) {
-        __m512 vh = _mm512_loadu_ps(y), vl = vh;
+        f32x16 vh, vl;
+        memcpy(&vh, y, sizeof vh);
+        vl = vh;
         for (j = 16; j + 16 <= k; j += 16) {
-            const __m512 v = _mm512_loadu_ps(y + j);
-            vh = _mm512_max_ps(v, vh);
-            vl = _mm512_min_ps(v, vl);
+            f32x16 v;
+            memcpy(&v, y + j, sizeof v);
+            const i32x16 gt = v > vh, lt = v < vl;
+            vh = (f32x16)(((i32x16)v & gt) | ((i32x16)vh & ~gt));
+            vl = (f32x16)(((i32x16)v & lt) | ((i32x16)vl & ~lt));
         }
-        h = _mm512_reduce_max_ps(vh), l = _mm512_reduce_min_ps(vl);
+        for (int t = 0; t < 16; t++) h = vh[t] > h ? vh[t] : h, l = vl[t] < l ? vl[t] : l;
     }
-#elif defined(__AVX2__)
-    if (k >= 8) {
-        __m256 vh = _mm256_loadu_ps(y), vl = vh;
-        for (j = 8; j + 8 <= k; j += 8) {
-            const __m256 v = _mm256_loadu_ps(y + j);
-            vh = _mm256_max_ps(v, vh);
-            vl = _mm256_min_ps(v, vl);
-        }
-        float th[8], tl[8];
-        _mm256_storeu_ps(th, vh);
-        _mm256_storeu_ps(tl, vl);
-        h = th[0], l = tl[0];
-        for (int t = 1; t < 8; t++) h = th[t] > h ? th[t] : h, l = tl[t] < l ? tl[t] : l;
-    }
-#endif
     for (; j < k; j++) {
         h = y[j] > h ? y[j] : h;
         l = y[j] < l ? y[j] : l;
