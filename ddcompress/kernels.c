@@ -63,7 +63,7 @@ static void min_max_f32(const float *restrict y, i64 k, float *hi, float *lo) {
             const float u = unit[r];                                                                      \
             D *restrict h = hi + r * L, *restrict l = lo + r * L;                                         \
             for (i64 j = 0; j < L; j++) {                                                                 \
-                float t = nearbyintf(CONV(m - d[j]) * u);                                                      \
+                float t = nearbyintf(CONV(m - d[j]) * u);                                                 \
                 int32_t i = (int32_t)(t < ftop ? t : ftop);                                               \
                 int32_t e = tab[i];                                                                       \
                 h[j] = (D)(e >> 8);                                                                       \
@@ -158,7 +158,7 @@ void quant_rows_f32(const float *restrict y, i64 n, i64 k, int8_t *restrict q, f
 /* The exact linear layer's output (float)acc * row * col, two roundings, as ExactLinear.__call__.
    Integer sums as int32, or as the fp32 GEMM's exact integers (_f32). */
 #define SCALE_ACC(NAME, A)                                                                                   \
-    void NAME(const A *restrict acc, i64 n, i64 k, const float *restrict row, const float *restrict col,   \
+    void NAME(const A *restrict acc, i64 n, i64 k, const float *restrict row, const float *restrict col,     \
               float *restrict out) {                                                                         \
         for (i64 r = 0; r < n; r++)                                                                          \
             for (i64 j = 0; j < k; j++) out[r * k + j] = ((float)acc[r * k + j] * row[r]) * col[j];          \
@@ -169,12 +169,12 @@ SCALE_ACC(scale_acc_f32, float)
 /* Residual update h + to_fixed(linear output): out = h + (int64)nearbyint(((acc * row) * col) * unit), with
    unit = 2^16 (the residual stream's fixed point; exact scaling). */
 #define ADD_FIXED(NAME, A)                                                                                   \
-    void NAME(const i64 *restrict h, const A *restrict acc, i64 n, i64 k, const float *restrict row,        \
+    void NAME(const i64 *restrict h, const A *restrict acc, i64 n, i64 k, const float *restrict row,         \
               const float *restrict col, float unit, i64 *restrict out) {                                    \
         for (i64 r = 0; r < n; r++)                                                                          \
             for (i64 j = 0; j < k; j++) {                                                                    \
                 float y = ((float)acc[r * k + j] * row[r]) * col[j];                                         \
-                out[r * k + j] = h[r * k + j] + (i64)nearbyintf(y * unit);                                    \
+                out[r * k + j] = h[r * k + j] + (i64)nearbyintf(y * unit);                                   \
             }                                                                                                \
     }
 ADD_FIXED(add_fixed_i32, int32_t)
@@ -184,16 +184,16 @@ ADD_FIXED(add_fixed_f32, float)
    halves; m = (sig[clamp(nearbyint(gate * 2^frac), -half, half) + half] * gate) * up; q = quant_row(m).
    `m` (n, f) is scratch for the row before it is quantized. */
 #define GLU_Q8(NAME, A)                                                                                      \
-    void NAME(const A *restrict acc, i64 n, i64 f, const float *restrict row, const float *restrict col,    \
-              const float *restrict sig, int32_t frac, int32_t half, float *restrict m, int8_t *restrict q, \
+    void NAME(const A *restrict acc, i64 n, i64 f, const float *restrict row, const float *restrict col,     \
+              const float *restrict sig, int32_t frac, int32_t half, float *restrict m, int8_t *restrict q,  \
               float *restrict mx) {                                                                          \
-        const float scale = (float)(1 << frac), fh = (float)half;                                           \
+        const float scale = (float)(1 << frac), fh = (float)half;                                            \
         int32_t idx[f];                                                                                      \
         float sg[f];                                                                                         \
         for (i64 r = 0; r < n; r++) {                                                                        \
             const A *restrict a = acc + r * 2 * f;                                                           \
             float *restrict mr = m + r * f;                                                                  \
-            /* three passes: the table lookups apart, so the arithmetic around them vectorizes */         \
+            /* three passes: the table lookups apart, so the arithmetic around them vectorizes */            \
             for (i64 j = 0; j < f; j++) {                                                                    \
                 float gate = ((float)a[j] * row[r]) * col[j];                                                \
                 float t = nearbyintf(gate * scale);                                                          \
