@@ -9,11 +9,21 @@ step, then the share of each part of the network in one step (wall time of the m
 `ExactDenoiser`: attention, the row-wise layers before it (LayerNorm + qkv) and after it (proj + GLU MLP),
 the rest (embedding, final LayerNorm)). The machine is shared and noisy: compare builds in alternation,
 several times.
+
+    python benchmarks/exact_profile.py --compare [--reps 4]
+
+instead times the same step (hidden + head) in alternation with the C kernels and the AMX tiles, the C
+kernels without the tiles (as DDC_AMX=0) and the torch operations (as DDC_NATIVE=0), in one process so
+that the VM's drift hits all alike; asserts the frequencies identical, prints the best of --reps each and
+writes benchmarks/results/exact-compare-cpu-<threads>t.md with the command.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -28,6 +38,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--compare", action="store_true", help="kernels with / without the AMX tiles / torch operations")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -39,6 +50,9 @@ def main() -> None:
     x[torch.rand(x.shape, generator=g) < 0.5] = lm.cfg.mask_id
     at = torch.stack([torch.randperm(L, generator=g)[: args.reveal] for _ in range(args.chunks)])
     x, at = x.to(args.device), at.to(args.device)
+    if args.compare:
+        compare(ex, x, at, args.reps)
+        return
     ex.hidden(x, at=at)  # warm-up
     best = float("inf")
     for _ in range(args.reps):
@@ -99,6 +113,39 @@ def parts(ex, x: torch.Tensor, at: torch.Tensor) -> str:
     total += head
     rows = [f"| {k} | {v:.3f} | {100 * v / total:.0f}% |" for k, v in sorted(spent.items(), key=lambda kv: -kv[1])]
     return "\n".join(["| part of one step | s | share |", "|---|---|---|", *rows, f"| total | {total:.3f} | 100% |"])
+
+
+def compare(ex, x: torch.Tensor, at: torch.Tensor, reps: int) -> None:
+    """Best of `reps` steps for each way the CPU can run the exact arithmetic, in alternation."""
+    nk = ex.nk
+    if nk is None:
+        raise SystemExit("the C kernels are not in use here (no compiler, DDC_NATIVE=0, or not a CPU)")
+    amx = nk.amx
+    ways = [("C kernels, AMX tiles", nk, True)] if amx else []
+    ways += [("C kernels, no AMX (DDC_AMX=0)", nk, False), ("torch operations (DDC_NATIVE=0)", None, amx)]
+    best, want = {}, None
+    try:
+        for _ in range(reps):
+            for name, kernels, tiles in ways:
+                ex.nk, nk.amx = kernels, tiles
+                t0 = time.perf_counter()
+                got = ex.frequencies(*ex.hidden(x, at=at))
+                best[name] = min(best.get(name, float("inf")), time.perf_counter() - t0)
+                want = got if want is None else want
+                assert torch.equal(got, want), f"{name}: other frequencies"
+    finally:
+        ex.nk, nk.amx = nk, amx
+    first = best[ways[0][0]]
+    rows = [f"| {name} | {t:.3f} | {t / first:.2f}x |" for name, t in best.items()]
+    md = ["# One exact step on this CPU: C kernels, AMX tiles, torch operations", "",
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {torch.get_num_threads()} threads; "
+          f"{x.shape[0]} x {x.shape[1]} tokens, {at.shape[1]} revealed rows each, then the head on those rows; "
+          f"best of {reps}, the ways in alternation in one process; frequencies identical.", "",
+          "```", "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]), "```", "",
+          "| arithmetic | s per step | time / first |", "|---|---|---|", *rows]
+    print("\n".join(md))
+    out = Path(__file__).resolve().parent / "results" / f"exact-compare-cpu-{torch.get_num_threads()}t.md"
+    out.write_text("\n".join(md) + "\n")
 
 
 def operations(ex, x: torch.Tensor, at: torch.Tensor) -> str:
