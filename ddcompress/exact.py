@@ -112,6 +112,14 @@ class ExactDenoiser:
         att = torch.tensor(fp.att_exp_table(), dtype=torch.int64)  # <= 16383 = 128 * 127 + 127
         self.att_digits = (torch.div(att, 128, rounding_mode="floor").to(self.device), (att % 128).to(self.device))
         self.att_packed = (self.att_digits[1] | self.att_digits[0] << 8).int()  # lo | hi << 8, for the C kernel
+        # for the AMX kernel: e = e0 + e' with e0 the last entry, the weight of every score clamped there (most
+        # of them), e' as digits (zero at the clamp: its value GEMM skips zero blocks), and the first index from
+        # which every hi digit of e' is zero
+        self.att_e0 = int(att[-1])
+        rel = att - self.att_e0
+        self.att_rel = ((rel % 128) | torch.div(rel, 128, rounding_mode="floor") << 8).int()
+        hi_nonzero = torch.nonzero(rel >= 128)
+        self.att_hi_top = int(hi_nonzero[-1]) + 1 if len(hi_nonzero) else 0
         self.pow2 = torch.tensor([2.0**-k for k in range(64)], dtype=torch.float64, device=self.device)
         self.sig = (torch.tensor(fp.sigmoid_table(), dtype=torch.float64) * (1.0 / (1 << fp.SIG_BITS))).float().to(self.device)
         # eps in the units of a row whose centred values were shifted right by sh bits: eps * 4^(16 - sh)
@@ -252,7 +260,7 @@ class ExactDenoiser:
             for bh in range(first, B * H, step):
                 b, h = divmod(bh, H)
                 nk.attention_head(q[b, h], k[b, h], v[b, h], None if at is None else at[b], self.cos, self.sin,
-                                  self.att_unit, 1.0 / Q, self.att_packed, top, tile_rows,
+                                  self.att_unit, 1.0 / Q, self.att_rel, top, self.att_e0, self.att_hi_top, tile_rows,
                                   out[b, :, h * D : (h + 1) * D], ws)
 
         def heads(first: int, step: int) -> None:

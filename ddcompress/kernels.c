@@ -76,13 +76,35 @@ static void min_max_f32(const float *restrict y, i64 k, float *hi, float *lo) {
 ATT_DIGITS(att_digits_f32, float, float, AS_IS)
 
 #if defined(__AVX512F__) && defined(__AVX512BW__)
+/* The largest integer x in [0, 2^24] with nearbyintf((float)x * u) < lim, -1 if none, 2^24 if all: the
+   weights' table index rounds the product of the score gap x = max - score by the row's unit u, so for
+   u > 0 it never decreases as x grows, and the gaps above x all index at or past lim. For u <= 0 (or
+   NaN) it returns 2^24, which filters nothing out. */
+#define GAP_ALL (1 << 24) /* score gaps are below 2^24 (|scores| <= D * 127^2) */
+static int32_t att_gap_limit(float u, int32_t lim) {
+    if (lim <= 0) return -1;
+    if (!(u > 0.0f)) return GAP_ALL;
+    const double e = ((double)lim - 0.5) / (double)u; /* near the answer; the loops make it exact */
+    if (e >= (double)GAP_ALL) return GAP_ALL;
+    int32_t x = (int32_t)e;
+    while (x >= 0 && !(nearbyintf((float)x * u) < (float)lim)) x--;
+    while (x < GAP_ALL && nearbyintf((float)(x + 1) * u) < (float)lim) x++;
+    return x;
+}
+
 /* The int32 case with AVX-512 (the build is -march=native): the same operations 16 scores at a time.
-   Most weights of a trained model are clamped at `top` (93% on text): a vector of 16 with more than 4
-   inside the table reads them with a masked gather, the others list theirs for a scalar pass after
-   the row (1.06x on a trained model's attention over real text). roundscale(.., nearest) is rint's
-   round-half-even. */
-void att_digits_i32(const int32_t *restrict dot, i64 n, i64 L, const float *restrict unit,
-                    const int32_t *restrict tab, int32_t top, int8_t *restrict hi, int8_t *restrict lo) {
+   Most weights of a trained model are clamped at `top` (93% on text). A vector of 16 whose score gaps
+   all exceed the row's att_gap_limit(u, top) is clamped whole, by one integer compare; the others take
+   the float path: more than 4 inside the table read them with a masked gather, fewer list theirs for a
+   scalar pass after the row (a gather costs as much for one lane as for 16). roundscale(.., nearest) is
+   rint's round-half-even.
+   With `flag` (else NULL): also, per row and block of 64 keys, flag[r * KB + j / 64] = 1 (KB = blocks
+   per row) where a weight's lo digit may be nonzero (its index below top), and hflag[...] = 1 where its hi
+   digit may be (index below hi_top: every entry from hi_top on has hi 0); the other bytes are left as
+   they are. For a table whose entry at top has both digits 0, the value GEMM then skips zero blocks. */
+static void att_digits_flagged(const int32_t *restrict dot, i64 n, i64 L, const float *restrict unit,
+                               const int32_t *restrict tab, int32_t top, int8_t *restrict hi, int8_t *restrict lo,
+                               uint8_t *restrict hflag, uint8_t *restrict flag, i64 KB, int32_t hi_top) {
     const float ftop = (float)top;
     const __m512 vtop = _mm512_set1_ps(ftop);
     const __m512i etop = _mm512_set1_epi32(tab[top]);
@@ -94,12 +116,26 @@ void att_digits_i32(const int32_t *restrict dot, i64 n, i64 L, const float *rest
         int32_t m = d[0];
         for (i64 j = 1; j < L; j++) m = d[j] > m ? d[j] : m;
         const float u = unit[r];
+        const int32_t gap = att_gap_limit(u, top), hgap = flag ? att_gap_limit(u, hi_top) : -1;
         const __m512i vm = _mm512_set1_epi32(m);
+        const __m512i near = _mm512_set1_epi32(m - gap), hnear = _mm512_set1_epi32(m - hgap); /* score >= these */
         const __m512 vu = _mm512_set1_ps(u);
         int8_t *restrict h = hi + r * L, *restrict l = lo + r * L;
+        uint8_t *restrict hf = flag ? hflag + r * KB : NULL, *restrict lf = flag ? flag + r * KB : NULL;
         i64 j = 0, cnt = 0;
         for (; j + 16 <= L; j += 16) {
-            __m512i diff = _mm512_sub_epi32(vm, _mm512_loadu_si512((const void *)(d + j)));
+            const __m512i s = _mm512_loadu_si512((const void *)(d + j));
+            const __mmask16 maybe = _mm512_cmpge_epi32_mask(s, near);
+            if (!maybe) { /* every weight clamped at top */
+                _mm_storeu_si128((__m128i *)(h + j), htop);
+                _mm_storeu_si128((__m128i *)(l + j), ltop);
+                continue;
+            }
+            if (lf) {
+                lf[j >> 6] = 1;
+                if (_mm512_mask_cmpge_epi32_mask(maybe, s, hnear)) hf[j >> 6] = 1;
+            }
+            __m512i diff = _mm512_sub_epi32(vm, s);
             __m512 t = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(diff), vu),
                                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
             __mmask16 in = _mm512_cmp_ps_mask(t, vtop, _CMP_LT_OQ);
@@ -111,7 +147,7 @@ void att_digits_i32(const int32_t *restrict dot, i64 n, i64 L, const float *rest
                 continue;
             }
             /* few or none: the clamped digits now; the others' positions and indices are listed and
-               read one by one after the row (a gather costs as much for one lane as for 16) */
+               read one by one after the row */
             _mm_storeu_si128((__m128i *)(h + j), htop);
             _mm_storeu_si128((__m128i *)(l + j), ltop);
             _mm512_storeu_si512((void *)(pos + cnt), _mm512_maskz_compress_epi32(in, _mm512_add_epi32(iota, _mm512_set1_epi32((int32_t)j))));
@@ -129,8 +165,17 @@ void att_digits_i32(const int32_t *restrict dot, i64 n, i64 L, const float *rest
             int32_t e = tab[i];
             h[j] = (int8_t)(e >> 8);
             l[j] = (int8_t)e;
+            if (lf && i < top) {
+                lf[j >> 6] = 1;
+                if (i < hi_top) hf[j >> 6] = 1;
+            }
         }
     }
+}
+
+void att_digits_i32(const int32_t *restrict dot, i64 n, i64 L, const float *restrict unit,
+                    const int32_t *restrict tab, int32_t top, int8_t *restrict hi, int8_t *restrict lo) {
+    att_digits_flagged(dot, n, L, unit, tab, top, hi, lo, NULL, NULL, 0, top);
 }
 #else
 ATT_DIGITS(att_digits_i32, int32_t, int8_t, TO_FLOAT)
@@ -270,6 +315,11 @@ void layer_norm_q8(const i64 *restrict h, i64 n, i64 d, const i64 *restrict g, c
     }
 }
 
+#define HEAD_PREFETCH 8 /* rows ahead */
+static void prefetch_row(const float *x, i64 D) {
+    for (i64 c = 0; c < D; c += 16) __builtin_prefetch(x + c);
+}
+
 /* Rotary positions of one row x (D floats) at position p: out = [x1 c - x2 s, x2 c + x1 s]. */
 static void rope_row(const float *restrict x, i64 D, const float *restrict c, const float *restrict s,
                      float *restrict out) {
@@ -309,7 +359,16 @@ void head_inputs_q8(const float *restrict q, i64 qs, i64 n, const int64_t *restr
                     float *restrict sq, int8_t *restrict k8, float *restrict sk, int8_t *restrict v1, i64 vs,
                     float *restrict sv) {
     const i64 h = D / 2;
-    for (i64 j = 0; j < L; j++) rope_row(k + j * kvs, D, cos_t + j * h, sin_t + j * h, kr + j * D);
+    for (i64 j = 0; j < L; j++) {
+        /* the rows of q, k and v are a qkv row apart: too far for the hardware prefetcher (another page
+           each), so the next ones are asked for while this key turns (head_inputs 1.1x on a trained model) */
+        if (j + HEAD_PREFETCH < L) {
+            prefetch_row(k + (j + HEAD_PREFETCH) * kvs, D);
+            prefetch_row(v + (j + HEAD_PREFETCH) * kvs, D);
+        }
+        if (j + HEAD_PREFETCH < n) prefetch_row(q + (j + HEAD_PREFETCH) * qs, D);
+        rope_row(k + j * kvs, D, cos_t + j * h, sin_t + j * h, kr + j * D);
+    }
     quant_cols(kr, L, D, sk, k8, D);
     for (i64 i = 0; i < n; i++) {
         const i64 p = pos ? pos[i] : i;
@@ -407,17 +466,26 @@ void att_scores_digits(const int8_t *restrict q8, i64 n, i64 L, i64 D, const uin
    (2n, Dp): rows [0, n) the hi digits' products, [n, 2n) the lo digits', column D the weights' sum.
    num = 128 hi + lo (int32, < 2^31), out[r][c] = (float)((double)num[c] / (double)num[D]) * svq[c],
    svq = the value scales / 127; out rows are `os` floats apart. */
-void weighted_values(const int32_t *restrict acc, i64 n, i64 D, i64 Dp, const float *restrict svq,
-                     float *restrict out, i64 os) {
+/* With `bias` (else NULL): num = 128 hi + lo + bias (D + 1 int32, the den's last), for sums of weights
+   less a constant (attention_head_amx). */
+static void weighted_values_b(const int32_t *restrict acc, i64 n, i64 D, i64 Dp, const int32_t *restrict bias,
+                              const float *restrict svq, float *restrict out, i64 os) {
+    int32_t b[257] = {0};
+    if (bias) memcpy(b, bias, (D + 1) * sizeof *b);
     for (i64 r = 0; r < n; r++) {
         const int32_t *restrict h = acc + r * Dp, *restrict l = acc + (n + r) * Dp;
-        const double den = (double)(128 * h[D] + l[D]);
+        const double den = (double)(128 * h[D] + l[D] + b[D]);
         float *restrict o = out + r * os;
-        for (i64 c = 0; c < D; c++) o[c] = (float)((double)(128 * h[c] + l[c]) / den) * svq[c];
+        for (i64 c = 0; c < D; c++) o[c] = (float)((double)(128 * h[c] + l[c] + b[c]) / den) * svq[c];
     }
 }
 
-#if defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__x86_64__) && defined(__linux__)
+void weighted_values(const int32_t *restrict acc, i64 n, i64 D, i64 Dp, const float *restrict svq,
+                     float *restrict out, i64 os) {
+    weighted_values_b(acc, n, D, Dp, NULL, svq, out, os);
+}
+
+#if defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__AVX512BW__) && defined(__x86_64__) && defined(__linux__)
 #include <immintrin.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -587,17 +655,80 @@ int amx_gemm_add_fixed(const int8_t *restrict a, i64 M, i64 K, i64 lda, const in
     return amx_gemm_to(a, M, K, lda, bp, N, &out);
 }
 
-/* The attention's score GEMM q8 @ k8^T on the tiles and att_digits_i32, 32 query rows at a time so the
-   scores stay in cache (`rows`: scratch of 32 * L int32): the same integers as torch._int_mm, then
-   the same operations as att_digits_i32. kpack: amx_pack of the keys k8 (L, D). Returns 0 if out of
-   memory. */
+/* C = A B (int32; rows of 16 and columns of 16 written in whole tiles: C has round_up(M, 16) rows, ldc
+   >= round_up(N, 16)) over only the blocks of 64 sums that `flag` marks: a group of 16 rows of A goes
+   through block kb of its sums if any of its rows r has flag[r * KB + kb] set (KB = round_up(K, 64) / 64).
+   The caller sets the flag wherever a row's block may hold a nonzero A: the skipped products are zero,
+   so the sums are the same integers. A is read up to round_up(M, 16) rows of round_up(K, 64) bytes.
+   Tiles 0-4 hold the sums of up to 5 column tiles, 5 the A tile, 6 and 7 alternate B tiles. */
+static void amx_gemm_flagged(const int8_t *restrict a, i64 M, i64 K, i64 lda, const uint8_t *restrict flag,
+                             const int8_t *restrict bp, i64 N, int32_t *restrict c, i64 ldc) {
+    const i64 Kp = round_up(K, AMX_K), KB = Kp / AMX_K, NT = (N + 15) / 16;
+    uint8_t any[KB];
+    tile_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) cfg.rows[t] = 16, cfg.colsb[t] = 64;
+    _tile_loadconfig(&cfg);
+    for (i64 g = 0; g < M; g += 16) {
+        memset(any, 0, KB);
+        for (i64 r = g; r < g + 16 && r < M; r++)
+            for (i64 kb = 0; kb < KB; kb++) any[kb] |= flag[r * KB + kb];
+        for (i64 t0 = 0; t0 < NT; t0 += 5) {
+            const i64 nt = NT - t0 < 5 ? NT - t0 : 5;
+            const int8_t *b = bp + t0 * Kp * 16;
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            _tile_zero(4);
+            for (i64 kb = 0; kb < KB; kb++) {
+                if (!any[kb]) continue;
+                const int8_t *bk = b + kb * AMX_K * 16;
+                _tile_loadd(5, a + g * lda + kb * AMX_K, lda);
+                _tile_loadd(6, bk, 64);
+                _tile_dpbssd(0, 5, 6);
+                if (nt > 1) {
+                    _tile_loadd(7, bk + Kp * 16, 64);
+                    _tile_dpbssd(1, 5, 7);
+                }
+                if (nt > 2) {
+                    _tile_loadd(6, bk + 2 * Kp * 16, 64);
+                    _tile_dpbssd(2, 5, 6);
+                }
+                if (nt > 3) {
+                    _tile_loadd(7, bk + 3 * Kp * 16, 64);
+                    _tile_dpbssd(3, 5, 7);
+                }
+                if (nt > 4) {
+                    _tile_loadd(6, bk + 4 * Kp * 16, 64);
+                    _tile_dpbssd(4, 5, 6);
+                }
+            }
+            int32_t *o = c + g * ldc + t0 * 16;
+            _tile_stored(0, o, ldc * 4);
+            if (nt > 1) _tile_stored(1, o + 16, ldc * 4);
+            if (nt > 2) _tile_stored(2, o + 32, ldc * 4);
+            if (nt > 3) _tile_stored(3, o + 48, ldc * 4);
+            if (nt > 4) _tile_stored(4, o + 64, ldc * 4);
+        }
+    }
+    _tile_release();
+}
+
+/* The attention's score GEMM q8 @ k8^T on the tiles and att_digits_flagged, 32 query rows at a time so
+   the scores stay in cache (`rows`: scratch of 32 * L int32): the same integers as torch._int_mm, then
+   the same operations as att_digits_i32, with the rows' hi and lo flags (KB bytes per row). kpack:
+   amx_pack of the keys k8 (L, D). Returns 0 if out of memory. */
 static int att_scores_digits_amx(const int8_t *restrict q8, i64 n, i64 L, i64 D, const int8_t *restrict kpack,
                                  const float *restrict unit, const int32_t *restrict tab, int32_t top,
-                                 int32_t *restrict rows, int8_t *restrict hi, int8_t *restrict lo) {
+                                 int32_t hi_top, int32_t *restrict rows, int8_t *restrict hi, int8_t *restrict lo,
+                                 uint8_t *restrict hflag, uint8_t *restrict lflag, i64 KB) {
     for (i64 r = 0; r < n; r += 32) {
         const i64 nr = n - r < 32 ? n - r : 32;
         if (!amx_gemm(q8 + r * D, nr, D, D, kpack, L, rows, L)) return 0;
-        att_digits_i32(rows, nr, L, unit + r, tab, top, hi + r * L, lo + r * L);
+        att_digits_flagged(rows, nr, L, unit + r, tab, top, hi + r * L, lo + r * L, hflag + r * KB, lflag + r * KB,
+                           KB, hi_top);
     }
     return 1;
 }
@@ -606,24 +737,30 @@ static int att_scores_digits_amx(const int8_t *restrict q8, i64 n, i64 L, i64 D,
    `rows` query rows per pass. */
 #define WS_ALIGN(x) (((x) + 63) / 64 * 64)
 i64 attention_head_workspace(i64 n, i64 L, i64 D, i64 rows) {
-    const i64 Dp = round_up(D + 1, 8);
+    const i64 Dp = round_up(D + 1, 8), R = round_up(2 * rows, 16), KB = round_up(L, AMX_K) / AMX_K;
     return WS_ALIGN(4 * L * D) + WS_ALIGN(4 * n * D) + WS_ALIGN(n * D) + 2 * WS_ALIGN(4 * n) + WS_ALIGN(L * D) +
-           3 * WS_ALIGN(4 * D) + WS_ALIGN(L * Dp) + WS_ALIGN(round_up(L, AMX_N) * round_up(D, AMX_K)) +
-           WS_ALIGN(round_up(Dp, AMX_N) * round_up(L, AMX_K)) + WS_ALIGN(4 * 32 * L) + WS_ALIGN(2 * rows * L) +
-           WS_ALIGN(4 * 2 * rows * Dp);
+           3 * WS_ALIGN(4 * D) + WS_ALIGN(4 * (D + 1)) + WS_ALIGN(L * Dp) +
+           WS_ALIGN(round_up(L, AMX_N) * round_up(D, AMX_K)) + WS_ALIGN(round_up(Dp, AMX_N) * round_up(L, AMX_K)) +
+           WS_ALIGN(4 * 32 * L) + WS_ALIGN(R * L + AMX_K) + WS_ALIGN(4 * R * round_up(D + 1, 16)) + WS_ALIGN(R * KB);
 }
 
 /* One head's attention on the tiles, in one call (exact.py's per-thread loop with the C kernels, fused):
-   head_inputs_q8; the logit unit per query row sq * att_unit and the value scales sv * sv_unit (single
-   fp32 products, as torch's tensor * scalar); keys and [v8 | 1] packed; then per pass of `rows` query
-   rows the scores and their digits (att_scores_digits_amx), [hi; lo] @ [v8 | 1] (amx_gemm) and
-   weighted_values into out (n, D), rows `os` floats apart. ws: attention_head_workspace bytes, 64-byte
-   aligned. Returns 0 if out of memory. */
+   head_inputs_q8; the logit units sq * att_unit and the value scales sv * sv_unit (single fp32 products,
+   as torch's tensor * scalar); keys and [v8 | 1] packed; then per pass of `rows` query rows the scores
+   and their digits (att_scores_digits_amx), the value GEMM and weighted_values into out (n, D), rows `os`
+   floats apart. ws: attention_head_workspace bytes, 64-byte aligned. Returns 0 if out of memory.
+   The weights are written e = e0 + e' with e0 the table's last entry (top) and `tab` the digits of e',
+   so that a weight clamped at top (most of them) has digits 0: the value GEMM [hi'; lo'] @ [v8 | 1]
+   then skips the blocks of 64 keys that its flags show to be zero, and the sums get e0 * sum_j [v8 | 1]
+   added back: the same integers sum_j e_j [v8 | 1]_j as the dense GEMM of e's digits (every term an
+   exact int32). hi_top: the first index from which the table's hi digits are all 0. */
 int attention_head_amx(const float *restrict q, i64 qs, i64 n, const int64_t *restrict pos, const float *restrict k,
                        const float *restrict v, i64 kvs, i64 L, i64 D, const float *restrict cos_t,
                        const float *restrict sin_t, float att_unit, float sv_unit, const int32_t *restrict tab,
-                       int32_t top, i64 rows, float *restrict out, i64 os, int8_t *restrict ws) {
-    const i64 Dp = round_up(D + 1, 8);
+                       int32_t top, int32_t e0, int32_t hi_top, i64 rows, float *restrict out, i64 os,
+                       int8_t *restrict ws) {
+    const i64 Dp = round_up(D + 1, 8), R = round_up(2 * rows, 16), KB = round_up(L, AMX_K) / AMX_K;
+    const i64 ldc = round_up(D + 1, 16);
     int8_t *p = ws;
 #define TAKE(T, name, bytes) T *restrict name = (T *)p; p += WS_ALIGN(bytes)
     TAKE(float, kr, 4 * L * D);
@@ -635,26 +772,34 @@ int attention_head_amx(const float *restrict q, i64 qs, i64 n, const int64_t *re
     TAKE(float, sk, 4 * D);
     TAKE(float, sv, 4 * D);
     TAKE(float, svq, 4 * D);
+    TAKE(int32_t, bias, 4 * (D + 1));
     TAKE(int8_t, v1, L * Dp);
     TAKE(int8_t, kpack, round_up(L, AMX_N) * round_up(D, AMX_K));
     TAKE(int8_t, vpack, round_up(Dp, AMX_N) * round_up(L, AMX_K));
     TAKE(int32_t, srows, 4 * 32 * L);
-    TAKE(int8_t, hilo, 2 * rows * L);
-    TAKE(int32_t, acc, 4 * 2 * rows * Dp);
+    TAKE(int8_t, hilo, R * L + AMX_K);
+    TAKE(int32_t, acc, 4 * R * ldc);
+    TAKE(uint8_t, flag, R * KB);
 #undef TAKE
     memset(v1, 0, L * Dp);
     for (i64 j = 0; j < L; j++) v1[j * Dp + D] = 1; /* the column of ones: the weights' sums */
     head_inputs_q8(q, qs, n, pos, k, v, kvs, L, D, cos_t, sin_t, kr, qr, q8, sq, k8, sk, v1, Dp, sv);
     for (i64 i = 0; i < n; i++) unit[i] = sq[i] * att_unit;
     for (i64 c = 0; c < D; c++) svq[c] = sv[c] * sv_unit;
+    for (i64 c = 0; c <= D; c++) bias[c] = 0;
+    for (i64 j = 0; j < L; j++)
+        for (i64 c = 0; c <= D; c++) bias[c] += v1[j * Dp + c];
+    for (i64 c = 0; c <= D; c++) bias[c] *= e0;
     amx_pack(k8, L, D, D, 1, kpack);
     amx_pack(v1, Dp, L, 1, Dp, vpack);
     for (i64 r0 = 0; r0 < n; r0 += rows) {
         const i64 nr = n - r0 < rows ? n - r0 : rows;
-        if (!att_scores_digits_amx(q8 + r0 * D, nr, L, D, kpack, unit + r0, tab, top, srows, hilo, hilo + nr * L) ||
-            !amx_gemm(hilo, 2 * nr, L, L, vpack, Dp, acc, Dp))
+        memset(flag, 0, R * KB);
+        if (!att_scores_digits_amx(q8 + r0 * D, nr, L, D, kpack, unit + r0, tab, top, hi_top, srows, hilo,
+                                   hilo + nr * L, flag, flag + nr * KB, KB))
             return 0;
-        weighted_values(acc, nr, D, Dp, svq, out + r0 * os, os);
+        amx_gemm_flagged(hilo, 2 * nr, L, L, flag, vpack, D + 1, acc, ldc);
+        weighted_values_b(acc, nr, D, ldc, bias, svq, out + r0 * os, os);
     }
     return 1;
 }

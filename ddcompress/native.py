@@ -61,7 +61,7 @@ SIGNATURES = {
     "amx_gemm_scaled": (_P, _I, _I, _I, _P, _I, _P, _P, _P, _I),
     "amx_gemm_add_fixed": (_P, _I, _I, _I, _P, _I, _P, _P, _F, _P, _P, _I),
     "attention_head_workspace": (_I, _I, _I, _I),
-    "attention_head_amx": (_P, _I, _I, _P, _P, _P, _I, _I, _I, _P, _P, _F, _F, _P, _I32, _I, _P, _I, _P),
+    "attention_head_amx": (_P, _I, _I, _P, _P, _P, _I, _I, _I, _P, _P, _F, _F, _P, _I32, _I32, _I32, _I, _P, _I, _P),
 }
 RESTYPES = {"amx_enable": ctypes.c_int, "amx_gemm": ctypes.c_int, "amx_gemm_scaled": ctypes.c_int,
             "amx_gemm_add_fixed": ctypes.c_int, "attention_head_workspace": ctypes.c_int64,
@@ -315,12 +315,13 @@ class Kernels:
         """Scratch for attention_head (one per thread, reused across heads)."""
         return torch.empty(self.lib.attention_head_workspace(n, L, D, rows) + 64, dtype=torch.int8)
 
-    def attention_head(self, q, k, v, pos, cos, sin, att_unit: float, sv_unit: float, tab, top: int, rows: int,
-                       out, ws) -> None:
+    def attention_head(self, q, k, v, pos, cos, sin, att_unit: float, sv_unit: float, tab, top: int, e0: int,
+                       hi_top: int, rows: int, out, ws) -> None:
         """exact._attention_per_thread's work for one head on the AMX tiles, in one call: head_inputs, the
         logit units and value scales, the score GEMM and its digits, the value GEMM and weighted_values
         into out (n, D) (a view of the head's columns). q: (n, D), k, v: (L, D) views as for head_inputs;
-        ws: attention_workspace(n, L, D, rows)."""
+        tab: the packed digits of the exp table less e0 (its entry at top), hi_top: the first index from
+        which their hi digits are all 0; ws: attention_workspace(n, L, D, rows)."""
         (n, D), L = q.shape, k.shape[0]
         if q.stride(1) != 1 or k.stride(1) != 1 or v.stride(1) != 1 or k.stride(0) != v.stride(0) or D > 256:
             raise ValueError("attention_head wants rows with unit column stride")
@@ -332,7 +333,7 @@ class Kernels:
         if not self.lib.attention_head_amx(q.data_ptr(), q.stride(0), n, None if pos is None else _ptr(pos, torch.int64),
                                            k.data_ptr(), v.data_ptr(), k.stride(0), L, D, _ptr(cos, torch.float32),
                                            _ptr(sin, torch.float32), att_unit, sv_unit, _ptr(tab, torch.int32), top,
-                                           rows, out.data_ptr(), out.stride(0), base + (-base % 64)):
+                                           e0, hi_top, rows, out.data_ptr(), out.stride(0), base + (-base % 64)):
             raise MemoryError("attention_head_amx")
 
     def amx_matmul(self, a: torch.Tensor, bp: torch.Tensor, n: int, out: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,6 +1,8 @@
 """The fused C kernels (native.py, kernels.c) give the torch operations' bits, or are not used."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -100,6 +102,74 @@ def test_attention_matches_the_torch_operations(tiny_lm, one_thread, monkeypatch
         for sel in (None, at):
             want, got = _both(ex, lambda: ex._attention_per_thread(*ex._heads(qkv, sel), sel))
             assert _equal(want, got)
+
+
+@needs_kernels
+@pytest.mark.parametrize("amx", [True, False])
+def test_long_chunks_and_peaked_heads_match_the_torch_operations(tiny_lm, one_thread, monkeypatch, amx):
+    """Chunks of several blocks of 64 keys with a tail (200, 131), several passes of query rows and row
+    groups that end inside a tile (37 revealed rows), heads from flat to peaked (logits scaled up to
+    x60: most weights clamped, the value GEMM on the tiles skips most blocks of keys), and query rows
+    whose every logit lies beyond the table but one."""
+    if not intlinear.int_mm_is_exact(torch.device("cpu")):
+        pytest.skip("torch._int_mm does not sum exactly on this CPU")
+    monkeypatch.setitem(intlinear._INT_MM_OK, "cpu", True)
+    ex = ExactDenoiser(dataclasses.replace(tiny_lm.cfg, seq_len=256), tiny_lm.tensors, "cpu")
+    assert ex.nk is not None  # the self-check at load passed
+    if amx and not ex.nk.amx:
+        pytest.skip("no AMX tiles on this CPU")
+    monkeypatch.setattr(ex.nk, "amx", amx)
+    d, H = ex.cfg.d_model, ex.n_head
+    g = torch.Generator().manual_seed(4)
+    for L in (200, 131):
+        qkv = torch.randn(2, L, 3 * d, generator=g)
+        scale = torch.tensor([0.2, 1.0, 5.0, 20.0, 60.0] * H)[:H].repeat_interleave(d // H)
+        qkv[..., :d] *= scale
+        qkv[1, 3, :d] *= 1000  # one query far sharper than the rest
+        at = torch.stack([torch.randperm(L, generator=g)[:37] for _ in range(2)])
+        for sel in (None, at):
+            want, got = _both(ex, lambda: ex._attention_per_thread(*ex._heads(qkv, sel), sel))
+            assert _equal(want, got)
+
+
+@needs_kernels
+def test_exp_table_digits_match_the_torch_operations_at_the_table_edge(tiny_lm, monkeypatch):
+    """The digits kernel sends a vector of 16 scores straight to the clamped weight when an integer
+    compare shows every gap (max - score) past the last one that indexes inside the table; that limit
+    must be exact. Units and gaps around the edge nearbyint(gap * unit) = top, units 0 and tiny and
+    large, rows of 16 and with a tail, against the torch operations."""
+    ex = tiny_lm.exact("cpu")
+    nk = ex.nk
+    assert nk is not None
+    top = len(ex.att_digits[0]) - 1
+    g = torch.Generator().manual_seed(5)
+    units, rows = [], []
+    for x in (1, 3, 7, 64, 1000, 12345, 1 << 20):
+        u = torch.tensor((top - 0.5) / x, dtype=torch.float32)
+        for du in (u, torch.nextafter(u, torch.tensor(0.0)), torch.nextafter(u, torch.tensor(1e9))):
+            units.append(float(du))
+            gaps = torch.arange(max(0, x - 40), x + 40)
+            rows.append(gaps)
+    for u in (0.0, 1e-30, 1e-7, 1.0, 37.5, 1e6):
+        units.append(u)
+        rows.append(torch.randint(0, 1 << 22, (80,), generator=g))
+    for L in (1040, 1043):
+        dot = torch.empty(len(rows), L, dtype=torch.int32)
+        for i, gaps in enumerate(rows):
+            m = int(torch.randint(-(1 << 20), 1 << 20, (1,), generator=g))
+            row = m - torch.randint(0, 1 << 23, (L,), generator=g)  # mostly far below the maximum
+            row[torch.randperm(L, generator=g)[: len(gaps)]] = m - gaps
+            row[int(torch.randint(0, L, (1,), generator=g))] = m
+            dot[i] = row.int()
+        unit = torch.tensor(units, dtype=torch.float32).view(-1, 1)
+        want = [torch.empty(len(rows), L, dtype=torch.int8) for _ in range(2)]
+        got = [torch.empty_like(w) for w in want]
+        tables = tuple(t.to(torch.int8) for t in ex.att_digits)
+        ex.nk = None
+        ex._digits(dot.clone(), unit, top, tables, *want, torch.empty(len(rows), L), torch.empty(len(rows), L, dtype=torch.int32))
+        ex.nk = nk
+        nk.att_digits(dot, unit, ex.att_packed, top, *got)
+        assert torch.equal(want[0], got[0]) and torch.equal(want[1], got[1])
 
 
 @needs_kernels
