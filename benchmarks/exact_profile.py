@@ -2,7 +2,9 @@
 
     python benchmarks/exact_profile.py [--chunks 8] [--reveal 64] [--reps 3] [--threads N] [--device cuda]
 
-`ExactDenoiser.hidden` of the shipped model on --chunks random 1024-token chunks, half of them masked,
+`ExactDenoiser.hidden` of the shipped model on --chunks 1024-token chunks of WikiText-2 validation text
+(random tokens where the shared data is missing, or with --random: their attention is flatter, so the
+digits and the value GEMM's skipped blocks differ from a real file's), half of their tokens masked,
 with the last block at --reveal positions per chunk (one level-5 step reveals 64 of 1024), then the head
 on 512 rows. Prints the best of --reps timings after a warm-up, then torch's operator table of one more
 step, then the share of each part of the network in one step (wall time of the methods of
@@ -30,6 +32,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from ddcompress import registry
 
+VALID = Path(os.environ.get("DDC_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data" / "eval" / "wikitext2" / "wiki.valid.tokens"
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -39,6 +43,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--compare", action="store_true", help="kernels with / without the AMX tiles / torch operations")
+    ap.add_argument("--random", action="store_true", help="random tokens instead of WikiText-2 validation text")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -46,12 +51,12 @@ def main() -> None:
     ex = lm.exact(args.device)
     g = torch.Generator().manual_seed(0)
     L = lm.cfg.seq_len
-    x = torch.randint(0, lm.cfg.vocab_size, (args.chunks, L), generator=g)
+    x = tokens(args.chunks * L, g, lm.cfg.vocab_size, args.random).view(args.chunks, L)
     x[torch.rand(x.shape, generator=g) < 0.5] = lm.cfg.mask_id
     at = torch.stack([torch.randperm(L, generator=g)[: args.reveal] for _ in range(args.chunks)])
     x, at = x.to(args.device), at.to(args.device)
     if args.compare:
-        compare(ex, x, at, args.reps)
+        compare(ex, x, at, args.reps, args.random or not VALID.is_file())
         return
     ex.hidden(x, at=at)  # warm-up
     best = float("inf")
@@ -72,6 +77,20 @@ def main() -> None:
     print(parts(ex, x, at))
     print()
     print(operations(ex, x, at))
+
+
+def tokens(n: int, g: torch.Generator, vocab: int, random: bool) -> torch.Tensor:
+    """n tokens of WikiText-2 validation text (from its start), or random ids."""
+    if not random and VALID.is_file():
+        from ddcompress.tokenizer import get_tokenizer
+
+        text = VALID.read_bytes()[: 8 * n]  # ~4 bytes per token
+        ids = torch.from_numpy(get_tokenizer().encode(text)[:n].astype("int64"))
+        if len(ids) == n:
+            print(f"tokens: the first {n} of {VALID}")
+            return ids
+    print("tokens: random")
+    return torch.randint(0, vocab, (n,), generator=g)
 
 
 def _sync(t: torch.Tensor) -> None:
@@ -115,7 +134,7 @@ def parts(ex, x: torch.Tensor, at: torch.Tensor) -> str:
     return "\n".join(["| part of one step | s | share |", "|---|---|---|", *rows, f"| total | {total:.3f} | 100% |"])
 
 
-def compare(ex, x: torch.Tensor, at: torch.Tensor, reps: int) -> None:
+def compare(ex, x: torch.Tensor, at: torch.Tensor, reps: int, random: bool) -> None:
     """Best of `reps` steps for each way the CPU can run the exact arithmetic, in alternation."""
     nk = ex.nk
     if nk is None:
@@ -139,7 +158,8 @@ def compare(ex, x: torch.Tensor, at: torch.Tensor, reps: int) -> None:
     rows = [f"| {name} | {t:.3f} | {t / first:.2f}x |" for name, t in best.items()]
     md = ["# One exact step on this CPU: C kernels, AMX tiles, torch operations", "",
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {torch.get_num_threads()} threads; "
-          f"{x.shape[0]} x {x.shape[1]} tokens, {at.shape[1]} revealed rows each, then the head on those rows; "
+          f"{x.shape[0]} x {x.shape[1]} tokens ({'random' if random else 'WikiText-2 valid'}), half masked, "
+          f"{at.shape[1]} revealed rows each, then the head on those rows; "
           f"best of {reps}, the ways in alternation in one process; frequencies identical.", "",
           "```", "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]), "```", "",
           "| arithmetic | s per step | time / first |", "|---|---|---|", *rows]
