@@ -89,11 +89,17 @@ class Coder:
         Frequencies are exact integers (the largest of a row is 2^24); constriction normalizes them."""
         G = x.shape[0]
         off = 0
+        blank = bool((x == self.mask_id).all())  # no known tokens: the first step's rows are shared
         for c in counts.tolist():
             pos = perms[:, off : off + c]
-            off += c
             t0 = time.perf_counter()
-            h8, scale = self.denoiser.hidden(x, at=torch.from_numpy(pos).to(self.device))
+            at = torch.from_numpy(pos).to(self.device)
+            if off == 0 and blank:
+                rows, scales = self.denoiser.blank(x.shape[1])
+                h8, scale = rows[at], scales[at]
+            else:
+                h8, scale = self.denoiser.hidden(x, at=at)
+            off += c
             h8, scale = h8.reshape(G * c, -1), scale.reshape(G * c, 1)
             for r0 in range(0, G * c, ROW_BLOCK):
                 freq = self.denoiser.frequencies(h8[r0 : r0 + ROW_BLOCK], scale[r0 : r0 + ROW_BLOCK]).cpu().numpy()

@@ -90,6 +90,7 @@ class ExactDenoiser:
         self.nk = None  # fused C kernels (CPU), set after the self-check at the end
         self._pool = None  # (pid, workers, ThreadPoolExecutor) of _parallel
         self._threads = None  # the caller's torch thread count while _own_threads holds torch's at 1
+        self._blank: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # `blank`'s rows per chunk length
         self.heads_per_thread = kind == "cpu"  # attention: whole heads per CPU thread, else all heads batched
         self.rows, self.head_rows = ROWS[kind], HEAD_ROWS[kind]
         if self.device.type == "cpu":
@@ -522,6 +523,17 @@ class ExactDenoiser:
                     h = h[torch.arange(B, device=h.device)[:, None], sel]
                 h = self.residual_updates(blk, h.reshape(-1, h.shape[-1]), a.reshape(-1, a.shape[-1])).view(h.shape)
             return self.layer_norm(h, self.gf)
+
+    @torch.inference_mode()
+    def blank(self, L: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`hidden` of one chunk of L mask tokens at every position: (L, d) int8 rows and (L, 1) scales,
+        computed once per length. The reverse process's first step sees nothing but masks in every chunk
+        without known tokens, so all of them (of every file this process codes) share these rows: the
+        rows of hidden(x, at) for such chunks, exactly (rows and chunks are computed independently)."""
+        if L not in self._blank:
+            h8, scale = self.hidden(torch.full((1, L), self.cfg.mask_id, dtype=torch.int64, device=self.device))
+            self._blank[L] = (h8[0], scale[0])
+        return self._blank[L]
 
     @torch.inference_mode()
     def frequencies(self, h8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

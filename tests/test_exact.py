@@ -147,6 +147,20 @@ def test_selected_rows_equal_the_full_computation(tiny_lm, one_thread):
         assert torch.equal(a8, h8[rows, at]) and torch.equal(a_s, s[rows, at])
 
 
+def test_blank_chunks_share_the_first_steps_rows(tiny_lm, one_thread):
+    """`blank` (one all-mask chunk, every position, computed once per length) gives exactly the rows
+    that hidden(x, at) computes for a batch of all-mask chunks: the coder's first step uses it."""
+    em = tiny_lm.exact("cpu")
+    g = torch.Generator().manual_seed(7)
+    for L in (tiny_lm.cfg.seq_len, 37):
+        x = torch.full((4, L), tiny_lm.cfg.mask_id)
+        at = torch.stack([torch.randperm(L, generator=g)[:9] for _ in range(4)])
+        h8, s = em.hidden(x, at)
+        rows, scales = em.blank(L)
+        assert torch.equal(rows[at], h8) and torch.equal(scales[at], s)
+        assert em.blank(L)[0] is rows  # computed once
+
+
 def test_row_blocks_and_batched_heads_never_change_a_result(tiny_lm, one_thread, monkeypatch):
     """Row blocks of the row-wise layers and of the head, query-row blocks of attention (uneven ones
     included) and all heads batched (as on a GPU) instead of per worker thread give the same integers."""
