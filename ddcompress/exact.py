@@ -531,6 +531,8 @@ class ExactDenoiser:
         without known tokens, so all of them (of every file this process codes) share these rows: the
         rows of hidden(x, at) for such chunks, exactly (rows and chunks are computed independently)."""
         if L not in self._blank:
+            if len(self._blank) >= 8:  # a few lengths (the model's, short files'): drop the oldest
+                self._blank.pop(next(iter(self._blank)))
             h8, scale = self.hidden(torch.full((1, L), self.cfg.mask_id, dtype=torch.int64, device=self.device))
             self._blank[L] = (h8[0], scale[0])
         return self._blank[L]
