@@ -395,6 +395,42 @@ class ExactDenoiser:
         self._each_row_block(len(h), rows, self.rows, threads=nk is not None)
         return out
 
+    def _qkv_in_heads(self, blk: ExactBlock, L: int) -> bool:
+        """Whether the attention computes each head's q, k and v itself from the LayerNorm's output
+        (`attention_from_norm`): with the AMX tiles, per-thread heads and whole blocks of 32 columns."""
+        return (self.nk is not None and self.nk.amx and self.heads_per_thread and L >= PER_THREAD_MIN_LEN
+                and self.head_dim % 32 == 0 and self._tiles(blk.qkv) is not None)
+
+    def attention_from_norm(self, blk: ExactBlock, h: torch.Tensor, B: int, at: torch.Tensor | None) -> torch.Tensor:
+        """attention(attention_input(blk, h), at) for h (B L, d) on the AMX tiles, the same values: the
+        LayerNorm in row blocks, then per chunk and head one C call that computes the head's q, k and v
+        from it and the packed qkv weights and runs the attention (`attention_head_qkv`): the chunk's
+        qkv (B L x 3d fp32, 50 MB for 8 chunks) is never written to memory and read back."""
+        N, d = h.shape
+        L, H, D = N // B, self.n_head, self.head_dim
+        x8, xs = torch.empty(N, d, dtype=torch.int8), torch.empty(N, 1)
+
+        def norm(r: slice) -> None:
+            x8[r], xs[r] = self.layer_norm(h[r], blk.g1)
+
+        self._each_row_block(N, norm, self.rows, threads=True)
+        x8, xs = x8.view(B, L, d), xs.view(B, L, 1)
+        n = L if at is None else at.shape[1]
+        out = torch.empty(B, n, H * D)
+        nk, wq, tile_rows = self.nk, self._tiles(blk.qkv), -(-n // -(-n // ATT_TILE_ROWS))
+        top = len(self.att_digits[0]) - 1
+
+        def heads(first: int, step: int) -> None:
+            ws = nk.attention_qkv_workspace(n, L, d, D, tile_rows)
+            for bh in range(first, B * H, step):
+                b, hd = divmod(bh, H)
+                nk.attention_head_qkv(x8[b], xs[b], wq, blk.qkv.col, hd, D, None if at is None else at[b], self.cos,
+                                      self.sin, self.att_unit, 1.0 / Q, self.att_rel, top, self.att_e0,
+                                      self.att_hi_top, tile_rows, out[b, :, hd * D : (hd + 1) * D], ws)
+
+        self._parallel(heads, B * H)
+        return out
+
     def residual_updates(self, blk: ExactBlock, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """h + proj(a), then + MLP(LayerNorm(.)) (Q.16 integers), for h (N, d) and the attention output a
         (N, d), in row blocks: every step is per row, so the blocks give the same integers."""
@@ -493,7 +529,10 @@ class ExactDenoiser:
                 a_at = self._attention_per_thread(*self._heads(qkv[None], at), at)
                 a_odd = self._attention_per_thread(*self._heads(qkv[None, : len(h) - 8], None), None)  # L % 16 = 8
                 r = self.residual_updates(blk, h, a)
-                got.append((qkv, a, a_at, a_odd, r, self.frequencies(*self.layer_norm(r[:40], self.gf))))
+                fused = k is not None and k.amx and self.head_dim % 32 == 0 and self._tiles(blk.qkv) is not None
+                a_norm = self.attention_from_norm(blk, h, 1, None) if fused else a[None]
+                a_norm_at = self.attention_from_norm(blk, h, 1, at) if fused else a_at
+                got.append((qkv, a, a_at, a_odd, a_norm, a_norm_at, r, self.frequencies(*self.layer_norm(r[:40], self.gf))))
         self.nk = None
         passed = all(torch.equal(a, b) for a, b in zip(*got))
         native.record_check(passed, amx=nk.amx)
@@ -518,7 +557,10 @@ class ExactDenoiser:
             last = len(self.blocks) - 1
             for i, blk in enumerate(self.blocks):
                 sel = at if i == last and at is not None else None
-                a = self.attention(self.attention_input(blk, h.view(B * L, -1)).view(B, L, -1), sel)
+                if self._qkv_in_heads(blk, L):
+                    a = self.attention_from_norm(blk, h.view(B * L, -1), B, sel)
+                else:
+                    a = self.attention(self.attention_input(blk, h.view(B * L, -1)).view(B, L, -1), sel)
                 if sel is not None:
                     h = h[torch.arange(B, device=h.device)[:, None], sel]
                 h = self.residual_updates(blk, h.reshape(-1, h.shape[-1]), a.reshape(-1, a.shape[-1])).view(h.shape)

@@ -803,4 +803,49 @@ int attention_head_amx(const float *restrict q, i64 qs, i64 n, const int64_t *re
     }
     return 1;
 }
+
+/* Bytes of the workspace attention_head_qkv_amx needs (its q, k and v, the gathered query rows, then
+   attention_head_amx's). */
+i64 attention_head_qkv_workspace(i64 n, i64 L, i64 d, i64 D, i64 rows) {
+    return WS_ALIGN(4 * n * D) + 2 * WS_ALIGN(4 * L * D) + WS_ALIGN(n * d) + WS_ALIGN(4 * n) +
+           attention_head_workspace(n, L, D, rows);
+}
+
+/* attention_head_amx for head h with its q, k and v computed here, on the tiles, from the chunk's
+   LayerNorm output x8 (L x d int8, rows lda apart, row scales xs) and the packed qkv weights wq
+   (amx_pack of W_qkv^T, 3d columns): ((float)sum * xs) * col, amx_gemm_scaled's values, the ones
+   attention_input stores, for the query rows pos (or all) and every key and value row. The chunk's qkv
+   (6 MB at L = 1024, d = 512) then never goes out to memory and back; each head's 0.8 MB stays in the
+   core's cache. D % 32 == 0 (the head's columns are whole blocks of the packed weights). */
+int attention_head_qkv_amx(const int8_t *restrict x8, i64 lda, const float *restrict xs, i64 L, i64 d, i64 n,
+                           const int64_t *restrict pos, const int8_t *restrict wq, const float *restrict col, i64 h,
+                           i64 D, const float *restrict cos_t, const float *restrict sin_t, float att_unit,
+                           float sv_unit, const int32_t *restrict tab, int32_t top, int32_t e0, int32_t hi_top,
+                           i64 rows, float *restrict out, i64 os, int8_t *restrict ws) {
+    const i64 Kp = round_up(d, AMX_K);
+    int8_t *p = ws;
+#define TAKE(T, name, bytes) T *restrict name = (T *)p; p += WS_ALIGN(bytes)
+    TAKE(float, qf, 4 * n * D);
+    TAKE(float, kf, 4 * L * D);
+    TAKE(float, vf, 4 * L * D);
+    TAKE(int8_t, xq, n * d);
+    TAKE(float, xqs, 4 * n);
+#undef TAKE
+    const int8_t *qa = x8;
+    const float *qs = xs;
+    i64 qlda = lda;
+    if (pos) { /* the query rows */
+        for (i64 i = 0; i < n; i++) {
+            memcpy(xq + i * d, x8 + pos[i] * lda, d);
+            xqs[i] = xs[pos[i]];
+        }
+        qa = xq, qs = xqs, qlda = d;
+    }
+    if (!amx_gemm_scaled(qa, n, d, qlda, wq + h * D * Kp, D, qs, col + h * D, qf, D) ||
+        !amx_gemm_scaled(x8, L, d, lda, wq + (d + h * D) * Kp, D, xs, col + d + h * D, kf, D) ||
+        !amx_gemm_scaled(x8, L, d, lda, wq + (2 * d + h * D) * Kp, D, xs, col + 2 * d + h * D, vf, D))
+        return 0;
+    return attention_head_amx(qf, D, n, pos, kf, vf, D, L, D, cos_t, sin_t, att_unit, sv_unit, tab, top, e0, hi_top,
+                              rows, out, os, p);
+}
 #endif

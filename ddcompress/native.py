@@ -62,14 +62,18 @@ SIGNATURES = {
     "amx_gemm_add_fixed": (_P, _I, _I, _I, _P, _I, _P, _P, _F, _P, _P, _I),
     "attention_head_workspace": (_I, _I, _I, _I),
     "attention_head_amx": (_P, _I, _I, _P, _P, _P, _I, _I, _I, _P, _P, _F, _F, _P, _I32, _I32, _I32, _I, _P, _I, _P),
+    "attention_head_qkv_workspace": (_I, _I, _I, _I, _I),
+    "attention_head_qkv_amx": (_P, _I, _P, _I, _I, _I, _P, _P, _P, _I, _I, _P, _P, _F, _F, _P, _I32, _I32, _I32, _I, _P,
+                               _I, _P),
 }
 RESTYPES = {"amx_enable": ctypes.c_int, "amx_gemm": ctypes.c_int, "amx_gemm_scaled": ctypes.c_int,
             "amx_gemm_add_fixed": ctypes.c_int, "attention_head_workspace": ctypes.c_int64,
-            "attention_head_amx": ctypes.c_int}
+            "attention_head_amx": ctypes.c_int, "attention_head_qkv_workspace": ctypes.c_int64,
+            "attention_head_qkv_amx": ctypes.c_int}
 
 VNNI_ONLY = {"pack_keys", "att_scores_digits"}  # the fused score kernel (kernels.c, #if AVX512VNNI)
 AMX_ONLY = {"amx_enable", "amx_pack", "amx_gemm", "amx_gemm_scaled", "amx_gemm_add_fixed", "attention_head_workspace",
-            "attention_head_amx"}  # int8 GEMMs on the tile unit (kernels.c, #if AMX)
+            "attention_head_amx", "attention_head_qkv_workspace", "attention_head_qkv_amx"}  # int8 GEMMs on the tile unit (kernels.c, #if AMX)
 AMX_K, AMX_N = 64, 32  # amx_pack pads K and N to multiples of these
 
 _LIB: dict[str, object] = {}
@@ -335,6 +339,34 @@ class Kernels:
                                            _ptr(sin, torch.float32), att_unit, sv_unit, _ptr(tab, torch.int32), top,
                                            e0, hi_top, rows, out.data_ptr(), out.stride(0), base + (-base % 64)):
             raise MemoryError("attention_head_amx")
+
+    def attention_qkv_workspace(self, n: int, L: int, d: int, D: int, rows: int) -> torch.Tensor:
+        """Scratch for attention_head_qkv (one per thread, reused across heads)."""
+        return torch.empty(self.lib.attention_head_qkv_workspace(n, L, d, D, rows) + 64, dtype=torch.int8)
+
+    def attention_head_qkv(self, x8, xs, wq, col, h: int, D: int, pos, cos, sin, att_unit: float, sv_unit: float, tab,
+                           top: int, e0: int, hi_top: int, rows: int, out, ws) -> None:
+        """attention_head for head h with its q, k and v computed in the call from one chunk's LayerNorm
+        output x8 (L, d) int8 (row stride free) and row scales xs (L, 1) and the qkv weights packed by
+        amx_pack (3d columns) with their column scales col: the values attention_input would store. pos:
+        the query rows (n,) or None (all L); out (n, D): a view of the head's columns. D % 32 == 0."""
+        (L, d), n = x8.shape, (len(x8) if pos is None else len(pos))
+        if x8.dtype != torch.int8 or x8.stride(1) != 1 or xs.shape != (L, 1) or D % 32 or col.numel() != 3 * d:
+            raise ValueError("attention_head_qkv wants int8 rows, their scales, 3d column scales and D % 32 == 0")
+        if wq.numel() != -(-3 * d // AMX_N) * AMX_N * -(-d // AMX_K) * AMX_K or not 0 <= h < d // D:
+            raise ValueError("attention_head_qkv: weights packed for another shape, or no such head")
+        if out.shape != (n, D) or out.stride(1) != 1 or out.dtype != torch.float32:
+            raise ValueError("attention_head_qkv writes (n, D) float rows with unit column stride")
+        if ws.numel() < self.lib.attention_head_qkv_workspace(n, L, d, D, rows) + 64 or ws.dtype != torch.int8:
+            raise ValueError("attention_head_qkv: workspace too small")
+        base = ws.data_ptr()
+        if not self.lib.attention_head_qkv_amx(x8.data_ptr(), x8.stride(0), _ptr(xs, torch.float32), L, d, n,
+                                               None if pos is None else _ptr(pos, torch.int64), _ptr(wq, torch.int8),
+                                               _ptr(col, torch.float32), h, D, _ptr(cos, torch.float32),
+                                               _ptr(sin, torch.float32), att_unit, sv_unit, _ptr(tab, torch.int32),
+                                               top, e0, hi_top, rows, out.data_ptr(), out.stride(0),
+                                               base + (-base % 64)):
+            raise MemoryError("attention_head_qkv_amx")
 
     def amx_matmul(self, a: torch.Tensor, bp: torch.Tensor, n: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """a (M, K) int8 (rows may be apart) @ B (K, n) packed by amx_pack -> (M, n) int32: torch._int_mm's

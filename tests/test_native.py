@@ -133,6 +133,52 @@ def test_long_chunks_and_peaked_heads_match_the_torch_operations(tiny_lm, one_th
 
 
 @needs_kernels
+def test_heads_computing_their_own_qkv_match_the_torch_operations(tmp_path, one_thread, monkeypatch):
+    """With the AMX tiles each head's q, k and v come from the LayerNorm's output inside the attention
+    call (`attention_from_norm`, head dimension 32 here): the same values as attention_input then the
+    attention, at every query or at revealed rows, over chunks of several blocks with a tail; and a
+    whole forward at a length past PER_THREAD_MIN_LEN takes that path and agrees too."""
+    if not intlinear.int_mm_is_exact(torch.device("cpu")):
+        pytest.skip("torch._int_mm does not sum exactly on this CPU")
+    monkeypatch.setitem(intlinear._INT_MM_OK, "cpu", True)
+    from ddcompress.checkpoint import load_checkpoint, save_checkpoint
+    from ddcompress.model import Denoiser, DenoiserConfig
+
+    torch.manual_seed(1)
+    save_checkpoint(Denoiser(DenoiserConfig(seq_len=320, n_layer=2, n_head=2, d_model=64, d_mlp=96)), tmp_path / "m")
+    lm = load_checkpoint(tmp_path / "m")
+    ex = ExactDenoiser(lm.cfg, lm.tensors, "cpu")
+    assert ex.nk is not None  # the self-check at load passed
+    if not ex.nk.amx:
+        pytest.skip("no AMX tiles on this CPU")
+    g = torch.Generator().manual_seed(8)
+    blk = ex.blocks[0]
+    for L in (320, 131):
+        x = torch.randint(0, lm.cfg.vocab_size, (2, L), generator=g)
+        x[torch.rand(x.shape, generator=g) < 0.5] = lm.cfg.mask_id
+        h = ex.embed(x).view(2 * L, -1)
+        at = torch.stack([torch.randperm(L, generator=g)[:37] for _ in range(2)])
+        for sel in (None, at):
+            got = ex.attention_from_norm(blk, h, 2, sel)
+            want, _ = _both(ex, lambda: ex.attention(ex.attention_input(blk, h).view(2, L, -1), sel))
+            assert _equal(want, got)
+    x = torch.randint(0, lm.cfg.vocab_size, (2, 320), generator=g)
+    at = torch.stack([torch.randperm(320, generator=g)[:50] for _ in range(2)])
+    assert ex._qkv_in_heads(blk, 320)
+    want, got = _both(ex, lambda: ex.hidden(x, at))
+    assert _equal(want, got)
+    bad = native.Kernels(ex.nk.lib)  # and the self-check at load refuses one value off in its output
+    inner = bad.attention_head_qkv
+
+    def one_off(*args, **kw):
+        inner(*args, **kw)
+        args[-2][1, 7] += 1
+
+    bad.attention_head_qkv = one_off
+    assert ex._checked_kernels(bad) is None
+
+
+@needs_kernels
 def test_exp_table_digits_match_the_torch_operations_at_the_table_edge(tiny_lm, monkeypatch):
     """The digits kernel sends a vector of 16 scores straight to the clamped weight when an integer
     compare shows every gap (max - score) past the last one that indexes inside the table; that limit
