@@ -442,7 +442,11 @@ class ExactDenoiser:
                 qa, ma = nk.quant_rows(a[r])
                 hb = self._add_fixed(blk.proj, h[r], qa, ma, torch.empty_like(h[r]))
                 x8, s = self.layer_norm(hb, blk.g2)
-                qm, mm = nk.glu_q8(self._acc(blk.gate_up, x8), s, blk.gate_up.col, self.sig, fp.SIG_FRAC, fp.SIG_HALF)
+                packed = self._tiles(blk.gate_up)
+                if packed is not None:  # the same, the GEMM's sums used from cache a few rows at a time
+                    qm, mm = nk.gate_up_glu(x8, packed, blk.gate_up.n, s, blk.gate_up.col, self.sig, fp.SIG_FRAC, fp.SIG_HALF)
+                else:
+                    qm, mm = nk.glu_q8(self._acc(blk.gate_up, x8), s, blk.gate_up.col, self.sig, fp.SIG_FRAC, fp.SIG_HALF)
                 self._add_fixed(blk.down, hb, qm, mm, out[r])
                 return
             hb = h[r] + self.to_fixed(blk.proj(*quant_rows(a[r])))

@@ -47,8 +47,8 @@ SIGNATURES = {
     "scale_acc_f32": (_P, _I, _I, _P, _P, _P),
     "add_fixed_i32": (_P, _P, _I, _I, _P, _P, _F, _P),
     "add_fixed_f32": (_P, _P, _I, _I, _P, _P, _F, _P),
-    "glu_q8_i32": (_P, _I, _I, _P, _P, _P, _I32, _I32, _P, _P, _P),
-    "glu_q8_f32": (_P, _I, _I, _P, _P, _P, _I32, _I32, _P, _P, _P),
+    "glu_q8_i32": (_P, _I, _I, _P, _P, _P, _I32, _I32, _P, _P),
+    "glu_q8_f32": (_P, _I, _I, _P, _P, _P, _I32, _I32, _P, _P),
     "layer_norm_q8": (_P, _I, _I, _P, _P, _I32, _D, _P, _P, _P),
     "head_freqs_i32": (_P, _I, _I, _P, _P, _P, _I32, _P),
     "weighted_values": (_P, _I, _I, _I, _P, _P, _I),
@@ -62,6 +62,7 @@ SIGNATURES = {
     "amx_gemm_add_fixed": (_P, _I, _I, _I, _P, _I, _P, _P, _F, _P, _P, _I),
     "attention_head_workspace": (_I, _I, _I, _I),
     "attention_head_amx": (_P, _I, _I, _P, _P, _P, _I, _I, _I, _P, _P, _F, _F, _P, _I32, _I32, _I32, _I, _P, _I, _P),
+    "amx_gemm_glu_q8": (_P, _I, _I, _I, _P, _I, _P, _P, _P, _I32, _I32, _P, _P),
     "attention_head_qkv_workspace": (_I, _I, _I, _I, _I),
     "attention_head_qkv_amx": (_P, _I, _P, _I, _I, _I, _P, _P, _P, _I, _I, _P, _P, _F, _F, _P, _I32, _I32, _I32, _I, _P,
                                _I, _P),
@@ -69,11 +70,11 @@ SIGNATURES = {
 RESTYPES = {"amx_enable": ctypes.c_int, "amx_gemm": ctypes.c_int, "amx_gemm_scaled": ctypes.c_int,
             "amx_gemm_add_fixed": ctypes.c_int, "attention_head_workspace": ctypes.c_int64,
             "attention_head_amx": ctypes.c_int, "attention_head_qkv_workspace": ctypes.c_int64,
-            "attention_head_qkv_amx": ctypes.c_int}
+            "attention_head_qkv_amx": ctypes.c_int, "amx_gemm_glu_q8": ctypes.c_int}
 
 VNNI_ONLY = {"pack_keys", "att_scores_digits"}  # the fused score kernel (kernels.c, #if AVX512VNNI)
 AMX_ONLY = {"amx_enable", "amx_pack", "amx_gemm", "amx_gemm_scaled", "amx_gemm_add_fixed", "attention_head_workspace",
-            "attention_head_amx", "attention_head_qkv_workspace", "attention_head_qkv_amx"}  # int8 GEMMs on the tile unit (kernels.c, #if AMX)
+            "attention_head_amx", "attention_head_qkv_workspace", "attention_head_qkv_amx", "amx_gemm_glu_q8"}  # int8 GEMMs on the tile unit (kernels.c, #if AMX)
 AMX_K, AMX_N = 64, 32  # amx_pack pads K and N to multiples of these
 
 _LIB: dict[str, object] = {}
@@ -235,10 +236,23 @@ class Kernels:
     def glu_q8(self, acc, row, col, sig, frac: int, half: int) -> tuple[torch.Tensor, torch.Tensor]:
         n, f2 = acc.shape
         f = f2 // 2
-        m, q, mx = torch.empty(n, f), torch.empty(n, f, dtype=torch.int8), torch.empty(n, 1)
+        q, mx = torch.empty(n, f, dtype=torch.int8), torch.empty(n, 1)
         getattr(self.lib, f"glu_q8_{_acc_kind(acc)}")(_ptr(acc, acc.dtype), n, f, _ptr(row, torch.float32),
                                                       _ptr(col, torch.float32), _ptr(sig, torch.float32), frac, half,
-                                                      m.data_ptr(), q.data_ptr(), mx.data_ptr())
+                                                      q.data_ptr(), mx.data_ptr())
+        return q, mx
+
+    def gate_up_glu(self, a, bp, n2: int, row, col, sig, frac: int, half: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """glu_q8(amx_matmul(a, bp, n2), row, col, sig, frac, half) on the AMX tiles, a few rows at a time
+        so that the GEMM's sums stay in cache."""
+        (M, K), f = a.shape, n2 // 2
+        if a.dtype != torch.int8 or a.stride(1) != 1 or bp.numel() != -(-n2 // AMX_N) * AMX_N * -(-K // AMX_K) * AMX_K:
+            raise ValueError("amx GEMMs want int8 rows with unit column stride and B packed for their width")
+        q, mx = torch.empty(M, f, dtype=torch.int8), torch.empty(M, 1)
+        if M and not self.lib.amx_gemm_glu_q8(a.data_ptr(), M, K, max(a.stride(0), K), bp.data_ptr(), n2,
+                                              _ptr(row, torch.float32), _ptr(col, torch.float32),
+                                              _ptr(sig, torch.float32), frac, half, q.data_ptr(), mx.data_ptr()):
+            raise MemoryError("amx_gemm_glu_q8")
         return q, mx
 
     def layer_norm(self, h, g, eps, ln_bits: int, g_unit: float) -> tuple[torch.Tensor, torch.Tensor]:

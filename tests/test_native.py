@@ -220,7 +220,7 @@ def test_exp_table_digits_match_the_torch_operations_at_the_table_edge(tiny_lm, 
 
 @needs_kernels
 @pytest.mark.parametrize("kernel", ["att_digits", "scores_digits", "glu_q8", "head_freqs", "amx_matmul", "amx_scale_acc",
-                                    "amx_add_fixed", "attention_head"])
+                                    "amx_add_fixed", "attention_head", "gate_up_glu"])
 def test_a_kernel_that_rounds_differently_is_not_used(tiny_lm, one_thread, monkeypatch, kernel):
     """The load-time self-check compares the kernels with the torch operations: one value off in an
     output of any kernel (as a miscompiled one would give) and the torch operations run instead. (An
@@ -230,10 +230,10 @@ def test_a_kernel_that_rounds_differently_is_not_used(tiny_lm, one_thread, monke
     good = native.kernels()
     if kernel == "scores_digits" and not good.vnni:
         pytest.skip("the fused score kernel is built for AVX-512 VNNI CPUs only")
-    if (kernel.startswith("amx") or kernel == "attention_head") and not good.amx:
+    if (kernel.startswith("amx") or kernel in ("attention_head", "gate_up_glu")) and not good.amx:
         pytest.skip("the AMX GEMMs are built for CPUs with AMX tiles only")
-    if kernel in ("scores_digits", "att_digits"):
-        good.amx = False  # (with the tiles, the scores and their digits are scores_digits_amx)
+    if kernel in ("scores_digits", "att_digits", "glu_q8"):
+        good.amx = False  # (with the tiles these run inside attention_head and gate_up_glu)
     if kernel != "glu_q8" and not ex.int_mm:
         pytest.skip("this kernel takes int8 GEMM outputs; torch._int_mm is not exact here")
     assert ex._checked_kernels(good) is good
