@@ -91,6 +91,7 @@ class ExactDenoiser:
         self._pool = None  # (pid, workers, ThreadPoolExecutor) of _parallel
         self._threads = None  # the caller's torch thread count while _own_threads holds torch's at 1
         self._blank: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # `blank`'s rows per chunk length
+        self._g_long: dict[int, torch.Tensor] = {}  # LayerNorm weights as int64 for the C kernel
         self.heads_per_thread = kind == "cpu"  # attention: whole heads per CPU thread, else all heads batched
         self.rows, self.head_rows = ROWS[kind], HEAD_ROWS[kind]
         if self.device.type == "cpu":
@@ -137,7 +138,10 @@ class ExactDenoiser:
         fp64 holds every value below as an exact integer (< 2^53), so its sums are order-free."""
         d = h.shape[-1]
         if self.nk is not None:
-            q8, scale = self.nk.layer_norm(h.reshape(-1, d).contiguous(), g.long(), self.ln_eps, LN_BITS, float(1 << LN_FRAC))
+            if g.data_ptr() not in self._g_long:  # (gamma as int64 for the kernel, once per weight)
+                self._g_long[g.data_ptr()] = g.long()
+            q8, scale = self.nk.layer_norm(h.reshape(-1, d).contiguous(), self._g_long[g.data_ptr()], self.ln_eps, LN_BITS,
+                                           float(1 << LN_FRAC))
             return q8.view(h.shape), scale.view(*h.shape[:-1], 1)
         xc = (h - torch.div(h.sum(-1, keepdim=True), d, rounding_mode="floor")).double()  # exact centring
         m = max_abs(xc)
@@ -536,7 +540,7 @@ class ExactDenoiser:
                 fused = k is not None and k.amx and self.head_dim % 32 == 0 and self._tiles(blk.qkv) is not None
                 a_norm = self.attention_from_norm(blk, h, 1, None) if fused else a[None]
                 a_norm_at = self.attention_from_norm(blk, h, 1, at) if fused else a_at
-                got.append((qkv, a, a_at, a_odd, a_norm, a_norm_at, r, self.frequencies(*self.layer_norm(r[:40], self.gf))))
+                got.append((self.embed(x), qkv, a, a_at, a_odd, a_norm, a_norm_at, r, self.frequencies(*self.layer_norm(r[:40], self.gf))))
         self.nk = None
         passed = all(torch.equal(a, b) for a, b in zip(*got))
         native.record_check(passed, amx=nk.amx)
@@ -545,6 +549,8 @@ class ExactDenoiser:
     # -- the network ----------------------------------------------------------------------------------
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Token embeddings in Q.16: rint(q * s * 2^16), exact products in fp64 -> (B, L, d) int64."""
+        if self.nk is not None and x.device.type == "cpu":  # the same, in one pass
+            return self.nk.embed(x, self.embed_q, self.embed_s)
         return torch.round(self.embed_q[x].double() * self.embed_s[x]).long()
 
     @torch.inference_mode()

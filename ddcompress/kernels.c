@@ -380,6 +380,18 @@ void head_inputs_q8(const float *restrict q, i64 qs, i64 n, const int64_t *restr
     quant_cols(kr, L, D, sv, v1, vs);
 }
 
+/* Token embeddings in Q.16 (exact.embed): out[i][c] = nearbyint(q[x_i][c] * s[x_i]) as int64, q int8 rows
+   of d, s their scales * 2^16 in fp64 (the product is exact: 8 bits times 24). */
+void embed_q16(const int64_t *restrict x, i64 n, const int8_t *restrict q, const double *restrict s, i64 d,
+               int64_t *restrict out) {
+    for (i64 i = 0; i < n; i++) {
+        const int8_t *restrict row = q + x[i] * d;
+        const double si = s[x[i]];
+        int64_t *restrict o = out + i * d;
+        for (i64 c = 0; c < d; c++) o[c] = (int64_t)nearbyint((double)row[c] * si);
+    }
+}
+
 /* The output head's frequencies (exact.frequencies): z = ((float)acc * col) * f (f = the row's scale
    * 2^10), u = nearbyint(max z - z) (one fp32 subtraction, then round-half-even), freq = tab[min(u, top)]. */
 void head_freqs_i32(const int32_t *restrict acc, i64 n, i64 V, const float *restrict col, const float *restrict f,

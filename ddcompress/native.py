@@ -51,6 +51,7 @@ SIGNATURES = {
     "glu_q8_f32": (_P, _I, _I, _P, _P, _P, _I32, _I32, _P, _P),
     "layer_norm_q8": (_P, _I, _I, _P, _P, _I32, _D, _P, _P, _P),
     "head_freqs_i32": (_P, _I, _I, _P, _P, _P, _I32, _P),
+    "embed_q16": (_P, _I, _P, _P, _I, _P),
     "weighted_values": (_P, _I, _I, _I, _P, _P, _I),
     "pack_keys": (_P, _I, _I, _P),  # these two: AVX-512 VNNI builds only (VNNI_ONLY)
     "att_scores_digits": (_P, _I, _I, _I, _P, _P, _P, _I32, _P, _P, _P),
@@ -280,6 +281,18 @@ class Kernels:
                                 v1.stride(0), sv.data_ptr())
         return q8, k8, sq, sv
 
+
+    def embed(self, x, q, s) -> torch.Tensor:
+        """exact.embed: ids x (any shape) -> (..., d) int64 rint(q[x] * s[x]), q (V, d) int8, s (V, 1) fp64."""
+        d = q.shape[1]
+        xs = x.reshape(-1).contiguous()
+        if xs.dtype != torch.int64 or not q.is_contiguous() or s.shape != (len(q), 1) or not s.is_contiguous():
+            raise ValueError("embed wants int64 ids, contiguous int8 rows and their fp64 scales")
+        if len(xs) and (int(xs.min()) < 0 or int(xs.max()) >= len(q)):
+            raise IndexError("embed: token id out of range")
+        out = torch.empty(*x.shape, d, dtype=torch.int64)
+        self.lib.embed_q16(xs.data_ptr(), len(xs), _ptr(q, torch.int8), _ptr(s, torch.float64), d, out.data_ptr())
+        return out
 
     def head_freqs(self, acc, col, f, tab, top: int, out) -> torch.Tensor:
         """exact.frequencies' integer frequencies from the head's int32 sums acc (n, V) into out."""

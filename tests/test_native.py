@@ -220,7 +220,7 @@ def test_exp_table_digits_match_the_torch_operations_at_the_table_edge(tiny_lm, 
 
 @needs_kernels
 @pytest.mark.parametrize("kernel", ["att_digits", "scores_digits", "glu_q8", "head_freqs", "amx_matmul", "amx_scale_acc",
-                                    "amx_add_fixed", "attention_head", "gate_up_glu"])
+                                    "amx_add_fixed", "attention_head", "gate_up_glu", "embed"])
 def test_a_kernel_that_rounds_differently_is_not_used(tiny_lm, one_thread, monkeypatch, kernel):
     """The load-time self-check compares the kernels with the torch operations: one value off in an
     output of any kernel (as a miscompiled one would give) and the torch operations run instead. (An
