@@ -102,6 +102,7 @@ def parts(ex, x: torch.Tensor, at: torch.Tensor) -> str:
     """Wall time per part of one step, as a Markdown table."""
     spent: dict[str, float] = {}
     names = {"attention": "attention (scores, exp-table weights, value GEMMs)",
+             "attention_from_norm": "LayerNorm + attention with each head's q, k, v (AMX tiles)",
              "attention_input": "LayerNorm + qkv (row blocks)", "residual_updates": "proj + LayerNorm + GLU MLP (row blocks)"}
     for method, label in names.items():
         inner = getattr(ex, method)
