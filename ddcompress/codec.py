@@ -78,36 +78,59 @@ class Coder:
         self.family = _family()
 
     # -- the shared walk ----------------------------------------------------------------------------
-    def _orders(self, group: list[Chunk]) -> tuple[np.ndarray, np.ndarray]:
-        """Per chunk: window positions in reveal order (G, n) and the step counts (shared)."""
-        n = group[0].coded
-        perms = np.stack([c.known + prng.permutation(self.seed, c.index, n) for c in group])
-        return perms, reveal_counts(n, self.steps, self.grid)
+    def _orders(self, chunks: list[Chunk]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per chunk: its window positions in reveal order and its tokens revealed per step."""
+        perms = [c.known + prng.permutation(self.seed, c.index, c.coded) for c in chunks]
+        return perms, [reveal_counts(c.coded, self.steps, self.grid) for c in chunks]
 
     @torch.inference_mode()
-    def _walk(self, x: torch.Tensor, perms: np.ndarray, counts: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield (positions (G, c), first row, frequencies (rows, V) float32) per reverse step and row
-        block; the caller fills x[positions] (encoder: the true tokens; decoder: the decoded ones).
-        Frequencies are exact integers (the largest of a row is 2^24); constriction normalizes them."""
+    def _walk(self, x: torch.Tensor, perms: list[np.ndarray], counts: list[np.ndarray]):
+        """Yield (positions per chunk, tokens per chunk (G,), first row, frequencies (rows, V) float32) per
+        reverse step and row block, rows chunk-major; the caller fills x at the positions (encoder: the
+        true tokens; decoder: the decoded ones) when a step's last block is done. Chunks may reveal
+        different numbers of tokens per step (an encoder's full chunks and tail in one batch): the step's
+        positions are padded to its widest chunk with the chunk's own first one, and the padding rows are
+        dropped (every row is computed on its own); a chunk with nothing to reveal sits the step out.
+        Frequencies are exact integers (the largest of a row
+        is 2^24); constriction normalizes them."""
         G = x.shape[0]
-        off = 0
-        blank = bool((x == self.mask_id).all())  # no known tokens: the first step's rows are shared
-        for c in counts.tolist():
-            pos = perms[:, off : off + c]
+        offs = np.zeros(G, dtype=np.int64)
+        blank = (x == self.mask_id).all(dim=1).cpu().numpy()  # chunks with no known token
+        for step in range(max((len(c) for c in counts), default=0)):
+            cs = np.array([c[step] if step < len(c) else 0 for c in counts], dtype=np.int64)
+            pos = [p[o : o + k] for p, o, k in zip(perms, offs, cs)]
+            offs += cs
             t0 = time.perf_counter()
-            at = torch.from_numpy(pos).to(self.device)
-            if off == 0 and blank:
-                rows, scales = self.denoiser.blank(x.shape[1])
-                h8, scale = rows[at], scales[at]
-            else:
-                h8, scale = self.denoiser.hidden(x, at=at)
-            off += c
-            h8, scale = h8.reshape(G * c, -1), scale.reshape(G * c, 1)
-            for r0 in range(0, G * c, ROW_BLOCK):
+            act = np.flatnonzero(cs)  # chunks that reveal tokens at this step (a short tail ends early)
+            width = int(cs.max())
+            at_np = np.zeros((len(act), width), dtype=np.int64)
+            for i, g in enumerate(act):
+                at_np[i, :] = pos[g][0]
+                at_np[i, : cs[g]] = pos[g]
+            at = torch.from_numpy(at_np).to(self.device)
+            xa = x if len(act) == G else x[torch.from_numpy(act).to(self.device)]
+            h8, scale = self._step_rows(xa, at, blank[act] if step == 0 else None)
+            if (cs[act] < width).any():  # drop the padding rows
+                keep = torch.from_numpy(np.arange(width)[None, :] < cs[act][:, None]).to(self.device)
+                h8, scale = h8[keep], scale[keep]
+            h8, scale = h8.reshape(-1, h8.shape[-1]), scale.reshape(-1, 1)
+            for r0 in range(0, len(h8), ROW_BLOCK):
                 freq = self.denoiser.frequencies(h8[r0 : r0 + ROW_BLOCK], scale[r0 : r0 + ROW_BLOCK]).cpu().numpy()
                 SECONDS["model"] += time.perf_counter() - t0
-                yield pos, r0, freq
+                yield pos, cs, r0, freq
                 t0 = time.perf_counter()
+
+    def _step_rows(self, x: torch.Tensor, at: torch.Tensor, blank: np.ndarray | None):
+        """hidden(x, at); at the first step the chunks without known tokens (`blank`) take their rows from
+        the denoiser's all-mask chunk (the same input for each, so the same rows) and only the others run."""
+        if blank is None or not blank.any():
+            return self.denoiser.hidden(x, at=at)
+        rows, scales = self.denoiser.blank(x.shape[1])
+        h8, scale = rows[at], scales[at]
+        if not blank.all():
+            rest = torch.from_numpy(np.flatnonzero(~blank)).to(self.device)
+            h8[rest], scale[rest] = self.denoiser.hidden(x[rest], at=at[rest])
+        return h8, scale
 
     def _window(self, tokens: np.ndarray, group: list[Chunk], known_only: bool) -> torch.Tensor:
         W = group[0].width
@@ -117,36 +140,41 @@ class Coder:
         return torch.from_numpy(x).to(self.device)
 
     # -- encode / decode ----------------------------------------------------------------------------
-    def _known_walk(self, tokens: np.ndarray, chunks: list[Chunk], progress=None,
-                    perms: np.ndarray | None = None) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
-        """The walk when the tokens are known (encoder, code lengths): yields (step tokens per chunk,
-        first row, symbols int32, probs) per row block and reveals each step's true tokens once the
-        step is done. Rows are chunk-major within a step. `perms` replaces the seed's orders (one row
-        per chunk: code lengths of other orders)."""
+    def _known_walk(self, tokens: np.ndarray, chunks: list[Chunk], progress=None, perms: np.ndarray | None = None):
+        """The walk when the tokens are known (encoder, code lengths): yields (tokens per chunk at this
+        step (G,), first row, symbols int32, probs) per row block and reveals each step's true tokens
+        once the step is done. Rows are chunk-major within a step. `perms` replaces the seed's orders
+        (one row per chunk: code lengths of other orders)."""
         x = self._window(tokens, chunks, True)
         truth = np.stack([tokens[c.start : c.start + c.width] for c in chunks]).astype(np.int64)
         orders, counts = self._orders(chunks)
-        perms = orders if perms is None else perms
-        for pos, r0, probs in self._walk(x, perms, counts):
-            G, c = pos.shape
-            step_truth = np.take_along_axis(truth, pos, axis=1)
-            yield c, r0, step_truth.reshape(-1)[r0 : r0 + probs.shape[0]].astype(np.int32), probs
-            if r0 + probs.shape[0] >= G * c:  # step finished: reveal its tokens
-                x[torch.arange(G)[:, None], torch.from_numpy(pos)] = torch.from_numpy(step_truth).to(self.device)
+        perms = orders if perms is None else list(perms)
+        for pos, cs, r0, probs in self._walk(x, perms, counts):
+            step_truth = [t[p] for t, p in zip(truth, pos)]
+            flat = np.concatenate(step_truth)
+            yield cs, r0, flat[r0 : r0 + probs.shape[0]].astype(np.int32), probs
+            if r0 + probs.shape[0] >= len(flat):  # step finished: reveal its tokens
+                self._reveal(x, pos, step_truth)
                 if progress:
-                    progress(G * c)
+                    progress(len(flat))
+
+    def _reveal(self, x: torch.Tensor, pos: list[np.ndarray], values: list[np.ndarray]) -> None:
+        rows = np.repeat(np.arange(len(pos)), [len(p) for p in pos])
+        x[torch.from_numpy(rows), torch.from_numpy(np.concatenate(pos))] = torch.from_numpy(
+            np.concatenate(values).astype(np.int64)).to(self.device)
 
     def encode_groups(self, tokens: np.ndarray, groups: list[list[Chunk]], progress: Callable[[int], None] | None = None) -> list[GroupResult]:
-        """Encode groups of one shape (see `batches`) in one walk, each into its own stream."""
+        """Encode groups in one walk, each into its own stream (any shapes of one window width: the
+        encoder knows every token, so a tail's context is there from the start; see `batches`)."""
         import constriction
 
         encs = [constriction.stream.queue.RangeEncoder() for _ in groups]
         ideal = [0.0] * len(groups)
         chunks = [c for g in groups for c in g]
         first = np.cumsum([0] + [len(g) for g in groups])  # each group's first chunk in the batch
-        for c, r0, sym, probs in self._known_walk(tokens, chunks, progress):
+        for cs, r0, sym, probs in self._known_walk(tokens, chunks, progress):
             t0 = time.perf_counter()
-            for k, a, b in _pieces(first * c, r0, r0 + len(sym)):
+            for k, a, b in _pieces(_group_rows(cs, first), r0, r0 + len(sym)):
                 ideal[k] += code_bits(probs[a:b], sym[a:b])
                 encs[k].encode(sym[a:b], self.family, probs[a:b])
             SECONDS["coder"] += time.perf_counter() - t0
@@ -168,24 +196,23 @@ class Coder:
         first = np.cumsum([0] + [len(g) for g in groups])
         x = self._window(tokens, chunks, True)
         perms, counts = self._orders(chunks)
-        G = len(chunks)
         step_syms: list[np.ndarray] = []
-        for pos, r0, probs in self._walk(x, perms, counts):
-            c = pos.shape[1]
+        for pos, cs, r0, probs in self._walk(x, perms, counts):
             t0 = time.perf_counter()
-            for k, a, b in _pieces(first * c, r0, r0 + probs.shape[0]):
+            for k, a, b in _pieces(_group_rows(cs, first), r0, r0 + probs.shape[0]):
                 try:
                     step_syms.append(np.asarray(decs[k].decode(self.family, probs[a:b]), dtype=np.int64))
                 except (AssertionError, ValueError, RuntimeError) as err:  # constriction: "invalid compressed data"
                     g = groups[k]
                     raise IntegrityError(f"corrupt ddc file: invalid coded data in chunks {g[0].index}-{g[-1].index}") from err
             SECONDS["coder"] += time.perf_counter() - t0
-            if r0 + probs.shape[0] >= G * c:
-                sym = np.concatenate(step_syms).reshape(G, c)
+            total = int(cs.sum())
+            if r0 + probs.shape[0] >= total:
+                sym = np.concatenate(step_syms)
                 step_syms = []
-                x[torch.arange(G)[:, None], torch.from_numpy(pos)] = torch.from_numpy(sym).to(self.device)
+                self._reveal(x, pos, np.split(sym, np.cumsum(cs)[:-1]))
                 if progress:
-                    progress(G * c)
+                    progress(total)
         out = x.cpu().numpy()
         row = 0
         for g, want in zip(groups, crcs):
@@ -207,6 +234,13 @@ class Coder:
         self.decode_groups(tokens, [group], [payload], [crcs], progress)
 
 
+def _group_rows(cs: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """Each group's first row in a step (rows chunk-major, cs tokens per chunk) and the end: `_pieces`'
+    bounds (first: each group's first chunk, and the number of chunks)."""
+    ends = np.concatenate([[0], np.cumsum(cs)])
+    return ends[first]
+
+
 def _pieces(bounds: np.ndarray, r0: int, r1: int) -> Iterator[tuple[int, int, int]]:
     """(group k, a, b) for the rows [r0, r1) of a block, cut at the groups' row boundaries (bounds[k]:
     group k's first row, bounds[-1]: the end), as offsets a:b into the block."""
@@ -219,14 +253,17 @@ def _pieces(bounds: np.ndarray, r0: int, r1: int) -> Iterator[tuple[int, int, in
         r, k = end, k + 1
 
 
-def batches(groups: list[list[Chunk]], batch_chunks: int) -> list[list[int]]:
+def batches(groups: list[list[Chunk]], batch_chunks: int, encoding: bool = False) -> list[list[int]]:
     """Indices of the groups that go through the walk together: consecutive groups of one shape (width
     and known tokens of their chunks: all full groups, or a tail on its own), up to `batch_chunks`
-    chunks (at least one group). In order, so a tail comes after the full chunks that hold its context."""
+    chunks (at least one group). In order, so a tail comes after the full chunks that hold its context.
+    An encoder knows the tail's context from the start: with `encoding`, groups of one width go
+    together, the tail with the full chunks (on one chunk alone a forward pass is ~1.5x as slow per
+    token on a CPU, and a tail pass is as long as a full one). The files are the same either way."""
     out: list[list[int]] = []
     shape = size = None
     for i, g in enumerate(groups):
-        sh = (g[0].width, g[0].known)
+        sh = (g[0].width,) if encoding else (g[0].width, g[0].known)
         if out and sh == shape and size + len(g) <= batch_chunks:
             out[-1].append(i)
             size += len(g)
@@ -240,7 +277,7 @@ def encode_all(coder: Coder, tokens: np.ndarray, groups: list[list[Chunk]], batc
                progress: Callable[[int], None] | None = None) -> list[GroupResult]:
     """Every group of a file, `batch_chunks` chunks per forward pass at most."""
     results: list[GroupResult] = []
-    for idx in batches(groups, batch_chunks):
+    for idx in batches(groups, batch_chunks, encoding=True):
         results += coder.encode_groups(tokens, [groups[i] for i in idx], progress)
     return results
 
@@ -263,9 +300,10 @@ def path_code_lengths(lm: LoadedModel, tokens: np.ndarray, steps: int, grid: str
     n = len(tokens)
     perms = np.stack([prng.permutation(s, chunk_index, n) for s in seeds])
     bits = np.zeros(len(perms))
-    for c, r0, sym, probs in coder._known_walk(tokens, [Chunk(chunk_index, 0, n, 0)] * len(perms), perms=perms):
+    for cs, r0, sym, probs in coder._known_walk(tokens, [Chunk(chunk_index, 0, n, 0)] * len(perms), perms=perms):
         p = probs[np.arange(len(sym)), sym].astype(np.float64) / probs.sum(axis=1, dtype=np.float64)
-        np.add.at(bits, np.arange(r0, r0 + len(sym)) // c, -np.log2(p))  # row -> its seed (chunk-major rows)
+        seed = np.repeat(np.arange(len(cs)), cs)[r0 : r0 + len(sym)]  # row -> its seed (chunk-major rows)
+        np.add.at(bits, seed, -np.log2(p))
     return bits
 
 

@@ -90,6 +90,29 @@ def test_roundtrip_several_groups(tiny_lm, kw):
     assert c.header["group_size"] == 2
 
 
+@pytest.mark.parametrize("n", [3 * L + 5, 2 * L + 40, L + 1])
+def test_encoder_batches_the_tail_with_the_full_chunks_and_writes_the_same_file(tiny_lm, monkeypatch, n):
+    """The encoder walks a tail (its context known from the start) in one batch with the full chunks,
+    with its own reveal schedule (a tail of 5 tokens ends after a few steps and sits the rest out): the
+    same file as walking it alone after them, as the decoder does."""
+    data = words(n, seed=n + 1)
+    for kw in ({"level": 5}, {"level": 2}):
+        together = ddcompress.compress(data, model=tiny_lm, method="mdm", seed=3, group_size=2, **kw)
+        calls = []
+        real = codec.batches
+
+        def one_shape(groups, batch_chunks, encoding=False):
+            calls.append(encoding)
+            return real(groups, batch_chunks)
+
+        monkeypatch.setattr(codec, "batches", one_shape)
+        apart = ddcompress.compress(data, model=tiny_lm, method="mdm", seed=3, group_size=2, **kw)
+        monkeypatch.undo()
+        assert calls == [True] and together == apart
+        assert len(real(group_layout(chunk_layout(n, L), 2), 8, encoding=True)) == 1  # one walk
+        assert ddcompress.decompress(together, model=tiny_lm) == data
+
+
 def test_roundtrip_default_group_size(tiny_lm):
     n = 8 * L + 3 * L + 3  # > 8 chunks: two groups with the CPU default group size, plus a tail
     blob = roundtrip(words(n, seed=5), tiny_lm, level=1, method="mdm")
