@@ -28,6 +28,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=512)
     ap.add_argument("--reps", type=int, default=4)
+    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for coder-threads-cpu.md")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     probs = [rng.integers(1, 1 << 24, (args.rows, V)).astype(np.float32) for _ in range(2)]
@@ -65,8 +66,8 @@ def main() -> None:
           "|---|---|---|---|---|", *lines, "",
           "About 1x: the coder holds the GIL, so a thread pool does not code streams in parallel; that needs",
           "processes (with the frequencies in shared memory) or a coder that releases the GIL."]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "coder-threads-cpu.md").write_text("\n".join(md) + "\n")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "coder-threads-cpu.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 

@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--compare", action="store_true", help="kernels with / without the AMX tiles / torch operations")
     ap.add_argument("--random", action="store_true", help="random tokens instead of WikiText-2 validation text")
+    ap.add_argument("--text", type=Path, default=VALID, help="the text to tokenize (default: WikiText-2 valid)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -51,12 +52,12 @@ def main() -> None:
     ex = lm.exact(args.device)
     g = torch.Generator().manual_seed(0)
     L = lm.cfg.seq_len
-    x = tokens(args.chunks * L, g, lm.cfg.vocab_size, args.random).view(args.chunks, L)
+    x = tokens(args.chunks * L, g, lm.cfg.vocab_size, args.random, args.text).view(args.chunks, L)
     x[torch.rand(x.shape, generator=g) < 0.5] = lm.cfg.mask_id
     at = torch.stack([torch.randperm(L, generator=g)[: args.reveal] for _ in range(args.chunks)])
     x, at = x.to(args.device), at.to(args.device)
     if args.compare:
-        compare(ex, x, at, args.reps, args.random or not VALID.is_file())
+        compare(ex, x, at, args.reps, args.random or not args.text.is_file(), args.text)
         return
     ex.hidden(x, at=at)  # warm-up
     best = float("inf")
@@ -79,16 +80,15 @@ def main() -> None:
     print(operations(ex, x, at))
 
 
-def tokens(n: int, g: torch.Generator, vocab: int, random: bool) -> torch.Tensor:
-    """n tokens of WikiText-2 validation text (from its start), or random ids."""
-    if not random and VALID.is_file():
+def tokens(n: int, g: torch.Generator, vocab: int, random: bool, path: Path = VALID) -> torch.Tensor:
+    """n tokens of a text (from its start, repeated if it is shorter), or random ids."""
+    if not random and path.is_file():
         from ddcompress.tokenizer import get_tokenizer
 
-        text = VALID.read_bytes()[: 8 * n]  # ~4 bytes per token
-        ids = torch.from_numpy(get_tokenizer().encode(text)[:n].astype("int64"))
-        if len(ids) == n:
-            print(f"tokens: the first {n} of {VALID}")
-            return ids
+        ids = get_tokenizer().encode(path.read_bytes()[: 8 * n])  # ~4 bytes per token
+        if len(ids):
+            print(f"tokens: the first {n} of {path}" + (" (repeated)" if len(ids) < n else ""))
+            return torch.from_numpy(ids.astype("int64")).repeat(-(-n // len(ids)))[:n]
     print("tokens: random")
     return torch.randint(0, vocab, (n,), generator=g)
 
@@ -135,7 +135,7 @@ def parts(ex, x: torch.Tensor, at: torch.Tensor) -> str:
     return "\n".join(["| part of one step | s | share |", "|---|---|---|", *rows, f"| total | {total:.3f} | 100% |"])
 
 
-def compare(ex, x: torch.Tensor, at: torch.Tensor, reps: int, random: bool) -> None:
+def compare(ex, x: torch.Tensor, at: torch.Tensor, reps: int, random: bool, text: Path = VALID) -> None:
     """Best of `reps` steps for each way the CPU can run the exact arithmetic, in alternation."""
     nk = ex.nk
     if nk is None:
@@ -159,7 +159,7 @@ def compare(ex, x: torch.Tensor, at: torch.Tensor, reps: int, random: bool) -> N
     rows = [f"| {name} | {t:.3f} | {t / first:.2f}x |" for name, t in best.items()]
     md = ["# One exact step on this CPU: C kernels, AMX tiles, torch operations", "",
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {torch.get_num_threads()} threads; "
-          f"{x.shape[0]} x {x.shape[1]} tokens ({'random' if random else 'WikiText-2 valid'}), half masked, "
+          f"{x.shape[0]} x {x.shape[1]} tokens ({'random' if random else text.name}), half masked, "
           f"{at.shape[1]} revealed rows each, then the head on those rows; "
           f"best of {reps}, the ways in alternation in one process; frequencies identical.", "",
           "```", "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]), "```", "",

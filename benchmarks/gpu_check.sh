@@ -7,7 +7,8 @@
 #                     for its Python 3.12) and .stage-speed/ (the two speed inputs from ../shared, which does
 #                     not travel); both are git-ignored, about 3 MB
 #   device call:   run(command="bash benchmarks/gpu_check.sh run", carry=[".whl", ".stage-speed"], timeout_s=560)
-#   here, after:   copy what came back (portable-check-*.md/json, speed-cuda*.md/json, speed-cpu-16*.md/json)
+#   here, after:   copy what came back (portable-check-*.md/json, speed-cuda*.md/json, speed-cpu-allcores.md/json,
+#                  coder-threads-cpu.md)
 #                  into benchmarks/results/ and quote them (README speed table, issue notes)
 #
 # `run` (each step under its own time limit, so a slow one cannot eat the others; at most 545 s of them):
@@ -17,7 +18,7 @@
 #   3. speed.py --device cuda, level 9 on the first 20 KB of lcet10.txt                       (issue 9)
 #   4. speed.py on the device machine's CPU with all its cores, levels 1 and 5, 30 KB       (issue 9)
 #   5. exact_profile.py on CUDA, 256 chunks: each part's share of one step (the log tail, no file)  (issue 9)
-#   6. coder_threads.py on its CPU: the range coder on 1 and 2 threads (the log tail, no file)       (issue 9)
+#   6. coder_threads.py on its CPU: the range coder on 1 and 2 threads (coder-threads-cpu.md)      (issue 9)
 # DRY=1 bash benchmarks/gpu_check.sh run   runs the same plumbing here on the CPU at toy sizes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -76,8 +77,9 @@ run() {
   step 200 speed-cuda python3 benchmarks/speed.py --device "$dev" --levels 1 5 --bytes "$big" --files "${files[@]}" --out "$OUT"
   step 90 speed-cuda-l9 python3 benchmarks/speed.py --device "$dev" --levels 9 --bytes "$l9" --files "$STAGE/lcet10.txt" --out "$OUT" --tag l9
   step 60 speed-cpu-all python3 benchmarks/speed.py --device cpu --levels 1 5 --bytes "$cpu_bytes" --files "$STAGE/lcet10.txt" --out "$OUT" --tag allcores
-  TAIL_LINES=9 step 30 profile python3 benchmarks/exact_profile.py --device "$dev" --chunks "$prof_chunks" --reps 1  # the parts' shares
-  TAIL_LINES=7 step 15 coder-threads python3 benchmarks/coder_threads.py --rows 256 --reps 2  # the log tail, no file
+  TAIL_LINES=9 step 30 profile python3 benchmarks/exact_profile.py --device "$dev" --chunks "$prof_chunks" --reps 1 \
+    --text "$STAGE/lcet10.txt"  # the parts' shares (the log tail, no file)
+  TAIL_LINES=7 step 15 coder-threads python3 benchmarks/coder_threads.py --rows 256 --reps 2 --out "$OUT"
   echo "== files in $OUT"
   ls -la "$OUT"
   cat "$OUT"/*.md 2>/dev/null | grep -E '^\| (lcet10|wiki)' || true
