@@ -276,6 +276,8 @@ void layer_norm_q8(const i64 *restrict h, i64 n, i64 d, const i64 *restrict g, c
     for (i64 j = 0; j < d; j++) g32[j] = (int32_t)g[j];
     for (i64 r = 0; r < n; r++) {
         const i64 *restrict x = h + r * d;
+        if (r + 1 < n) /* the next row: a page of its own at d = 512, which the streamer would start cold */
+            for (i64 j = 0; j < d; j += 8) __builtin_prefetch(x + d + j);
         i64 s = 0, hx = x[0], lx = x[0];
         for (i64 j = 0; j < d; j++) { /* the sum and the extremes in one pass: max(x - mean) = max x - mean */
             s += x[j];
