@@ -258,8 +258,8 @@ def batches(groups: list[list[Chunk]], batch_chunks: int, encoding: bool = False
     and known tokens of their chunks: all full groups, or a tail on its own), up to `batch_chunks`
     chunks (at least one group). In order, so a tail comes after the full chunks that hold its context.
     An encoder knows the tail's context from the start: with `encoding`, groups of one width go
-    together, the tail with the full chunks (on one chunk alone a forward pass is ~1.5x as slow per
-    token on a CPU, and a tail pass is as long as a full one). The files are the same either way."""
+    together, the tail with the full chunks (a walk of its own costs the tail as many forward passes,
+    each over a whole window, as a full chunk). The files are the same either way."""
     out: list[list[int]] = []
     shape = size = None
     for i, g in enumerate(groups):
