@@ -40,7 +40,20 @@ static void min_max_f32(const float *restrict y, i64 k, float *hi, float *lo) {
             vh = (f32x16)(((i32x16)v & gt) | ((i32x16)vh & ~gt));
             vl = (f32x16)(((i32x16)v & lt) | ((i32x16)vl & ~lt));
         }
-        for (int t = 0; t < 16; t++) h = vh[t] > h ? vh[t] : h, l = vl[t] < l ? vl[t] : l;
+        /* the lanes combined by halving (4 steps, not 16 scalar ones: short rows, such as a head's
+           64-channel query rows, are mostly this part) */
+        const i32x16 by8 = {8, 9, 10, 11, 12, 13, 14, 15, 0, 0, 0, 0, 0, 0, 0, 0};
+        const i32x16 by4 = {4, 5, 6, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+        const i32x16 by2 = {2, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+        const i32x16 by1 = {1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+        const i32x16 *steps[4] = {&by8, &by4, &by2, &by1};
+        for (int t = 0; t < 4; t++) {
+            const f32x16 sh = __builtin_shuffle(vh, *steps[t]), sl = __builtin_shuffle(vl, *steps[t]);
+            const i32x16 gt = sh > vh, lt = sl < vl;
+            vh = (f32x16)(((i32x16)sh & gt) | ((i32x16)vh & ~gt));
+            vl = (f32x16)(((i32x16)sl & lt) | ((i32x16)vl & ~lt));
+        }
+        h = vh[0] > h ? vh[0] : h, l = vl[0] < l ? vl[0] : l;
     }
     for (; j < k; j++) {
         h = y[j] > h ? y[j] : h;
@@ -359,14 +372,16 @@ void head_inputs_q8(const float *restrict q, i64 qs, i64 n, const int64_t *restr
                     float *restrict sq, int8_t *restrict k8, float *restrict sk, int8_t *restrict v1, i64 vs,
                     float *restrict sv) {
     const i64 h = D / 2;
+    /* rows of q, k and v a qkv row apart are too far for the hardware prefetcher (another page each), so
+       the next ones are asked for while this key turns (head_inputs 1.1x on a trained model); adjacent
+       rows (attention_head_qkv_amx's) need no help, and prefetching them only costs */
+    const int far = kvs * (i64)sizeof(float) >= 4096;
     for (i64 j = 0; j < L; j++) {
-        /* the rows of q, k and v are a qkv row apart: too far for the hardware prefetcher (another page
-           each), so the next ones are asked for while this key turns (head_inputs 1.1x on a trained model) */
-        if (j + HEAD_PREFETCH < L) {
+        if (far && j + HEAD_PREFETCH < L) {
             prefetch_row(k + (j + HEAD_PREFETCH) * kvs, D);
             prefetch_row(v + (j + HEAD_PREFETCH) * kvs, D);
         }
-        if (j + HEAD_PREFETCH < n) prefetch_row(q + (j + HEAD_PREFETCH) * qs, D);
+        if (far && j + HEAD_PREFETCH < n) prefetch_row(q + (j + HEAD_PREFETCH) * qs, D);
         rope_row(k + j * kvs, D, cos_t + j * h, sin_t + j * h, kr + j * D);
     }
     quant_cols(kr, L, D, sk, k8, D);
