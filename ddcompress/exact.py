@@ -403,7 +403,7 @@ class ExactDenoiser:
         """Whether the attention computes each head's q, k and v itself from the LayerNorm's output
         (`attention_from_norm`): with the AMX tiles, per-thread heads and whole blocks of 32 columns."""
         return (self.nk is not None and self.nk.amx and self.heads_per_thread and L >= PER_THREAD_MIN_LEN
-                and self.head_dim % 32 == 0 and self._tiles(blk.qkv) is not None)
+                and self.head_dim % 32 == 0 and self.head_dim <= 256 and self._tiles(blk.qkv) is not None)
 
     def attention_from_norm(self, blk: ExactBlock, h: torch.Tensor, B: int, at: torch.Tensor | None) -> torch.Tensor:
         """attention(attention_input(blk, h), at) for h (B L, d) on the AMX tiles, the same values: the
@@ -537,7 +537,8 @@ class ExactDenoiser:
                 a_at = self._attention_per_thread(*self._heads(qkv[None], at), at)
                 a_odd = self._attention_per_thread(*self._heads(qkv[None, : len(h) - 8], None), None)  # L % 16 = 8
                 r = self.residual_updates(blk, h, a)
-                fused = k is not None and k.amx and self.head_dim % 32 == 0 and self._tiles(blk.qkv) is not None
+                fused = (k is not None and k.amx and self.head_dim % 32 == 0 and self.head_dim <= 256
+                         and self._tiles(blk.qkv) is not None)
                 a_norm = self.attention_from_norm(blk, h, 1, None) if fused else a[None]
                 a_norm_at = self.attention_from_norm(blk, h, 1, at) if fused else a_at
                 got.append((self.embed(x), qkv, a, a_at, a_odd, a_norm, a_norm_at, r, self.frequencies(*self.layer_norm(r[:40], self.gf))))

@@ -378,8 +378,8 @@ class Kernels:
         amx_pack (3d columns) with their column scales col: the values attention_input would store. pos:
         the query rows (n,) or None (all L); out (n, D): a view of the head's columns. D % 32 == 0."""
         (L, d), n = x8.shape, (len(x8) if pos is None else len(pos))
-        if x8.dtype != torch.int8 or x8.stride(1) != 1 or xs.shape != (L, 1) or D % 32 or col.numel() != 3 * d:
-            raise ValueError("attention_head_qkv wants int8 rows, their scales, 3d column scales and D % 32 == 0")
+        if x8.dtype != torch.int8 or x8.stride(1) != 1 or xs.shape != (L, 1) or D % 32 or D > 256 or col.numel() != 3 * d:
+            raise ValueError("attention_head_qkv wants int8 rows, their scales, 3d column scales and D % 32 == 0, D <= 256")
         if wq.numel() != -(-3 * d // AMX_N) * AMX_N * -(-d // AMX_K) * AMX_K or not 0 <= h < d // D:
             raise ValueError("attention_head_qkv: weights packed for another shape, or no such head")
         if out.shape != (n, D) or out.stride(1) != 1 or out.dtype != torch.float32:
