@@ -91,8 +91,7 @@ class Coder:
         different numbers of tokens per step (an encoder's full chunks and tail in one batch): the step's
         positions are padded to its widest chunk with the chunk's own first one, and the padding rows are
         dropped (every row is computed on its own); a chunk with nothing to reveal sits the step out.
-        Frequencies are exact integers (the largest of a row
-        is 2^24); constriction normalizes them."""
+        Frequencies are exact integers (the largest of a row is 2^24); constriction normalizes them."""
         G = x.shape[0]
         offs = np.zeros(G, dtype=np.int64)
         blank = (x == self.mask_id).all(dim=1).cpu().numpy()  # chunks with no known token

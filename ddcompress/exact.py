@@ -399,11 +399,12 @@ class ExactDenoiser:
         self._each_row_block(len(h), rows, self.rows, threads=nk is not None)
         return out
 
-    def _qkv_in_heads(self, blk: ExactBlock, L: int) -> bool:
-        """Whether the attention computes each head's q, k and v itself from the LayerNorm's output
-        (`attention_from_norm`): with the AMX tiles, per-thread heads and whole blocks of 32 columns."""
-        return (self.nk is not None and self.nk.amx and self.heads_per_thread and L >= PER_THREAD_MIN_LEN
-                and self.head_dim % 32 == 0 and self.head_dim <= 256 and self._tiles(blk.qkv) is not None)
+    def _qkv_in_heads(self, blk: ExactBlock) -> bool:
+        """Whether the attention can compute each head's q, k and v itself from the LayerNorm's output
+        (`attention_from_norm`): with the AMX tiles, per-thread heads and head dimensions of whole
+        blocks of 32 columns, up to 256 (`hidden` uses it for chunks of PER_THREAD_MIN_LEN or more)."""
+        return (self.nk is not None and self.nk.amx and self.heads_per_thread and self.head_dim % 32 == 0
+                and self.head_dim <= 256 and self._tiles(blk.qkv) is not None)
 
     def attention_from_norm(self, blk: ExactBlock, h: torch.Tensor, B: int, at: torch.Tensor | None) -> torch.Tensor:
         """attention(attention_input(blk, h), at) for h (B L, d) on the AMX tiles, the same values: the
@@ -537,8 +538,7 @@ class ExactDenoiser:
                 a_at = self._attention_per_thread(*self._heads(qkv[None], at), at)
                 a_odd = self._attention_per_thread(*self._heads(qkv[None, : len(h) - 8], None), None)  # L % 16 = 8
                 r = self.residual_updates(blk, h, a)
-                fused = (k is not None and k.amx and self.head_dim % 32 == 0 and self.head_dim <= 256
-                         and self._tiles(blk.qkv) is not None)
+                fused = self._qkv_in_heads(blk)
                 a_norm = self.attention_from_norm(blk, h, 1, None) if fused else a[None]
                 a_norm_at = self.attention_from_norm(blk, h, 1, at) if fused else a_at
                 got.append((self.embed(x), qkv, a, a_at, a_odd, a_norm, a_norm_at, r, self.frequencies(*self.layer_norm(r[:40], self.gf))))
@@ -568,7 +568,7 @@ class ExactDenoiser:
             last = len(self.blocks) - 1
             for i, blk in enumerate(self.blocks):
                 sel = at if i == last and at is not None else None
-                if self._qkv_in_heads(blk, L):
+                if L >= PER_THREAD_MIN_LEN and self._qkv_in_heads(blk):
                     a = self.attention_from_norm(blk, h.view(B * L, -1), B, sel)
                 else:
                     a = self.attention(self.attention_input(blk, h.view(B * L, -1)).view(B, L, -1), sel)

@@ -247,8 +247,7 @@ class Kernels:
         """glu_q8(amx_matmul(a, bp, n2), row, col, sig, frac, half) on the AMX tiles, a few rows at a time
         so that the GEMM's sums stay in cache."""
         (M, K), f = a.shape, n2 // 2
-        if a.dtype != torch.int8 or a.stride(1) != 1 or bp.numel() != -(-n2 // AMX_N) * AMX_N * -(-K // AMX_K) * AMX_K:
-            raise ValueError("amx GEMMs want int8 rows with unit column stride and B packed for their width")
+        _check_amx_operands(a, bp, n2)
         q, mx = torch.empty(M, f, dtype=torch.int8), torch.empty(M, 1)
         if M and not self.lib.amx_gemm_glu_q8(a.data_ptr(), M, K, max(a.stride(0), K), bp.data_ptr(), n2,
                                               _ptr(row, torch.float32), _ptr(col, torch.float32),
@@ -338,7 +337,7 @@ class Kernels:
         N, K = w.shape
         if w.dtype != torch.int8 or w.device.type != "cpu":
             raise ValueError("amx_pack wants a CPU int8 matrix")
-        bp = torch.empty(-(-N // AMX_N) * AMX_N * -(-K // AMX_K) * AMX_K, dtype=torch.int8)
+        bp = torch.empty(_packed_size(N, K), dtype=torch.int8)
         self.lib.amx_pack(w.data_ptr(), N, K, w.stride(0), w.stride(1), bp.data_ptr())
         return bp
 
@@ -356,10 +355,7 @@ class Kernels:
         (n, D), L = q.shape, k.shape[0]
         if q.stride(1) != 1 or k.stride(1) != 1 or v.stride(1) != 1 or k.stride(0) != v.stride(0) or D > 256:
             raise ValueError("attention_head wants rows with unit column stride")
-        if out.shape != (n, D) or out.stride(1) != 1 or out.dtype != torch.float32:
-            raise ValueError("attention_head writes (n, D) float rows with unit column stride")
-        if ws.numel() < self.lib.attention_head_workspace(n, L, D, rows) + 64 or ws.dtype != torch.int8:
-            raise ValueError("attention_head: workspace too small")
+        _check_head_out(out, n, D, ws, self.lib.attention_head_workspace(n, L, D, rows))
         base = ws.data_ptr()
         if not self.lib.attention_head_amx(q.data_ptr(), q.stride(0), n, None if pos is None else _ptr(pos, torch.int64),
                                            k.data_ptr(), v.data_ptr(), k.stride(0), L, D, _ptr(cos, torch.float32),
@@ -380,12 +376,9 @@ class Kernels:
         (L, d), n = x8.shape, (len(x8) if pos is None else len(pos))
         if x8.dtype != torch.int8 or x8.stride(1) != 1 or xs.shape != (L, 1) or D % 32 or D > 256 or col.numel() != 3 * d:
             raise ValueError("attention_head_qkv wants int8 rows, their scales, 3d column scales and D % 32 == 0, D <= 256")
-        if wq.numel() != -(-3 * d // AMX_N) * AMX_N * -(-d // AMX_K) * AMX_K or not 0 <= h < d // D:
+        if wq.numel() != _packed_size(3 * d, d) or not 0 <= h < d // D:
             raise ValueError("attention_head_qkv: weights packed for another shape, or no such head")
-        if out.shape != (n, D) or out.stride(1) != 1 or out.dtype != torch.float32:
-            raise ValueError("attention_head_qkv writes (n, D) float rows with unit column stride")
-        if ws.numel() < self.lib.attention_head_qkv_workspace(n, L, d, D, rows) + 64 or ws.dtype != torch.int8:
-            raise ValueError("attention_head_qkv: workspace too small")
+        _check_head_out(out, n, D, ws, self.lib.attention_head_qkv_workspace(n, L, d, D, rows))
         base = ws.data_ptr()
         if not self.lib.attention_head_qkv_amx(x8.data_ptr(), x8.stride(0), _ptr(xs, torch.float32), L, d, n,
                                                None if pos is None else _ptr(pos, torch.int64), _ptr(wq, torch.int8),
@@ -417,13 +410,30 @@ class Kernels:
 
     def _amx(self, fn: str, a, bp, n: int, out, dtype, *epilogue) -> None:
         M, K = a.shape
-        if a.dtype != torch.int8 or a.stride(1) != 1 or bp.numel() != -(-n // AMX_N) * AMX_N * -(-K // AMX_K) * AMX_K:
-            raise ValueError("amx GEMMs want int8 rows with unit column stride and B packed for their width")
+        _check_amx_operands(a, bp, n)
         if out.dtype != dtype or out.stride(1) != 1 or out.shape != (M, n):
             raise ValueError(f"{fn} writes {dtype} rows with unit column stride")
         if M and not getattr(self.lib, fn)(a.data_ptr(), M, K, max(a.stride(0), K), bp.data_ptr(), n, *epilogue,
                                            out.data_ptr(), out.stride(0)):
             raise MemoryError(fn)
+
+
+def _packed_size(n: int, K: int) -> int:
+    """Bytes of amx_pack's layout of a K x n matrix (both padded)."""
+    return -(-n // AMX_N) * AMX_N * -(-K // AMX_K) * AMX_K
+
+
+def _check_amx_operands(a: torch.Tensor, bp: torch.Tensor, n: int) -> None:
+    if a.dtype != torch.int8 or a.stride(1) != 1 or bp.numel() != _packed_size(n, a.shape[1]):
+        raise ValueError("amx GEMMs want int8 rows with unit column stride and B packed for their width")
+
+
+def _check_head_out(out: torch.Tensor, n: int, D: int, ws: torch.Tensor, need: int) -> None:
+    """An attention head call's output view (n, D) and its workspace (`need` bytes, aligned in it)."""
+    if out.shape != (n, D) or out.stride(1) != 1 or out.dtype != torch.float32:
+        raise ValueError("attention heads write (n, D) float rows with unit column stride")
+    if ws.numel() < need + 64 or ws.dtype != torch.int8:
+        raise ValueError("attention head: workspace too small")
 
 
 def amx_ready(lib) -> bool:
