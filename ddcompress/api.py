@@ -205,7 +205,7 @@ def _decode_mdm(c: Container, model, device, progress, batch_chunks: int) -> byt
                           f"{lm.id}'s {lm.cfg.seq_len}")
     groups = group_layout(chunk_layout(h["tokens"], h["seq_len"]), h["group_size"])
     tokens = np.zeros(h["tokens"], dtype=np.int64)
-    coder = Coder(lm, h["steps"], h["grid"], h["seed"], device)
+    coder = Coder(lm, h["steps"], h["grid"], h["seed"], device, h["format_version"])
     if h["format_version"] == 2:  # a token CRC per chunk
         ends = np.cumsum([len(g) for g in groups])
         crcs = [c.token_crcs[e - len(g) : e] for g, e in zip(groups, ends)]

@@ -13,6 +13,9 @@ exact denoiser is batch invariant, so a file made with groups of 8 on a CPU deco
 forward pass on a GPU. The final partial chunk is coded inside the last L tokens of the file with the
 already known ones as context, so every forward call keeps the full length L; it is coded after the
 full chunks that hold its context.
+
+Format 4 codes with ddc's own coder (`rans`: exact integer quantization, rANS); formats 2 and 3, read
+for old files, with constriction's range coder on the same frequencies as float32.
 """
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from . import prng
+from . import prng, rans
+from .container import FORMAT_VERSION
 from .errors import IntegrityError
 from .checkpoint import LoadedModel
 from .layout import Chunk
@@ -36,6 +40,7 @@ SECONDS: Counter = Counter()  # wall time spent in the denoiser ("model") and th
 
 
 def _family():
+    """The entropy model of formats 2 and 3."""
     import constriction
 
     return constriction.stream.model.Categorical(perfect=False)
@@ -46,14 +51,6 @@ class GroupResult:
     payload: bytes
     ideal_bits: float
     token_crcs: list[int]
-
-
-def code_bits(probs: np.ndarray, symbols: np.ndarray) -> float:
-    """Sum of -log2 p(symbol) under each row's normalized probabilities (the model's ideal code length)."""
-    # (float32 pairwise row sums: a relative error near 1e-7, far below what the figure shows, and no
-    # fp64 copy of the rows)
-    p = probs[np.arange(len(symbols)), symbols].astype(np.float64) / probs.sum(axis=1).astype(np.float64)
-    return float(-np.log2(p).sum())
 
 
 def token_crc(tokens: np.ndarray) -> int:
@@ -70,12 +67,15 @@ def _coded(tokens: np.ndarray, group: list[Chunk]) -> np.ndarray:
 class Coder:
     """Runs the reverse process over groups of chunks, encoding or decoding as it goes."""
 
-    def __init__(self, lm: LoadedModel, steps: int, grid: str, seed: int, device: str = "cpu"):
+    def __init__(self, lm: LoadedModel, steps: int, grid: str, seed: int, device: str = "cpu",
+                 format_version: int = FORMAT_VERSION):
         self.lm, self.steps, self.grid, self.seed = lm, steps, grid, seed
         self.device = torch.device(device)
         self.denoiser = lm.exact(self.device)
         self.mask_id = lm.cfg.mask_id
-        self.family = _family()
+        self.version = format_version  # 4: ddc's rANS; 2, 3: constriction (decode only)
+        self._threads = None  # (pid, ThreadPoolExecutor) decoding several streams at once
+        self.intervals_on_device = self.device.type != "cpu"  # the encoder's intervals: rans.intervals_torch
 
     # -- the shared walk ----------------------------------------------------------------------------
     def _orders(self, chunks: list[Chunk]) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -85,13 +85,14 @@ class Coder:
 
     @torch.inference_mode()
     def _walk(self, x: torch.Tensor, perms: list[np.ndarray], counts: list[np.ndarray]):
-        """Yield (positions per chunk, tokens per chunk (G,), first row, frequencies (rows, V) float32) per
+        """Yield (positions per chunk, tokens per chunk (G,), first row, frequencies (rows, V) float32 on the
+        denoiser's device) per
         reverse step and row block, rows chunk-major; the caller fills x at the positions (encoder: the
         true tokens; decoder: the decoded ones) when a step's last block is done. Chunks may reveal
         different numbers of tokens per step (an encoder's full chunks and tail in one batch): the step's
         positions are padded to its widest chunk with the chunk's own first one, and the padding rows are
         dropped (every row is computed on its own); a chunk with nothing to reveal sits the step out.
-        Frequencies are exact integers (the largest of a row is 2^24); constriction normalizes them."""
+        Frequencies are exact integers (the largest of a row is 2^24); the coder normalizes them."""
         G = x.shape[0]
         offs = np.zeros(G, dtype=np.int64)
         blank = (x == self.mask_id).all(dim=1).cpu().numpy()  # chunks with no known token
@@ -114,7 +115,7 @@ class Coder:
                 h8, scale = h8[keep], scale[keep]
             h8, scale = h8.reshape(-1, h8.shape[-1]), scale.reshape(-1, 1)
             for r0 in range(0, len(h8), ROW_BLOCK):
-                freq = self.denoiser.frequencies(h8[r0 : r0 + ROW_BLOCK], scale[r0 : r0 + ROW_BLOCK]).cpu().numpy()
+                freq = self.denoiser.frequencies(h8[r0 : r0 + ROW_BLOCK], scale[r0 : r0 + ROW_BLOCK])
                 SECONDS["model"] += time.perf_counter() - t0
                 yield pos, cs, r0, freq
                 t0 = time.perf_counter()
@@ -165,45 +166,60 @@ class Coder:
     def encode_groups(self, tokens: np.ndarray, groups: list[list[Chunk]], progress: Callable[[int], None] | None = None) -> list[GroupResult]:
         """Encode groups in one walk, each into its own stream (any shapes of one window width: the
         encoder knows every token, so a tail's context is there from the start; see `batches`)."""
-        import constriction
-
-        encs = [constriction.stream.queue.RangeEncoder() for _ in groups]
+        if self.version < 4:
+            raise ValueError(f"this ddc writes format {FORMAT_VERSION}, not {self.version}")
+        encs = [rans.Encoder() for _ in groups]
         ideal = [0.0] * len(groups)
         chunks = [c for g in groups for c in g]
         first = np.cumsum([0] + [len(g) for g in groups])  # each group's first chunk in the batch
         for cs, r0, sym, probs in self._known_walk(tokens, chunks, progress):
             t0 = time.perf_counter()
+            if self.intervals_on_device:  # the intervals where the rows are: 4 numbers per token move
+                iv = [t.cpu().numpy() for t in rans.intervals_torch(probs, torch.from_numpy(sym))]
+                t1 = time.perf_counter()
+                SECONDS["model"] += t1 - t0  # (mostly waiting for the device's forward pass)
+                for k, a, b in _pieces(_group_rows(cs, first), r0, r0 + len(sym)):
+                    ideal[k] += encs[k].add_intervals(*(v[a:b] for v in iv))
+                SECONDS["coder"] += time.perf_counter() - t1
+                continue
+            probs = probs.numpy()
             for k, a, b in _pieces(_group_rows(cs, first), r0, r0 + len(sym)):
-                ideal[k] += code_bits(probs[a:b], sym[a:b])
-                encs[k].encode(sym[a:b], self.family, probs[a:b])
+                ideal[k] += encs[k].add(probs[a:b], sym[a:b])
             SECONDS["coder"] += time.perf_counter() - t0
-        return [GroupResult(enc.get_compressed().astype("<u4").tobytes(), bits, [token_crc(_coded(tokens, g))])
-                for enc, bits, g in zip(encs, ideal, groups)]
+        t0 = time.perf_counter()
+        payloads = [enc.payload() for enc in encs]
+        SECONDS["coder"] += time.perf_counter() - t0
+        return [GroupResult(p, bits, [token_crc(_coded(tokens, g))]) for p, bits, g in zip(payloads, ideal, groups)]
 
     def decode_groups(self, tokens: np.ndarray, groups: list[list[Chunk]], payloads: list[bytes], crcs: list[list[int]],
                       progress: Callable[[int], None] | None = None) -> None:
         """Decode groups of one shape in one walk into `tokens` (in place); their context (the known
         tokens of a tail chunk) must already be there."""
-        import constriction
-
-        decs = []
-        for payload in payloads:
-            if len(payload) % 4:
-                raise IntegrityError("corrupt data: a chunk payload is not word-aligned")
-            decs.append(constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32)))
+        decs = [self._decoder(p) for p in payloads]
         chunks = [c for g in groups for c in g]
         first = np.cumsum([0] + [len(g) for g in groups])
         x = self._window(tokens, chunks, True)
         perms, counts = self._orders(chunks)
         step_syms: list[np.ndarray] = []
+        def piece(k: int, a: int, b: int, probs: np.ndarray) -> np.ndarray:
+            try:
+                return decs[k](probs[a:b])
+            except (AssertionError, ValueError, RuntimeError) as err:  # rans.CorruptStream (a ValueError); constriction: "invalid compressed data"
+                g = groups[k]
+                raise IntegrityError(f"corrupt ddc file: invalid coded data in chunks {g[0].index}-{g[-1].index}") from err
+
         for pos, cs, r0, probs in self._walk(x, perms, counts):
             t0 = time.perf_counter()
-            for k, a, b in _pieces(_group_rows(cs, first), r0, r0 + probs.shape[0]):
-                try:
-                    step_syms.append(np.asarray(decs[k].decode(self.family, probs[a:b]), dtype=np.int64))
-                except (AssertionError, ValueError, RuntimeError) as err:  # constriction: "invalid compressed data"
-                    g = groups[k]
-                    raise IntegrityError(f"corrupt ddc file: invalid coded data in chunks {g[0].index}-{g[-1].index}") from err
+            probs = probs.cpu().numpy()
+            t1 = time.perf_counter()
+            SECONDS["model"] += t1 - t0  # (a device's rows reach the host)
+            t0 = t1
+            parts = list(_pieces(_group_rows(cs, first), r0, r0 + probs.shape[0]))
+            pool = self._pool(len(parts)) if self.version >= 4 else None
+            if pool is None:
+                step_syms += [piece(k, a, b, probs) for k, a, b in parts]
+            else:  # each group's stream on its own thread (the C decoder releases the GIL)
+                step_syms += list(pool.map(lambda p: piece(*p, probs), parts))
             SECONDS["coder"] += time.perf_counter() - t0
             total = int(cs.sum())
             if r0 + probs.shape[0] >= total:
@@ -214,7 +230,7 @@ class Coder:
                     progress(total)
         out = x.cpu().numpy()
         row = 0
-        for g, want in zip(groups, crcs):
+        for gi, (g, want) in enumerate(zip(groups, crcs)):
             segs = [out[row + i, c.known : c.width] for i, c in enumerate(g)]
             row += len(g)
             per = len(g) // len(want)  # chunks per token CRC: the whole group (format 3) or one (format 2)
@@ -223,14 +239,57 @@ class Coder:
                 if token_crc(np.concatenate(segs[k * per : (k + 1) * per])) != crc:
                     which = f"chunk {part[0].index}" if per == 1 else f"chunks {part[0].index}-{part[-1].index}"
                     raise IntegrityError(f"corrupt ddc file: {which} failed its checksum")
+            if not decs[gi].finished():
+                raise IntegrityError(f"corrupt ddc file: the coded data of chunks {g[0].index}-{g[-1].index} "
+                                     "does not end where its encoder left it")
             for c, seg in zip(g, segs):
                 tokens[c.start + c.known : c.start + c.width] = seg
+
+    def _pool(self, n: int):
+        """Threads for n streams decoded at once (None for one, or without the C coder: the Python
+        coder holds the GIL)."""
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+
+        workers = min(n, os.cpu_count() or 1)
+        if workers <= 1 or rans._lib() is None:
+            return None
+        if self._threads is None or self._threads[0] != os.getpid():
+            self._threads = (os.getpid(), ThreadPoolExecutor(os.cpu_count(), thread_name_prefix="ddc-rans"))
+        return self._threads[1]
+
+    def _decoder(self, payload: bytes):
+        """A stream's decoder: called with a block of frequency rows, it gives their symbols (int64)."""
+        if len(payload) % 4:
+            raise IntegrityError("corrupt data: a chunk payload is not word-aligned")
+        return _Rans(payload) if self.version >= 4 else _Constriction(payload)
 
     def encode_group(self, tokens: np.ndarray, group: list[Chunk], progress: Callable[[int], None] | None = None) -> GroupResult:
         return self.encode_groups(tokens, [group], progress)[0]
 
     def decode_group(self, tokens: np.ndarray, group: list[Chunk], payload: bytes, crcs: list[int], progress: Callable[[int], None] | None = None) -> None:
         self.decode_groups(tokens, [group], [payload], [crcs], progress)
+
+
+class _Rans(rans.Decoder):
+    def __call__(self, freq: np.ndarray) -> np.ndarray:
+        return self.decode(freq)
+
+
+class _Constriction:
+    """Formats 2 and 3: constriction's range decoder (a queue), Categorical(perfect=False) on float32."""
+
+    def __init__(self, payload: bytes):
+        import constriction
+
+        self.dec = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
+        self.family = _family()
+
+    def __call__(self, freq: np.ndarray) -> np.ndarray:
+        return np.asarray(self.dec.decode(self.family, freq), dtype=np.int64)
+
+    def finished(self) -> bool:  # (these formats were written without the end check)
+        return True
 
 
 def _group_rows(cs: np.ndarray, first: np.ndarray) -> np.ndarray:
@@ -300,6 +359,7 @@ def path_code_lengths(lm: LoadedModel, tokens: np.ndarray, steps: int, grid: str
     perms = np.stack([prng.permutation(s, chunk_index, n) for s in seeds])
     bits = np.zeros(len(perms))
     for cs, r0, sym, probs in coder._known_walk(tokens, [Chunk(chunk_index, 0, n, 0)] * len(perms), perms=perms):
+        probs = probs.cpu().numpy()
         p = probs[np.arange(len(sym)), sym].astype(np.float64) / probs.sum(axis=1, dtype=np.float64)
         seed = np.repeat(np.arange(len(cs)), cs)[r0 : r0 + len(sym)]  # row -> its seed (chunk-major rows)
         np.add.at(bits, seed, -np.log2(p))

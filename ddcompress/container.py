@@ -27,8 +27,9 @@ from .layout import layout_counts
 
 MAGIC = b"\x89DDC"
 MAGIC_V1 = b"\x89DDC\r\n\x1a\n"  # format 1 (JSON header, float numerics), ddc 0.1.x
-FORMAT_VERSION = 3  # what this ddc writes
-READS = (2, 3)  # what it reads: format 2 differs only in its token CRCs (one per chunk)
+FORMAT_VERSION = 4  # what this ddc writes
+READS = (2, 3, 4)  # what it reads: 4 codes with ddc's rANS (rans.py), 2 and 3 with constriction's range
+# coder; format 2 also has a token CRC per chunk
 METHODS = {"store": 0, "xz": 1, "mdm": 2}
 NUMERICS = {"int8-exact-1": 1}
 GRIDS = {"sine": 0, "uniform": 1}
@@ -173,7 +174,7 @@ def _frame(blob: bytes, pos: int, header_only: bool) -> tuple[Container, int]:
             raise FormatError("truncated ddc file (magic)")
         raise FormatError("not a ddc file (bad magic)")
     if blob[pos : pos + len(MAGIC_V1)] == MAGIC_V1:
-        raise FormatError("ddc format version 1 (float numerics, written by ddc 0.1.x): this ddc reads formats 2 and 3; "
+        raise FormatError("ddc format version 1 (float numerics, written by ddc 0.1.x): this ddc reads formats 2 to 4; "
                           "decompress it with ddc 0.1.x")
     # 1. locate the header by the framing every version >= 2 shares, and check its CRC ...
     r = _Reader(blob, pos + len(MAGIC), len(blob), "truncated ddc file (header)")

@@ -449,6 +449,143 @@ void head_freqs_i32(const int32_t *restrict acc, i64 n, i64 V, const float *rest
     }
 }
 
+/* ---- The entropy coder of format 4 (rans.py defines it and holds the reference in Python) ----
+   A row of V integer frequencies f_j (floats, each an integer <= 2^24) is quantized to 24 bits as
+   cdf(i) = floor(C_i W / T) + i, C_i = sum_{j<i} f_j, T = C_V, W = 2^24 - V; symbol s codes as
+   [cdf(s), cdf(s+1)). rANS: state x in [2^31, 2^64), 32-bit words, encoded in reverse, payload words in
+   decode order. Sums of frequencies are exact in doubles (< 2^53) in any order; the products in 128 bits. */
+#define RANS_M (1ull << 24)
+#define RANS_L (1ull << 31)
+#define RANS_BLOCK 64
+typedef unsigned __int128 u128;
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef double f64x8 __attribute__((vector_size(64)));
+
+static double sum_freqs(const float *restrict p, i64 n) {
+    f64x8 a = {0}, b = {0};
+    i64 j = 0;
+    for (; j + 16 <= n; j += 16) {
+        f32x8 x, y;
+        memcpy(&x, p + j, sizeof x);
+        memcpy(&y, p + j + 8, sizeof y);
+        a += __builtin_convertvector(x, f64x8);
+        b += __builtin_convertvector(y, f64x8);
+    }
+    a += b;
+    double s = 0;
+    for (int t = 0; t < 8; t++) s += a[t];
+    for (; j < n; j++) s += p[j];
+    return s;
+}
+
+static uint64_t rans_cdf(uint64_t C, uint64_t T, uint64_t W, i64 i) {
+    return (uint64_t)((u128)C * W / T) + (uint64_t)i;
+}
+
+/* Encoder side: for row r and its symbol sym[r], start[r] = cdf(s) and width[r] = cdf(s+1) - cdf(s);
+   tot[r] = T and fs[r] = f_s (the ideal code length). Returns 0, or -1 for a symbol out of range or a
+   row without mass. */
+int rans_symbols_f32(const float *restrict freq, i64 n, i64 V, const int32_t *restrict sym,
+                     uint32_t *restrict start, uint32_t *restrict width, double *restrict tot,
+                     double *restrict fs) {
+    const uint64_t W = RANS_M - (uint64_t)V;
+    for (i64 r = 0; r < n; r++) {
+        const float *restrict p = freq + r * V;
+        const i64 s = sym[r];
+        if (s < 0 || s >= V) return -1;
+        const double c = sum_freqs(p, s), f = p[s], t = c + f + sum_freqs(p + s + 1, V - s - 1);
+        const uint64_t C = (uint64_t)c, F = (uint64_t)f, T = (uint64_t)t;
+        if (T == 0) return -1;
+        const uint64_t lo = rans_cdf(C, T, W, s);
+        start[r] = (uint32_t)lo;
+        width[r] = (uint32_t)(rans_cdf(C + F, T, W, s + 1) - lo);
+        tot[r] = t;
+        fs[r] = f;
+    }
+    return 0;
+}
+
+/* Encodes the n symbols (start, width) into out[0..cap), last symbol first, so that a decoder reads
+   them first to last; the words are moved to the front of out. Returns their number, or -1 (cap too
+   small: n + 2 always suffices; or an invalid interval). */
+i64 rans_encode(const uint32_t *restrict start, const uint32_t *restrict width, i64 n, uint32_t *restrict out,
+                i64 cap) {
+    i64 k = cap;
+    uint64_t x = RANS_L;
+    for (i64 i = n - 1; i >= 0; i--) {
+        const uint64_t w = width[i];
+        if (w == 0 || (uint64_t)start[i] + w > RANS_M) return -1;
+        if (x >= w << 39) { /* ((RANS_L >> 24) << 32) * w: after the step x stays below 2^64 */
+            if (k == 0) return -1;
+            out[--k] = (uint32_t)x;
+            x >>= 32;
+        }
+        x = ((x / w) << 24) + x % w + start[i];
+    }
+    if (k < 2) return -1;
+    out[--k] = (uint32_t)(x >> 32);
+    out[--k] = (uint32_t)x;
+    memmove(out, out + k, (size_t)(cap - k) * sizeof *out);
+    return cap - k;
+}
+
+/* Decodes n symbols into sym, row r's under freq row r, continuing a stream whose state and read
+   position are *state and *pos (*pos == 0: a new stream, the state from its first two words). One pass
+   over a row takes T and its sums per block of 64 (bsum: scratch of ceil(V/64) doubles); the block
+   that holds the quantile is found from those, the symbol inside it. Returns 0; -1 when the words run
+   out or the initial state is out of range (corrupt data); -2 for a row without mass. */
+int rans_decode_f32(const float *restrict freq, i64 n, i64 V, const uint32_t *restrict words, i64 nwords,
+                    uint64_t *restrict state, i64 *restrict pos, int32_t *restrict sym, double *restrict bsum) {
+    const uint64_t W = RANS_M - (uint64_t)V;
+    uint64_t x = *state;
+    i64 k = *pos;
+    if (k == 0) {
+        if (nwords < 2) return -1;
+        x = (uint64_t)words[0] | (uint64_t)words[1] << 32;
+        k = 2;
+        if (x < RANS_L) return -1;
+    }
+    const i64 nb = (V + RANS_BLOCK - 1) / RANS_BLOCK;
+    for (i64 r = 0; r < n; r++) {
+        const float *restrict p = freq + r * V;
+        double t = 0;
+        for (i64 b = 0; b < nb; b++) {
+            const i64 i0 = b * RANS_BLOCK, m = V - i0 < RANS_BLOCK ? V - i0 : RANS_BLOCK;
+            bsum[b] = sum_freqs(p + i0, m);
+            t += bsum[b];
+        }
+        const uint64_t T = (uint64_t)t, q = x & (RANS_M - 1);
+        if (T == 0) return -2;
+        const u128 thr = (u128)(q + 1) * T; /* cdf(i) <= q  <=>  C_i W + i T < thr */
+        uint64_t C = 0;
+        i64 b = 0;
+        for (; b + 1 < nb; b++) { /* the last block always holds it: C_V W + V T = T 2^24 >= thr */
+            const i64 i1 = (b + 1) * RANS_BLOCK;
+            const uint64_t C1 = C + (uint64_t)bsum[b];
+            if ((u128)C1 * W + (u128)i1 * T >= thr) break;
+            C = C1;
+        }
+        i64 s = b * RANS_BLOCK;
+        const i64 end = s + RANS_BLOCK < V ? s + RANS_BLOCK : V;
+        for (i64 i = s + 1; i < end; i++) {
+            const uint64_t Ci = C + (uint64_t)p[i - 1];
+            if ((u128)Ci * W + (u128)i * T >= thr) break;
+            s = i;
+            C = Ci;
+        }
+        const uint64_t lo = rans_cdf(C, T, W, s), w = rans_cdf(C + (uint64_t)p[s], T, W, s + 1) - lo;
+        x = w * (x >> 24) + q - lo;
+        if (x < RANS_L) {
+            if (k >= nwords) return -1;
+            x = x << 32 | words[k++];
+        }
+        sym[r] = (int32_t)s;
+    }
+    *state = x;
+    *pos = k;
+    return 0;
+}
+
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512F__)
 
 /* Keys of one head packed for att_scores_digits: k8 (L, D) int8 -> kpack[L/16][D/4][16 keys][4 bytes]

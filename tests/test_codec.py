@@ -197,7 +197,7 @@ def test_header_fields(tiny_lm):
         assert h["seed"] == 77 and h["seq_len"] == L and h["model_id"] == tiny_lm.id
         assert h["tokenizer_id"] == tok.id[:8] and h["numerics"] == "int8-exact-1"
         assert h["original_crc32"] == zlib.crc32(data) and h["tokens"] == 3 * L + 5 and h["chunks"] == 4
-        assert h["format_version"] == FORMAT_VERSION == 3
+        assert h["format_version"] == FORMAT_VERSION == 4
     h = ddcompress.info(ddcompress.compress(data, model=tiny_lm, method="mdm"))
     assert h["level"] == ddcompress.DEFAULT_LEVEL and h["steps"] == 16
 
@@ -294,30 +294,61 @@ def test_token_checksum_mismatch_detected(tiny_lm):
             ddcompress.decompress(bad, model=tiny_lm)
 
 
+def constriction_payloads(lm, tokens: np.ndarray, groups, steps: int, grid: str, seed: int) -> list[bytes]:
+    """The group payloads ddc 0.3 (formats 2 and 3) wrote: constriction's range coder with
+    Categorical(perfect=False) on the same walk's float32 frequencies."""
+    import constriction
+
+    coder, family = Coder(lm, steps, grid, seed), constriction.stream.model.Categorical(perfect=False)
+    out = []
+    for g in groups:
+        enc = constriction.stream.queue.RangeEncoder()
+        for _, _, sym, probs in coder._known_walk(tokens, g):
+            enc.encode(sym, family, probs.numpy())
+        out.append(enc.get_compressed().astype("<u4").tobytes())
+    return out
+
+
+def as_old_format(blob: bytes, lm, version: int, token_crcs: list[int] | None = None) -> bytes:
+    """A format-4 file rewritten as ddc 0.3 (format 3) or 0.2 (format 2: a token CRC per chunk) wrote
+    it: constriction's payloads, the table and header CRC to match."""
+    c = parse(blob)
+    h = c.header
+    tokens = np.asarray(get_tokenizer().encode(ddcompress.decompress(blob, model=lm)), dtype=np.int64)
+    groups = group_layout(chunk_layout(len(tokens), h["seq_len"]), h["group_size"])
+    payloads = constriction_payloads(lm, tokens, groups, h["steps"], h["grid"], h["seed"])
+    new = Container(h, [len(p) for p in payloads], c.token_crcs, payloads).to_bytes()
+    n, at = read_leb128(new, 5)
+    crcs = c.token_crcs if token_crcs is None else token_crcs
+    body = new[at : at + n - 4 * len(c.token_crcs)] + b"".join(x.to_bytes(4, "little") for x in crcs)
+    head = bytes([version]) + leb128(len(body)) + body
+    return new[:4] + head + zlib.crc32(head).to_bytes(4, "little") + b"".join(payloads)
+
+
+def test_format_3_files_decode_with_constriction(tiny_lm):
+    """ddc 0.3's files (constriction's range coder) still decode: several groups and a tail."""
+    data = words(5 * L + 7, seed=11)
+    v3 = as_old_format(ddcompress.compress(data, model=tiny_lm, method="mdm", group_size=2, level=1), tiny_lm, 3)
+    assert parse(v3).header["format_version"] == 3
+    assert ddcompress.decompress(v3, model=tiny_lm) == data
+
+
 def test_format_2_files_decode_with_a_crc_per_chunk(tiny_lm):
-    """A format-2 file (ddc 0.2.0: the same bytes but a token CRC per chunk) of several multi-chunk
-    groups decodes, and a bad chunk CRC in it is reported by chunk: the file is made by rewriting a
-    format-3 one's table, as 0.2.0 would have written it."""
+    """A format-2 file (ddc 0.2.0: format 3 with a token CRC per chunk) of several multi-chunk groups
+    decodes, and a bad chunk CRC in it is reported by chunk."""
     data = words(5 * L + 7, seed=11)  # 5 full chunks in groups of 2 ([0, 1], [2, 3], [4]) and a tail
     blob = ddcompress.compress(data, model=tiny_lm, method="mdm", group_size=2, level=1)
     c = parse(blob)
     tokens = np.asarray(get_tokenizer().encode(data))
     per_chunk = [codec.token_crc(tokens[k.start + k.known : k.start + k.width]) for k in chunk_layout(len(tokens), L)]
     assert len(c.token_crcs) == 4 and len(per_chunk) == 6
-
-    def as_format_2(crcs: list[int]) -> bytes:
-        n, at = read_leb128(blob, 5)
-        body = blob[at : at + n - 4 * len(c.token_crcs)] + b"".join(x.to_bytes(4, "little") for x in crcs)
-        head = b"\x02" + leb128(len(body)) + body
-        return blob[:4] + head + zlib.crc32(head).to_bytes(4, "little") + b"".join(c.payloads)
-
-    v2 = parse(as_format_2(per_chunk))
-    assert v2.header["format_version"] == 2 and v2.token_crcs == per_chunk
-    assert ddcompress.decompress(as_format_2(per_chunk), model=tiny_lm) == data
+    v2 = as_old_format(blob, tiny_lm, 2, per_chunk)
+    assert parse(v2).header["format_version"] == 2 and parse(v2).token_crcs == per_chunk
+    assert ddcompress.decompress(v2, model=tiny_lm) == data
     bad = list(per_chunk)
     bad[3] ^= 1  # the second chunk of group [2, 3]
     with pytest.raises(IntegrityError, match="chunk 3 failed"):
-        ddcompress.decompress(as_format_2(bad), model=tiny_lm)
+        ddcompress.decompress(as_old_format(blob, tiny_lm, 2, bad), model=tiny_lm)
 
 
 def test_chunk_table_mismatch_detected(tiny_lm):
@@ -369,11 +400,27 @@ def test_coder_group_roundtrip_direct(tiny_lm):
     np.testing.assert_array_equal(out, tokens)
     with pytest.raises(IntegrityError, match="word-aligned"):
         coder.decode_group(out, groups[0], results[0].payload[:-1], results[0].token_crcs)
-    # data the range decoder itself rejects (constriction raises AssertionError): still a ddc error
+    # data the rANS decoder itself rejects: it runs out of words, or does not end where it should
     with pytest.raises(IntegrityError, match="invalid coded data"):
-        coder.decode_group(out, groups[0], b"\xff" * len(results[0].payload), results[0].token_crcs)
+        coder.decode_group(out, groups[0], results[0].payload[:-4], results[0].token_crcs)
+    with pytest.raises(IntegrityError, match="invalid coded data"):  # an initial state below 2^31
+        coder.decode_group(out, groups[0], bytes(8) + results[0].payload[8:], results[0].token_crcs)
+    with pytest.raises(IntegrityError, match="does not end where its encoder left it"):
+        coder.decode_group(out, groups[0], results[0].payload + b"\0\0\0\0", results[0].token_crcs)
     with pytest.raises(IntegrityError, match="chunk"):  # decodes to the wrong tokens: caught by the token CRC
         coder.decode_group(out, groups[0], bytes(len(results[0].payload)), results[0].token_crcs)
+
+
+def test_encoder_intervals_on_device_give_the_same_file(tiny_lm):
+    """A GPU encoder quantizes on the device (rans.intervals_torch) and moves 4 numbers per token:
+    the same payloads and ideal bits as quantizing on the host (run here with CPU tensors)."""
+    tokens = np.random.default_rng(3).integers(0, 50257, size=3 * L + 10)
+    groups = group_layout(chunk_layout(len(tokens), L), 2)
+    host, dev = Coder(tiny_lm, 4, "sine", seed=5), Coder(tiny_lm, 4, "sine", seed=5)
+    dev.intervals_on_device = True
+    a, b = codec.encode_all(host, tokens, groups, 8), codec.encode_all(dev, tokens, groups, 8)
+    assert [r.payload for r in a] == [r.payload for r in b]
+    assert [r.ideal_bits for r in a] == pytest.approx([r.ideal_bits for r in b], rel=1e-12)
 
 
 def test_tiny_inputs_skip_the_model_and_barely_grow(tiny_lm, monkeypatch):

@@ -1,4 +1,4 @@
-"""The .ddc byte layout (docs/FORMAT.md, format version 2) and everything a decoder must reproduce bit
+"""The .ddc byte layout (docs/FORMAT.md, format versions 2 to 4) and everything a decoder must reproduce bit
 for bit: framing, checksums, the PRNG that draws unmasking orders, and the reveal counts. Known-answer
 values pin the format: if one of these changes, files written by earlier versions no longer decode."""
 from __future__ import annotations
@@ -52,7 +52,7 @@ def uv(n: int) -> bytes:
             return out
 
 
-def frame(body: bytes, version: int = 3, payloads: bytes = b"") -> bytes:
+def frame(body: bytes, version: int = 4, payloads: bytes = b"") -> bytes:
     """A frame around raw header+table bytes, with a valid CRC: for crafting headers."""
     head = bytes([version]) + uv(len(body)) + body
     return MAGIC + head + struct.pack("<I", zlib.crc32(head)) + payloads
@@ -85,7 +85,7 @@ def test_exact_layout():
     blob = sample().to_bytes()
     expect = bytes.fromhex(
         "89444443"  # magic
-        "03"  # format version
+        "04"  # format version
         "32"  # N = 50 bytes of header and table follow
         "02" "ac02" "78563412"  # method mdm, original_bytes 300, original_crc32
         "01" "f513e2f185caa3f2" "0123abcd"  # numerics int8-exact-1, model id, tokenizer id
@@ -95,7 +95,7 @@ def test_exact_layout():
         "01000000" "efbeadde"  # token CRCs, one per group
     ) + struct.pack("<I", zlib.crc32(blob[4:-10])) + b"abcdxy"  # CRC32 of version .. end of table; payloads
     assert blob == expect
-    assert MAGIC == b"\x89DDC" and FORMAT_VERSION == 3 and NUMERICS == {"int8-exact-1": 1}
+    assert MAGIC == b"\x89DDC" and FORMAT_VERSION == 4 and NUMERICS == {"int8-exact-1": 1}
 
 
 def test_format_2_is_still_read():
@@ -111,7 +111,7 @@ def test_format_2_is_still_read():
     c = parse(blob)
     assert c.header == MDM | {"format_version": 2, "chunks": 3}
     assert c.token_crcs == [1, 2, 0xDEADBEEF] and c.payloads == [b"abcd", b"xy"]
-    with pytest.raises(ValueError, match="writes format 3 only"):  # read, never written
+    with pytest.raises(ValueError, match="writes format 4 only"):  # read, never written
         c.to_bytes()
     with pytest.raises(FormatError, match="table is too short for 2 groups and 3 token CRCs"):
         parse(frame(mdm_body(bytes(21)), version=2))
@@ -119,23 +119,23 @@ def test_format_2_is_still_read():
 
 def test_exact_layout_store():
     # empty input: one empty group whose size and CRC are original_bytes and original_crc32 (not stored)
-    head = bytes.fromhex("03" "06" "00" "00" "00000000")  # version 3, N = 6, store, 0 bytes, CRC32 of nothing
+    head = bytes.fromhex("04" "06" "00" "00" "00000000")  # version 4, N = 6, store, 0 bytes, CRC32 of nothing
     assert store(b"").to_bytes() == b"\x89DDC" + head + struct.pack("<I", zlib.crc32(head))
     blob = store(b"abc").to_bytes()
-    assert blob[:12] == bytes.fromhex("89444443" "03" "06" "00" "03") + struct.pack("<I", zlib.crc32(b"abc"))
+    assert blob[:12] == bytes.fromhex("89444443" "04" "06" "00" "03") + struct.pack("<I", zlib.crc32(b"abc"))
     assert blob[12:16] == struct.pack("<I", zlib.crc32(blob[4:12])) and blob[16:] == b"abc"
 
 
 def test_roundtrip_all_methods():
     c = parse(sample().to_bytes())
-    assert c.header == MDM | {"format_version": 3, "chunks": 3}
+    assert c.header == MDM | {"format_version": 4, "chunks": 3}
     assert c.group_sizes == [4, 2] and c.token_crcs == [1, 0xDEADBEEF] and c.payloads == [b"abcd", b"xy"]
     assert parse(Container(c.header, c.group_sizes, c.token_crcs, c.payloads).to_bytes()) == c  # derived keys accepted
     for data in (b"", b"abc", bytes(range(256)) * 10):
         for make in (store, xz):
             want = make(data)
             got = parse(want.to_bytes())
-            assert got.header == want.header | {"format_version": 3}
+            assert got.header == want.header | {"format_version": 4}
             assert got.group_sizes == want.group_sizes and got.payloads == want.payloads and got.token_crcs == []
     odd = MDM | {"level": None, "transform": "crlf", "grid": "uniform", "seed": 2**64 - 1, "seq_len": 2**20,
                  "steps": 2**20, "group_size": 2**20, "tokens": 2**40, "original_bytes": 2**48 - 1,
@@ -143,7 +143,7 @@ def test_roundtrip_all_methods():
     chunks, groups = layout_counts(2**40, 2**20, 2**20)
     assert (chunks, groups) == (2**20, 1)
     c = parse(Container(odd, [3], [7] * groups, [b"xyz"]).to_bytes())
-    assert c.header == odd | {"format_version": 3, "chunks": chunks, "ideal_bits": float(np.float32(0.1))}
+    assert c.header == odd | {"format_version": 4, "chunks": chunks, "ideal_bits": float(np.float32(0.1))}
     assert c.token_crcs == [7] and c.payloads == [b"xyz"]  # a million chunks, one group: one token CRC
     assert parse(Container(MDM | {"ideal_bits": np.float32(2.5)}, [4, 2], [1, 3], [b"abcd", b"xy"]).to_bytes()).header["ideal_bits"] == 2.5
 
@@ -223,7 +223,7 @@ def test_format_1_refused():
         with pytest.raises(FormatError) as err:
             parse(blob)
         assert str(err.value) == ("ddc format version 1 (float numerics, written by ddc 0.1.x): this ddc reads "
-                                  "formats 2 and 3; decompress it with ddc 0.1.x")
+                                  "formats 2 to 4; decompress it with ddc 0.1.x")
 
 
 def test_foreign_files():
@@ -262,8 +262,8 @@ CRAFTED = {  # frames with a valid CRC whose header is nonsense -> (FormatError 
     "numerics 9": (frame(mdm_body(numerics=9)),
                    r"^file uses numerics code 9, unknown to this ddc \(knows: int8-exact-1\); upgrade ddc$"),
     "numerics 0": (frame(mdm_body(numerics=0)), r"^file uses numerics code 0, unknown"),
-    "version 4": (frame(mdm_body(), version=4),
-                  r"^ddc format version 4 is newer than this ddc \(reads up to 3\); upgrade ddc$"),
+    "version 5": (frame(mdm_body(), version=5),
+                  r"^ddc format version 5 is newer than this ddc \(reads up to 4\); upgrade ddc$"),
     "version 255": (frame(b"anything at all", version=255), r"^ddc format version 255 is newer"),
     "version 0": (frame(mdm_body(), version=0), r"^corrupt ddc file: invalid format version 0$"),
     "version 1, new framing": (frame(mdm_body(), version=1), r"^corrupt ddc file: invalid format version 1$"),

@@ -1,0 +1,174 @@
+"""Format 4's entropy coder (ddcompress/rans.py): the integer quantization and rANS as defined there,
+the C kernels word for word against the Python definition, and corrupt streams refused."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ddcompress import rans
+
+M = 1 << 24
+
+
+def rows(n: int, V: int, seed: int = 0, zeros: float = 0.5) -> np.ndarray:
+    """Frequencies like the denoiser's: integers <= 2^24, the largest of a row 2^24, many zeros."""
+    rng = np.random.default_rng(seed)
+    f = np.floor(np.exp(rng.normal(0, 4, (n, V)))).clip(0, M)
+    f[rng.random((n, V)) < zeros] = 0
+    f[np.arange(n), rng.integers(0, V, n)] = M
+    return f.astype(np.float32)
+
+
+def native() -> bool:
+    return rans._lib() is not None
+
+
+def test_quantization_by_hand():
+    """cdf(i) = floor(C_i (2^24 - V) / T) + i."""
+    assert rans.interval(np.array([1, 1], np.float32), 0) == (0, 1 << 23, 2, 1)
+    assert rans.interval(np.array([1, 1], np.float32), 1) == (1 << 23, 1 << 23, 2, 1)
+    f = np.array([0, 3, 0, 1], np.float32)  # T = 4, W = 2^24 - 4
+    W = M - 4
+    assert rans.interval(f, 0) == (0, 1, 4, 0)  # zero frequency: width 1, still codable
+    assert rans.interval(f, 1) == (1, 3 * W // 4 + 2 - 1, 4, 3)
+    assert rans.interval(f, 3) == (3 * W // 4 + 3, M - (3 * W // 4 + 3), 4, 1)
+
+
+def test_encoding_pinned():
+    """The format: these words are what every ddc must write for these symbols."""
+    f = np.array([[M, 1, 0, 7], [5, 5, 5, M], [0, 0, M, 0]], np.float32)
+    enc = rans.Encoder(native=False)
+    enc.add(f, np.array([1, 3, 2]))
+    words = np.frombuffer(enc.payload(), "<u4").tolist()
+    assert words == [167772150, 4194309]
+    # the same by hand: intervals, then x = L, last symbol first
+    iv = [rans.interval(f[r], s)[:2] for r, s in enumerate([1, 3, 2])]
+    x = 1 << 31
+    for st, w in reversed(iv):
+        assert x < w << 39  # no word pushed for these
+        x = ((x // w) << 24) + x % w + st
+    assert words[:2] == [x & 0xFFFFFFFF, x >> 32]
+
+
+def test_empty_stream():
+    for nat in (False, True):
+        assert rans.Encoder(native=nat).payload() == (1 << 31).to_bytes(8, "little")
+        assert rans.Decoder((1 << 31).to_bytes(8, "little"), native=nat).finished()
+
+
+@pytest.mark.parametrize("V", [2, 3, 1000, 50257, 70001])
+def test_roundtrip_python_and_c_agree(V):
+    """Random rows and symbols (uniform, so many with frequency 0): C and Python give the same words,
+    each decodes the other's, in blocks of any size."""
+    n = 60 if V > 10000 else 300
+    f = rows(n, V, seed=V)
+    sym = np.random.default_rng(V + 1).integers(0, V, n).astype(np.int32)
+    py = rans.Encoder(native=False)
+    py.add(f[:17], sym[:17])
+    py.add(f[17:], sym[17:])
+    payload = py.payload()
+    assert len(payload) % 4 == 0
+    for nat in (False, True):
+        if nat and not native():
+            pytest.skip("no C kernels")
+        enc = rans.Encoder(native=nat)
+        enc.add(f, sym)
+        assert enc.payload() == payload
+        dec = rans.Decoder(payload, native=nat)
+        out = np.concatenate([dec.decode(f[:1]), dec.decode(f[1:40]), dec.decode(f[40:])])
+        np.testing.assert_array_equal(out, sym)
+        assert dec.finished()
+
+
+def test_code_length_near_ideal():
+    """Symbols drawn from the rows themselves: the payload is within 0.01 bit/token (+ 64 bits) of
+    sum -log2(f_s / T)."""
+    V, n = 5000, 400
+    f = rows(n, V, seed=3, zeros=0.9)
+    rng = np.random.default_rng(4)
+    cum = np.cumsum(f.astype(np.float64), axis=1)
+    sym = np.array([np.searchsorted(c, rng.random() * c[-1], side="right") for c in cum], dtype=np.int32)
+    enc = rans.Encoder()
+    ideal = enc.add(f, sym)
+    bits = 8 * len(enc.payload())
+    assert ideal <= bits <= ideal + 0.01 * n + 64
+
+
+def test_corrupt_streams_are_refused():
+    V, n = 300, 50
+    f = rows(n, V, seed=9)
+    sym = np.random.default_rng(5).integers(0, V, n).astype(np.int32)
+    enc = rans.Encoder()
+    enc.add(f, sym)
+    payload = enc.payload()
+    for nat in (False, True):
+        with pytest.raises(rans.CorruptStream):  # runs out of words
+            rans.Decoder(payload[:8], native=nat).decode(f)
+        with pytest.raises(rans.CorruptStream):  # initial state below 2^31
+            rans.Decoder(bytes(8) + payload[8:], native=nat).decode(f)
+        with pytest.raises(rans.CorruptStream):
+            rans.Decoder(payload[:-1], native=nat)
+        dec = rans.Decoder(payload + bytes(4), native=nat)  # a word too many: decodes, but does not end
+        np.testing.assert_array_equal(dec.decode(f), sym)
+        assert not dec.finished()
+        dec = rans.Decoder(payload, native=nat)  # stopping early: not finished either
+        dec.decode(f[:-1])
+        assert not dec.finished()
+
+
+def test_bad_rows_and_symbols():
+    f = rows(3, 10)
+    for nat in (False, True):
+        with pytest.raises(ValueError):
+            rans.Encoder(native=nat).add(np.zeros((1, 10), np.float32), np.array([3]))
+        with pytest.raises(ValueError):
+            rans.Encoder(native=nat).add(f, np.array([0, 1]))
+    with pytest.raises(ValueError):
+        rans.Encoder().add(np.ones((1, 1), np.float32), np.array([0]))  # V = 1
+
+
+def test_c_kernels_match_the_definition_or_are_not_used(monkeypatch):
+    """A C coder that disagrees with rans.py on the load-time case is not used (speed, never a file)."""
+    if not native():
+        pytest.skip("no C kernels")
+
+    class Broken:
+        def __init__(self, lib):
+            self.lib = lib
+
+        def __getattr__(self, name):
+            return getattr(self.lib, name)
+
+        def rans_encode(self, st, wd, n, out, cap):  # one bit off in the first word
+            k = self.lib.rans_encode(st, wd, n, out, cap)
+            np.ctypeslib.as_array((np.ctypeslib.ctypes.c_uint32 * 1).from_address(out))[0] ^= 1
+            return k
+
+    assert rans._self_check(rans._lib())
+    assert not rans._self_check(Broken(rans._lib()))
+
+
+@pytest.mark.parametrize("V", [2, 1000, 50257, 70001])
+def test_intervals_in_torch_are_the_definition(V):
+    """intervals_torch (a GPU encoder's path, int64 only) gives `interval`'s integers, also for rows at
+    the largest total (every frequency 2^24) and symbols at both ends."""
+    import torch
+
+    f = rows(40, V, seed=V)
+    f[0] = M
+    sym = np.random.default_rng(V).integers(0, V, 40)
+    sym[:2] = [V - 1, 0]
+    got = [t.numpy() for t in rans.intervals_torch(torch.from_numpy(f), torch.from_numpy(sym))]
+    want = np.array([rans.interval(f[r], int(sym[r])) for r in range(40)])
+    for k in range(4):
+        np.testing.assert_array_equal(got[k], want[:, k])
+
+
+def test_muldiv_exact_at_the_limits():
+    import torch
+
+    T = torch.tensor([(1 << 48) - 1, (1 << 48) - 1, 12345, 1 << 24], dtype=torch.int64)
+    C = torch.tensor([(1 << 48) - 2, 1, 12345, 3], dtype=torch.int64)
+    for W in (1, (1 << 24) - 2, (1 << 24) - 50257, 4097):
+        got = rans._muldiv(C, W, T).tolist()
+        assert got == [c * W // t for c, t in zip(C.tolist(), T.tolist())]
