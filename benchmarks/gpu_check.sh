@@ -18,7 +18,7 @@
 #   3. speed.py --device cuda, level 9 on the first 20 KB of lcet10.txt                       (issue 9)
 #   4. speed.py on the device machine's CPU with all its cores, levels 1 and 5, 30 KB       (issue 9)
 #   5. exact_profile.py on CUDA, 256 chunks: each part's share of one step (the log tail, no file)  (issue 9)
-#   6. coder_threads.py on its CPU: the range coder on 1 and 2 threads (coder-threads-cpu.md)      (issue 9)
+#   6. coder_threads.py on its CPU: both entropy coders on 1, 2 and all its threads (coder-threads-cpu.md) (issue 9)
 # DRY=1 bash benchmarks/gpu_check.sh run   runs the same plumbing here on the CPU at toy sizes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
