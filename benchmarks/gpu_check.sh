@@ -7,14 +7,19 @@
 #                     for its Python 3.12) and .stage-speed/ (the two speed inputs from ../shared, which does
 #                     not travel); both are git-ignored, about 3 MB
 #   device call:   run(command="bash benchmarks/gpu_check.sh run", carry=[".whl", ".stage-speed"], timeout_s=560)
-#   here, after:   copy what came back (portable-check-*.md/json, speed-cuda*.md/json, speed-cpu-allcores.md/json,
-#                  coder-threads-cpu.md)
-#                  into benchmarks/results/ and quote them (README speed table, issue notes)
+#   here, after:   unpack what came back, ONE file: gpu-check-results.tgz (portable-check-*.md/json,
+#                  speed-cuda*.md/json, speed-cpu-allcores.md/json, coder-threads-cpu.md and every step's log;
+#                  at most 8 files come back from a device call), copy the results into benchmarks/results/
+#                  and quote them (README speed table, issue notes)
 #
 # `run` (each step under its own time limit, so a slow one cannot eat the others; at most 545 s of them):
 #   1. portable_check.py: golden files decode on CUDA; CPU-made files decode on CUDA and CUDA-made ones on
 #      the CPU, byte-exactly, at levels 1 and 5                                        (issue 7, 9.5)
 #   2. speed.py --device cuda, levels 1 and 5, first 300 KB of lcet10.txt and wiki.test.raw   (issue 9)
+#      (format 4: the encoder's intervals on the device; the decoder's rows cross to the host, whose
+#      C rANS decodes the streams on threads)
+#   2b. the same at level 5 on 100 KB of lcet10.txt with the streams decoded on the device
+#      (DDC_DEVICE_DECODE=1, rans.DeviceDecoder: no rows cross, one batched step per symbol)  (issue 9)
 #   3. speed.py --device cuda, level 9 on the first 20 KB of lcet10.txt                       (issue 9)
 #   4. speed.py on the device machine's CPU with all its cores, levels 1 and 5, 30 KB       (issue 9)
 #   5. exact_profile.py on CUDA, 256 chunks: each part's share of one step (the log tail, no file)  (issue 9)
@@ -41,7 +46,7 @@ prepare() {
   ls -la .whl "$STAGE"
 }
 
-LOGS=/tmp/gpu-check-logs  # not in $OUT: at most 8 files come back, and the results are 8 (4 x md + json)
+LOGS=/tmp/gpu-check/logs  # packed with the results into $OUT/gpu-check-results.tgz: at most 8 files come back
 
 step() {  # step SECONDS NAME COMMAND...: run with a time limit, log the tail, never stop the script
   local limit=$1 name=$2
@@ -56,10 +61,12 @@ step() {  # step SECONDS NAME COMMAND...: run with a time limit, log the tail, n
 }
 
 run() {
-  OUT="${OUT:-$(mktemp -d)}"
-  local dev=cuda big=300000 small=20000 l9=20000 cpu_bytes=30000 limit=1 prof_chunks=256
+  local BACK="${OUT:-$(mktemp -d)}"
+  OUT=/tmp/gpu-check/results  # what the steps write; packed into $BACK at the end
+  rm -rf /tmp/gpu-check && mkdir -p "$OUT" "$LOGS" "$BACK"
+  local dev=cuda big=300000 small=20000 l9=20000 cpu_bytes=30000 limit=1 prof_chunks=256 dd=100000
   if [ "${DRY:-0}" = 1 ]; then
-    dev=cpu big=600 small=300 l9=200 cpu_bytes=600 limit=0 prof_chunks=2
+    dev=cpu big=600 small=300 l9=200 cpu_bytes=600 limit=0 prof_chunks=2 dd=600
   else
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
       || { echo "wheel install failed"; exit 1; }
@@ -74,15 +81,18 @@ run() {
   else
     echo "== portable: skipped in a dry run (needs CUDA)"
   fi
-  step 200 speed-cuda python3 benchmarks/speed.py --device "$dev" --levels 1 5 --bytes "$big" --files "${files[@]}" --out "$OUT"
-  step 90 speed-cuda-l9 python3 benchmarks/speed.py --device "$dev" --levels 9 --bytes "$l9" --files "$STAGE/lcet10.txt" --out "$OUT" --tag l9
+  step 185 speed-cuda python3 benchmarks/speed.py --device "$dev" --levels 1 5 --bytes "$big" --files "${files[@]}" --out "$OUT"
+  step 45 speed-cuda-devdecode env DDC_DEVICE_DECODE=1 python3 benchmarks/speed.py --device "$dev" --levels 5 \
+    --bytes "$dd" --files "$STAGE/lcet10.txt" --out "$OUT" --tag devdecode
+  step 60 speed-cuda-l9 python3 benchmarks/speed.py --device "$dev" --levels 9 --bytes "$l9" --files "$STAGE/lcet10.txt" --out "$OUT" --tag l9
   step 60 speed-cpu-all python3 benchmarks/speed.py --device cpu --levels 1 5 --bytes "$cpu_bytes" --files "$STAGE/lcet10.txt" --out "$OUT" --tag allcores
   TAIL_LINES=9 step 30 profile python3 benchmarks/exact_profile.py --device "$dev" --chunks "$prof_chunks" --reps 1 \
     --text "$STAGE/lcet10.txt"  # the parts' shares (the log tail, no file)
-  TAIL_LINES=7 step 15 coder-threads python3 benchmarks/coder_threads.py --rows 256 --reps 2 --out "$OUT"
+  TAIL_LINES=9 step 15 coder-threads python3 benchmarks/coder_threads.py --rows 256 --reps 2 --out "$OUT"
   echo "== files in $OUT"
   ls -la "$OUT"
   cat "$OUT"/*.md 2>/dev/null | grep -E '^\| (lcet10|wiki)' || true
+  tar czf "$BACK/gpu-check-results.tgz" -C /tmp/gpu-check results logs && ls -la "$BACK"
 }
 
 case "${1:-}" in

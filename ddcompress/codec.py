@@ -19,6 +19,7 @@ for old files, with constriction's range coder on the same frequencies as float3
 """
 from __future__ import annotations
 
+import os
 import time
 import zlib
 from collections import Counter
@@ -75,7 +76,13 @@ class Coder:
         self.mask_id = lm.cfg.mask_id
         self.version = format_version  # 4: ddc's rANS; 2, 3: constriction (decode only)
         self._threads = None  # (pid, ThreadPoolExecutor) decoding several streams at once
-        self.intervals_on_device = self.device.type != "cpu"  # the encoder's intervals: rans.intervals_torch
+        # On a GPU the encoder's intervals are computed where the rows are (rans.intervals_torch: 4 numbers
+        # per token cross to the host, not V). The decoder's rows cross to the host, where the C rANS
+        # decodes the streams on threads; rans.DeviceDecoder (DDC_DEVICE_DECODE=1) decodes them on the
+        # device instead, one batched step per symbol of a stream: it wins only with many short streams
+        # per batch, which a GPU run has yet to measure (benchmarks/gpu_check.sh).
+        self.intervals_on_device = self.device.type != "cpu"
+        self.decode_on_device = self.device.type != "cpu" and os.environ.get("DDC_DEVICE_DECODE") == "1"
 
     # -- the shared walk ----------------------------------------------------------------------------
     def _orders(self, chunks: list[Chunk]) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -195,34 +202,54 @@ class Coder:
                       progress: Callable[[int], None] | None = None) -> None:
         """Decode groups of one shape in one walk into `tokens` (in place); their context (the known
         tokens of a tail chunk) must already be there."""
-        decs = [self._decoder(p) for p in payloads]
+        on_device = self.version >= 4 and self.decode_on_device
+        if on_device:
+            try:
+                dd = rans.DeviceDecoder(payloads, self.device)
+            except rans.CorruptStream as err:
+                raise IntegrityError("corrupt data: a chunk payload is not word-aligned") from err
+            finished = dd.finished
+        else:
+            decs = [self._decoder(p) for p in payloads]
+            finished = lambda k: decs[k].finished()  # noqa: E731
         chunks = [c for g in groups for c in g]
         first = np.cumsum([0] + [len(g) for g in groups])
         x = self._window(tokens, chunks, True)
         perms, counts = self._orders(chunks)
         step_syms: list[np.ndarray] = []
+
+        def corrupt(ks) -> IntegrityError:
+            g0, g1 = groups[min(ks)], groups[max(ks)]
+            return IntegrityError(f"corrupt ddc file: invalid coded data in chunks {g0[0].index}-{g1[-1].index}")
+
         def piece(k: int, a: int, b: int, probs: np.ndarray) -> np.ndarray:
             try:
                 return decs[k](probs[a:b])
             except (AssertionError, ValueError, RuntimeError) as err:  # rans.CorruptStream (a ValueError); constriction: "invalid compressed data"
-                g = groups[k]
-                raise IntegrityError(f"corrupt ddc file: invalid coded data in chunks {g[0].index}-{g[-1].index}") from err
+                raise corrupt([k]) from err
 
         for pos, cs, r0, probs in self._walk(x, perms, counts):
+            n = probs.shape[0]
+            parts = list(_pieces(_group_rows(cs, first), r0, r0 + n))
             t0 = time.perf_counter()
-            probs = probs.cpu().numpy()
-            t1 = time.perf_counter()
-            SECONDS["model"] += t1 - t0  # (a device's rows reach the host)
-            t0 = t1
-            parts = list(_pieces(_group_rows(cs, first), r0, r0 + probs.shape[0]))
-            pool = self._pool(len(parts)) if self.version >= 4 else None
-            if pool is None:
-                step_syms += [piece(k, a, b, probs) for k, a, b in parts]
-            else:  # each group's stream on its own thread (the C decoder releases the GIL)
-                step_syms += list(pool.map(lambda p: piece(*p, probs), parts))
-            SECONDS["coder"] += time.perf_counter() - t0
+            if on_device:  # the rows stay on the device; only the symbols come back
+                try:
+                    step_syms.append(dd.decode(probs, parts).cpu().numpy())
+                except rans.CorruptStream as err:
+                    raise corrupt([k for k, _, _ in parts]) from err
+                SECONDS["coder"] += time.perf_counter() - t0
+            else:
+                probs = probs.cpu().numpy()
+                t1 = time.perf_counter()
+                SECONDS["model"] += t1 - t0  # (a device's rows reach the host)
+                pool = self._pool(len(parts)) if self.version >= 4 else None
+                if pool is None:
+                    step_syms += [piece(k, a, b, probs) for k, a, b in parts]
+                else:  # each group's stream on its own thread (the C decoder releases the GIL)
+                    step_syms += list(pool.map(lambda p: piece(*p, probs), parts))
+                SECONDS["coder"] += time.perf_counter() - t1
             total = int(cs.sum())
-            if r0 + probs.shape[0] >= total:
+            if r0 + n >= total:
                 sym = np.concatenate(step_syms)
                 step_syms = []
                 self._reveal(x, pos, np.split(sym, np.cumsum(cs)[:-1]))
@@ -239,7 +266,7 @@ class Coder:
                 if token_crc(np.concatenate(segs[k * per : (k + 1) * per])) != crc:
                     which = f"chunk {part[0].index}" if per == 1 else f"chunks {part[0].index}-{part[-1].index}"
                     raise IntegrityError(f"corrupt ddc file: {which} failed its checksum")
-            if not decs[gi].finished():
+            if not finished(gi):
                 raise IntegrityError(f"corrupt ddc file: the coded data of chunks {g[0].index}-{g[-1].index} "
                                      "does not end where its encoder left it")
             for c, seg in zip(g, segs):
@@ -248,7 +275,6 @@ class Coder:
     def _pool(self, n: int):
         """Threads for n streams decoded at once (None for one, or without the C coder: the Python
         coder holds the GIL)."""
-        import os
         from concurrent.futures import ThreadPoolExecutor
 
         workers = min(n, os.cpu_count() or 1)

@@ -515,7 +515,7 @@ i64 rans_encode(const uint32_t *restrict start, const uint32_t *restrict width, 
     for (i64 i = n - 1; i >= 0; i--) {
         const uint64_t w = width[i];
         if (w == 0 || (uint64_t)start[i] + w > RANS_M) return -1;
-        if (x >= w << 39) { /* ((RANS_L >> 24) << 32) * w: after the step x stays below 2^64 */
+        if (x >= w << 39) { /* ((RANS_L >> 24) << 32) * w: after the step x stays below 2^63 */
             if (k == 0) return -1;
             out[--k] = (uint32_t)x;
             x >>= 32;
@@ -543,7 +543,7 @@ int rans_decode_f32(const float *restrict freq, i64 n, i64 V, const uint32_t *re
         if (nwords < 2) return -1;
         x = (uint64_t)words[0] | (uint64_t)words[1] << 32;
         k = 2;
-        if (x < RANS_L) return -1;
+        if (x < RANS_L || x >> 63) return -1; /* states lie in [2^31, 2^63) */
     }
     const i64 nb = (V + RANS_BLOCK - 1) / RANS_BLOCK;
     for (i64 r = 0; r < n; r++) {

@@ -8,11 +8,12 @@ Quantization of one row of V integer frequencies f_j (0 <= f_j <= 2^24, T = sum 
 
 symbol s codes as the interval [cdf(s), cdf(s+1)), at least 1 wide: every token stays codable.
 
-rANS (state x, 64 bits; words of 32 bits; L = 2^31). The encoder runs over the symbols last to first,
+rANS (state x in [2^31, 2^63): signed 64-bit integers hold it, on any device; words of 32 bits;
+L = 2^31). The encoder runs over the symbols last to first,
 from x = L:  if x >= width << 39: push the low word of x, x >>= 32;  then
 x = (x // width) << 24 + x % width + start.  At the end it pushes x's high word, then its low word. The
 payload is the pushed words last to first (the order a decoder reads them), little-endian u32.
-The decoder starts from x = word0 | word1 << 32 and per symbol takes q = x mod 2^24, the s with
+The decoder starts from x = word0 | word1 << 32 (in [L, 2^63), else the data is corrupt) and per symbol takes q = x mod 2^24, the s with
 cdf(s) <= q < cdf(s+1), x = width * (x >> 24) + q - start, and when x < L reads x = x << 32 | next word.
 A whole stream ends at x = L with every word read: a check on top of the token CRCs.
 
@@ -78,6 +79,7 @@ def encode_words(starts: np.ndarray, widths: np.ndarray) -> np.ndarray:
             pushed.append(x & WORD_MASK)
             x >>= 32
         x = ((x // w) << PRECISION) + x % w + st
+        assert L <= x < 1 << 63
     pushed += [x >> 32, x & WORD_MASK]
     return np.array(pushed[::-1], dtype=np.uint32)
 
@@ -168,6 +170,89 @@ def intervals_torch(freq, symbols):
     return lo, _muldiv(upto, W, T) + s + 1 - lo, T, fs
 
 
+def cdf_torch(freq):
+    """cdf(0..V) of every row, (n, V + 1) int32, in torch integer operations on the rows' device."""
+    import torch
+
+    f = freq.to(torch.int64)
+    n, V = f.shape
+    C = torch.nn.functional.pad(f.cumsum(1), (1, 0))  # C_0 .. C_V
+    T = C[:, -1:]
+    if bool((T <= 0).any()):
+        raise ValueError("a row of frequencies without mass")
+    return (_muldiv(C, M - V, T) + torch.arange(V + 1, device=f.device)).to(torch.int32)
+
+
+class DeviceDecoder:
+    """Many streams decoded at once on a device (a GPU decoder: the rows stay there, only the symbols
+    move). Per row of a block: the row's cdf (`cdf_torch`), then one batched step per position, every
+    stream advancing by one symbol: the same integers as `Decoder`, in signed int64 (the state stays
+    below 2^63). Corrupt streams are flagged on the device and raised once per block."""
+
+    def __init__(self, payloads: list[bytes], device):
+        import torch
+
+        if any(len(p) % 4 for p in payloads):
+            raise CorruptStream("a payload is not word-aligned")
+        words = [np.frombuffer(p, dtype="<u4").astype(np.int64) for p in payloads]
+        self.n = torch.tensor([len(w) for w in words], dtype=torch.int64, device=device)
+        width = max([len(w) for w in words] + [2])
+        pad = np.zeros((len(words), width), dtype=np.int64)
+        for k, w in enumerate(words):
+            pad[k, : len(w)] = w
+        self.words = torch.from_numpy(pad).to(device)
+        self.x = self.words[:, 0] | self.words[:, 1] << 32  # (garbage for a stream under 2 words: flagged)
+        self.bad = (self.n < 2) | (self.x < L)  # x < 2^63 holds: two words give at most 2^64 - 1 -> negative
+        self.pos = torch.full_like(self.n, 2)
+        self.started = torch.zeros_like(self.bad)
+
+    def decode(self, freq, streams: list[tuple[int, int, int]]):
+        """Symbols (n,) int64 on the device of the rows freq (n, V); streams: (stream k, a, b), rows a:b
+        are stream k's next b - a symbols, in order."""
+        import torch
+
+        if len({k for k, _, _ in streams}) != len(streams):
+            raise ValueError("one piece per stream and block (its rows in order)")
+        dev = freq.device
+        cdf = cdf_torch(freq)
+        n, most = len(freq), max((b - a for _, a, b in streams), default=0)
+        rows = torch.full((len(streams), most), -1, dtype=torch.int64)
+        for i, (_, a, b) in enumerate(streams):
+            rows[i, : b - a] = torch.arange(a, b)
+        rows = rows.to(dev)
+        ks = torch.tensor([k for k, _, _ in streams], dtype=torch.int64, device=dev)
+        sym = torch.zeros(n, dtype=torch.int64, device=dev)
+        mask = (1 << PRECISION) - 1
+        for j in range(most):
+            live = rows[:, j] >= 0
+            r, k = rows[live, j], ks[live]
+            x = self.x[k]
+            q = (x & mask).to(torch.int32)
+            c = cdf[r]
+            s = torch.searchsorted(c, q.unsqueeze(1), right=True).squeeze(1) - 1
+            lo = c.gather(1, s.unsqueeze(1)).squeeze(1).long()
+            w = c.gather(1, (s + 1).unsqueeze(1)).squeeze(1).long() - lo
+            x = w * (x >> PRECISION) + q.long() - lo
+            need = x < L
+            p = self.pos[k]
+            self.bad[k] |= need & (p >= self.n[k])
+            word = self.words[k, p.clamp(max=self.words.shape[1] - 1)]
+            self.x[k] = torch.where(need, x << 32 | word, x)
+            self.pos[k] = p + need.long()
+            sym[r] = s
+        done = torch.zeros_like(self.bad)
+        done[ks] = True
+        if bool((self.bad & done).any()):
+            raise CorruptStream("the coded data ran out or its first state is invalid")
+        self.started |= done
+        return sym
+
+    def finished(self, k: int) -> bool:
+        if not bool(self.started[k]):  # nothing decoded: the payload must be the bare initial state
+            return int(self.n[k]) == 2 and int(self.x[k]) == L
+        return int(self.x[k]) == L and int(self.pos[k]) == int(self.n[k])
+
+
 class Encoder:
     """One stream: `add` each block of rows and their true symbols in decode order, then `payload`."""
 
@@ -240,7 +325,7 @@ class Decoder:
             if len(w) < 2:
                 raise CorruptStream("the coded data ran out")
             self._x, self.pos[0] = int(w[0]) | int(w[1]) << 32, 2
-            if self._x < L:
+            if not L <= self._x < 1 << 63:
                 raise CorruptStream("invalid initial state")
         x = self._x
         s, lo, wd = _find(row, x & (M - 1))
@@ -261,4 +346,5 @@ class Decoder:
         return x == L and int(self.pos[0]) == len(self.words)
 
 
-__all__ = ["Encoder", "Decoder", "CorruptStream", "interval", "encode_words", "PRECISION"]
+__all__ = ["Encoder", "Decoder", "DeviceDecoder", "CorruptStream", "interval", "intervals_torch", "cdf_torch",
+           "encode_words", "PRECISION"]

@@ -423,6 +423,26 @@ def test_encoder_intervals_on_device_give_the_same_file(tiny_lm):
     assert [r.ideal_bits for r in a] == pytest.approx([r.ideal_bits for r in b], rel=1e-12)
 
 
+def test_device_decoder_gives_the_same_tokens(tiny_lm):
+    """A GPU decoder keeps the rows on the device (rans.DeviceDecoder, all streams of a batch at once):
+    the same tokens as the host decoder (run here with CPU tensors); corrupt data is still refused."""
+    tokens = np.random.default_rng(4).integers(0, 50257, size=5 * L + 10)
+    groups = group_layout(chunk_layout(len(tokens), L), 2)
+    coder = Coder(tiny_lm, 4, "sine", seed=6)
+    res = codec.encode_all(coder, tokens, groups, 8)
+    coder.decode_on_device = True
+    out = np.zeros(len(tokens), dtype=np.int64)
+    codec.decode_all(coder, out, groups, [r.payload for r in res], [r.token_crcs for r in res], 8)
+    np.testing.assert_array_equal(out, tokens)
+    bad = [r.payload for r in res]
+    bad[1] = bad[1][:-4]
+    with pytest.raises(IntegrityError, match="invalid coded data"):
+        codec.decode_all(coder, out, groups, bad, [r.token_crcs for r in res], 8)
+    bad[1] = res[1].payload + bytes(4)
+    with pytest.raises(IntegrityError, match="does not end where its encoder left it"):
+        codec.decode_all(coder, out, groups, bad, [r.token_crcs for r in res], 8)
+
+
 def test_tiny_inputs_skip_the_model_and_barely_grow(tiny_lm, monkeypatch):
     """Below MIN_MODEL_BYTES the model cannot pay for its framing: "auto" does not run it at all, and
     the output is a stored frame (16 bytes of framing) or xz, whichever is smaller."""

@@ -104,8 +104,9 @@ def test_corrupt_streams_are_refused():
     for nat in (False, True):
         with pytest.raises(rans.CorruptStream):  # runs out of words
             rans.Decoder(payload[:8], native=nat).decode(f)
-        with pytest.raises(rans.CorruptStream):  # initial state below 2^31
-            rans.Decoder(bytes(8) + payload[8:], native=nat).decode(f)
+        for first in (bytes(8), b"\xff" * 8):  # initial states below 2^31 and at 2^63 or more
+            with pytest.raises(rans.CorruptStream):
+                rans.Decoder(first + payload[8:], native=nat).decode(f)
         with pytest.raises(rans.CorruptStream):
             rans.Decoder(payload[:-1], native=nat)
         dec = rans.Decoder(payload + bytes(4), native=nat)  # a word too many: decodes, but does not end
@@ -172,3 +173,63 @@ def test_muldiv_exact_at_the_limits():
     for W in (1, (1 << 24) - 2, (1 << 24) - 50257, 4097):
         got = rans._muldiv(C, W, T).tolist()
         assert got == [c * W // t for c, t in zip(C.tolist(), T.tolist())]
+
+
+def device_decode(payloads, f, blocks, streams_per_row):
+    """DeviceDecoder over CPU tensors: rows in blocks, each block cut into per-stream pieces."""
+    import torch
+
+    dd = rans.DeviceDecoder(payloads, "cpu")
+    out = []
+    for a, b in blocks:
+        ks = streams_per_row[a:b]
+        cuts = [0] + [i for i in range(1, b - a) if ks[i] != ks[i - 1]] + [b - a]
+        parts = [(int(ks[c0]), c0, c1) for c0, c1 in zip(cuts, cuts[1:])]
+        out.append(dd.decode(torch.from_numpy(f[a:b]), parts).numpy())
+    return dd, np.concatenate(out)
+
+
+def test_device_decoder_is_the_definition():
+    """Three streams (one empty) in blocks as the codec walks them (each block holds at most one run of
+    rows per stream, a stream continuing across blocks): the symbols of the per-stream decoders, every stream finished; a cdf row as defined."""
+    import torch
+
+    V, per = 3000, [40, 25, 0]
+    f = rows(sum(per) * 1, V, seed=1)
+    rng = np.random.default_rng(2)
+    sym = rng.integers(0, V, len(f)).astype(np.int32)
+    owner = np.repeat(np.arange(3), per)
+    # the codec's row order: blocks of a step hold each stream's rows in stream order
+    order = np.concatenate([np.flatnonzero(owner == k)[i : i + 10] for i in range(0, 40, 10) for k in range(3)])
+    f, sym, owner = f[order], sym[order], owner[order]
+    payloads = []
+    for k in range(3):
+        enc = rans.Encoder()
+        enc.add(f[owner == k], sym[owner == k])
+        payloads.append(enc.payload())
+    dd, got = device_decode(payloads, f, [(0, 15), (15, 20), (20, 40), (40, 55), (55, len(f))], owner)
+    np.testing.assert_array_equal(got, sym)
+    assert all(dd.finished(k) for k in range(3))
+    c = rans.cdf_torch(torch.from_numpy(f[:3])).numpy()
+    assert c.dtype == np.int32 and c.shape == (3, V + 1)
+    for r in range(3):
+        assert [c[r, i] for i in (0, 7, V)] == [0, rans.interval(f[r], 7)[0], M]
+        assert c[r, 8] - c[r, 7] == rans.interval(f[r], 7)[1]
+
+
+def test_device_decoder_refuses_corrupt_streams():
+    V = 500
+    f = rows(30, V, seed=4)
+    sym = np.random.default_rng(5).integers(0, V, 30).astype(np.int32)
+    enc = rans.Encoder()
+    enc.add(f, sym)
+    p = enc.payload()
+    own = np.zeros(30, int)
+    for bad in (p[:8], bytes(8) + p[8:], b"\xff" * 8 + p[8:], b""):
+        with pytest.raises(rans.CorruptStream):
+            device_decode([bad], f, [(0, 30)], own)
+    with pytest.raises(rans.CorruptStream):
+        rans.DeviceDecoder([p[:-1]], "cpu")
+    dd, got = device_decode([p + bytes(4)], f, [(0, 30)], own)  # a word too many
+    np.testing.assert_array_equal(got, sym)
+    assert not dd.finished(0)
