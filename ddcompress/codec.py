@@ -81,8 +81,11 @@ class Coder:
         # decodes the streams on threads; rans.DeviceDecoder (DDC_DEVICE_DECODE=1) decodes them on the
         # device instead, one batched step per symbol of a stream: it wins only with many short streams
         # per batch, which a GPU run has yet to measure (benchmarks/gpu_check.sh).
+        # The rows that do cross go as int16 exp-table indices (half of fp32's bytes) into pinned memory.
         self.intervals_on_device = self.device.type != "cpu"
         self.decode_on_device = self.device.type != "cpu" and os.environ.get("DDC_DEVICE_DECODE") == "1"
+        self.indices_to_host = self.device.type != "cpu"
+        self._pinned: torch.Tensor | None = None
 
     # -- the shared walk ----------------------------------------------------------------------------
     def _orders(self, chunks: list[Chunk]) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -91,7 +94,7 @@ class Coder:
         return perms, [reveal_counts(c.coded, self.steps, self.grid) for c in chunks]
 
     @torch.inference_mode()
-    def _walk(self, x: torch.Tensor, perms: list[np.ndarray], counts: list[np.ndarray]):
+    def _walk(self, x: torch.Tensor, perms: list[np.ndarray], counts: list[np.ndarray], indices: bool = False):
         """Yield (positions per chunk, tokens per chunk (G,), first row, frequencies (rows, V) float32 on the
         denoiser's device) per
         reverse step and row block, rows chunk-major; the caller fills x at the positions (encoder: the
@@ -99,7 +102,8 @@ class Coder:
         different numbers of tokens per step (an encoder's full chunks and tail in one batch): the step's
         positions are padded to its widest chunk with the chunk's own first one, and the padding rows are
         dropped (every row is computed on its own); a chunk with nothing to reveal sits the step out.
-        Frequencies are exact integers (the largest of a row is 2^24); the coder normalizes them."""
+        Frequencies are exact integers (the largest of a row is 2^24); the coder normalizes them. With
+        `indices`: the rows as int16 exp-table indices instead (`ExactDenoiser.frequencies`)."""
         G = x.shape[0]
         offs = np.zeros(G, dtype=np.int64)
         blank = (x == self.mask_id).all(dim=1).cpu().numpy()  # chunks with no known token
@@ -122,7 +126,7 @@ class Coder:
                 h8, scale = h8[keep], scale[keep]
             h8, scale = h8.reshape(-1, h8.shape[-1]), scale.reshape(-1, 1)
             for r0 in range(0, len(h8), ROW_BLOCK):
-                freq = self.denoiser.frequencies(h8[r0 : r0 + ROW_BLOCK], scale[r0 : r0 + ROW_BLOCK])
+                freq = self.denoiser.frequencies(h8[r0 : r0 + ROW_BLOCK], scale[r0 : r0 + ROW_BLOCK], indices=indices)
                 SECONDS["model"] += time.perf_counter() - t0
                 yield pos, cs, r0, freq
                 t0 = time.perf_counter()
@@ -222,13 +226,16 @@ class Coder:
             g0, g1 = groups[min(ks)], groups[max(ks)]
             return IntegrityError(f"corrupt ddc file: invalid coded data in chunks {g0[0].index}-{g1[-1].index}")
 
+        indices = self.version >= 4 and not on_device and self.indices_to_host
+        table = self.denoiser.exp32.cpu().numpy().astype(np.int32) if indices else None
+
         def piece(k: int, a: int, b: int, probs: np.ndarray) -> np.ndarray:
             try:
-                return decs[k](probs[a:b])
+                return decs[k].decode_indices(probs[a:b], table) if indices else decs[k](probs[a:b])
             except (AssertionError, ValueError, RuntimeError) as err:  # rans.CorruptStream (a ValueError); constriction: "invalid compressed data"
                 raise corrupt([k]) from err
 
-        for pos, cs, r0, probs in self._walk(x, perms, counts):
+        for pos, cs, r0, probs in self._walk(x, perms, counts, indices=indices):
             n = probs.shape[0]
             parts = list(_pieces(_group_rows(cs, first), r0, r0 + n))
             t0 = time.perf_counter()
@@ -239,7 +246,7 @@ class Coder:
                     raise corrupt([k for k, _, _ in parts]) from err
                 SECONDS["coder"] += time.perf_counter() - t0
             else:
-                probs = probs.cpu().numpy()
+                probs = self._to_host(probs)
                 t1 = time.perf_counter()
                 SECONDS["model"] += t1 - t0  # (a device's rows reach the host)
                 pool = self._pool(len(parts)) if self.version >= 4 else None
@@ -271,6 +278,18 @@ class Coder:
                                      "does not end where its encoder left it")
             for c, seg in zip(g, segs):
                 tokens[c.start + c.known : c.start + c.width] = seg
+
+    def _to_host(self, rows: torch.Tensor) -> np.ndarray:
+        """A block of rows as a numpy array: a device's through one reused pinned buffer (a page-locked
+        copy runs at the bus's speed, a pageable one at a fraction of it)."""
+        if rows.device.type == "cpu":
+            return rows.numpy()
+        n = rows.shape[0]
+        buf = self._pinned
+        if buf is None or buf.shape[0] < n or buf.shape[1:] != rows.shape[1:] or buf.dtype != rows.dtype:
+            buf = self._pinned = torch.empty((max(n, ROW_BLOCK), *rows.shape[1:]), dtype=rows.dtype, pin_memory=True)
+        buf[:n].copy_(rows)  # (synchronous: the decoder reads it next)
+        return buf[:n].numpy()
 
     def _pool(self, n: int):
         """Threads for n streams decoded at once (None for one, or without the C coder: the Python

@@ -591,16 +591,18 @@ class ExactDenoiser:
         return self._blank[L]
 
     @torch.inference_mode()
-    def frequencies(self, h8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    def frequencies(self, h8: torch.Tensor, scale: torch.Tensor, indices: bool = False) -> torch.Tensor:
         """Integer frequencies (..., V) for rows h8 (..., d) as fp32, each <= 2^24 and the largest of a row exactly 2^24:
         round(2^24 exp(z - max z)) with the logits z rounded to 2^-10 nat. self.head_rows rows per pass (the
-        passes after the GEMM then run in cache; rows are independent)."""
+        passes after the GEMM then run in cache; rows are independent). With `indices`, the rows of
+        exp-table indices u instead (int16; frequency = self.exp32[u]): half the bytes, for a GPU whose
+        rows cross to the host."""
         self._full_fp32()
         lead = h8.shape[:-1]
         h8, scale = h8.reshape(-1, h8.shape[-1]), scale.reshape(-1, 1)
-        out = torch.empty(len(h8), self.head.n, device=h8.device)
+        out = torch.empty(len(h8), self.head.n, device=h8.device, dtype=torch.int16 if indices else torch.float32)
         top = len(self.exp32) - 1
-        nk = self.nk if self.int_mm else None  # the C kernel takes the int32 sums
+        nk = self.nk if self.int_mm and not indices else None  # the C kernel takes the int32 sums
 
         def rows(r: slice) -> None:
             acc, f = self._acc(self.head, h8[r]), scale[r] * float(1 << fp.EXP_FRAC)
@@ -608,8 +610,11 @@ class ExactDenoiser:
                 nk.head_freqs(acc, self.head.col, f, self.exp32, top, out[r])
                 return
             z = acc.float().mul_(self.head.col).mul_(f)
-            u = torch.round(z.amax(-1, keepdim=True) - z)
-            torch.take(self.exp32, u.clamp_(max=top).long(), out=out[r])
+            u = torch.round(z.amax(-1, keepdim=True) - z).clamp_(max=top)
+            if indices:
+                out[r] = u.to(torch.int16)  # (top < 2^15)
+            else:
+                torch.take(self.exp32, u.long(), out=out[r])
 
         with self._own_threads():
             self._each_row_block(len(h8), rows, self.head_rows, threads=nk is not None)

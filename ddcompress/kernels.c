@@ -529,13 +529,29 @@ i64 rans_encode(const uint32_t *restrict start, const uint32_t *restrict width, 
     return cap - k;
 }
 
-/* Decodes n symbols into sym, row r's under freq row r, continuing a stream whose state and read
-   position are *state and *pos (*pos == 0: a new stream, the state from its first two words). One pass
-   over a row takes T and its sums per block of 64 (bsum: scratch of ceil(V/64) doubles); the block
-   that holds the quantile is found from those, the symbol inside it. Returns 0; -1 when the words run
-   out or the initial state is out of range (corrupt data); -2 for a row without mass. */
-int rans_decode_f32(const float *restrict freq, i64 n, i64 V, const uint32_t *restrict words, i64 nwords,
-                    uint64_t *restrict state, i64 *restrict pos, int32_t *restrict sym, double *restrict bsum) {
+/* A row's frequencies: floats (f), or exp-table indices u into the integer table tab (a GPU's rows
+   cross to the host as int16 indices, half the bytes). */
+static inline __attribute__((always_inline)) uint64_t row_at(const float *f, const uint16_t *u, const int32_t *tab, i64 j) {
+    return f ? (uint64_t)f[j] : (uint64_t)tab[u[j]];
+}
+
+static inline __attribute__((always_inline)) double row_sum(const float *f, const uint16_t *u, const int32_t *tab,
+                                                              i64 j0, i64 n) {
+    if (f) return sum_freqs(f + j0, n);
+    int64_t s = 0;
+    for (i64 j = j0; j < j0 + n; j++) s += tab[u[j]];
+    return (double)s;
+}
+
+/* Decodes n symbols into sym, row r's under row r, continuing a stream whose state and read position
+   are *state and *pos (*pos == 0: a new stream, the state from its first two words). One pass over a
+   row takes T and its sums per block of 64 (bsum: scratch of ceil(V/64) doubles); the block that holds
+   the quantile is found from those, the symbol inside it. Returns 0; -1 when the words run out or the
+   initial state is out of range (corrupt data); -2 for a row without mass. */
+static inline __attribute__((always_inline)) int rans_decode_rows(
+        const float *restrict freq, const uint16_t *restrict idx, const int32_t *restrict tab, i64 n, i64 V,
+        const uint32_t *restrict words, i64 nwords, uint64_t *restrict state, i64 *restrict pos,
+        int32_t *restrict sym, double *restrict bsum) {
     const uint64_t W = RANS_M - (uint64_t)V;
     uint64_t x = *state;
     i64 k = *pos;
@@ -547,11 +563,12 @@ int rans_decode_f32(const float *restrict freq, i64 n, i64 V, const uint32_t *re
     }
     const i64 nb = (V + RANS_BLOCK - 1) / RANS_BLOCK;
     for (i64 r = 0; r < n; r++) {
-        const float *restrict p = freq + r * V;
+        const float *p = freq ? freq + r * V : 0;
+        const uint16_t *pu = idx ? idx + r * V : 0;
         double t = 0;
         for (i64 b = 0; b < nb; b++) {
             const i64 i0 = b * RANS_BLOCK, m = V - i0 < RANS_BLOCK ? V - i0 : RANS_BLOCK;
-            bsum[b] = sum_freqs(p + i0, m);
+            bsum[b] = row_sum(p, pu, tab, i0, m);
             t += bsum[b];
         }
         const uint64_t T = (uint64_t)t, q = x & (RANS_M - 1);
@@ -568,12 +585,12 @@ int rans_decode_f32(const float *restrict freq, i64 n, i64 V, const uint32_t *re
         i64 s = b * RANS_BLOCK;
         const i64 end = s + RANS_BLOCK < V ? s + RANS_BLOCK : V;
         for (i64 i = s + 1; i < end; i++) {
-            const uint64_t Ci = C + (uint64_t)p[i - 1];
+            const uint64_t Ci = C + row_at(p, pu, tab, i - 1);
             if ((u128)Ci * W + (u128)i * T >= thr) break;
             s = i;
             C = Ci;
         }
-        const uint64_t lo = rans_cdf(C, T, W, s), w = rans_cdf(C + (uint64_t)p[s], T, W, s + 1) - lo;
+        const uint64_t lo = rans_cdf(C, T, W, s), w = rans_cdf(C + row_at(p, pu, tab, s), T, W, s + 1) - lo;
         x = w * (x >> 24) + q - lo;
         if (x < RANS_L) {
             if (k >= nwords) return -1;
@@ -584,6 +601,18 @@ int rans_decode_f32(const float *restrict freq, i64 n, i64 V, const uint32_t *re
     *state = x;
     *pos = k;
     return 0;
+}
+
+int rans_decode_f32(const float *restrict freq, i64 n, i64 V, const uint32_t *restrict words, i64 nwords,
+                    uint64_t *restrict state, i64 *restrict pos, int32_t *restrict sym, double *restrict bsum) {
+    return rans_decode_rows(freq, 0, 0, n, V, words, nwords, state, pos, sym, bsum);
+}
+
+/* The same for rows of exp-table indices idx (n, V) into the integer frequencies tab. */
+int rans_decode_u16(const uint16_t *restrict idx, const int32_t *restrict tab, i64 n, i64 V,
+                    const uint32_t *restrict words, i64 nwords, uint64_t *restrict state, i64 *restrict pos,
+                    int32_t *restrict sym, double *restrict bsum) {
+    return rans_decode_rows(0, idx, tab, n, V, words, nwords, state, pos, sym, bsum);
 }
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512F__)

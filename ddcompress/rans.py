@@ -112,7 +112,12 @@ def _self_check(lib) -> bool:
         if not np.array_equal(words, encode_words(st, wd)):
             return False
         dec = Decoder(words.tobytes(), lib)
-        return dec.decode(freq).tolist() == sym.tolist() and dec.finished()
+        if dec.decode(freq).tolist() != sym.tolist() or not dec.finished():
+            return False
+        table, idx = np.unique(freq, return_inverse=True)  # the same rows as indices into a table
+        dec = Decoder(words.tobytes(), lib)
+        got = dec.decode_indices(idx.reshape(freq.shape).astype(np.int16), table.astype(np.int32))
+        return got.tolist() == sym.tolist() and dec.finished()
     except (ValueError, OSError):
         return False
 
@@ -318,6 +323,27 @@ class Decoder:
                 raise CorruptStream("the coded data ran out")
             return sym.astype(np.int64)
         return np.array([self._decode_py(freq[r]) for r in range(n)], dtype=np.int64)
+
+    def decode_indices(self, idx: np.ndarray, table: np.ndarray) -> np.ndarray:
+        """`decode` for rows given as exp-table indices: row r's frequencies are table[idx[r]] (idx int16
+        or uint16 in [0, len(table)), as the denoiser makes them; table the integer frequencies)."""
+        idx = np.ascontiguousarray(idx).view(np.uint16)
+        table = np.ascontiguousarray(table, dtype=np.int32)
+        if idx.ndim != 2 or not 2 <= idx.shape[1] < M:
+            raise ValueError(f"index rows must be (n, V) with 2 <= V < 2^24, got {idx.shape}")
+        if self.lib is None:
+            return self.decode(table[idx].astype(np.float32))
+        n, V = idx.shape
+        sym = np.empty(n, np.int32)
+        scratch = np.empty(-(-V // BLOCK))
+        rc = self.lib.rans_decode_u16(idx.ctypes.data, table.ctypes.data, n, V, self.words.ctypes.data,
+                                      len(self.words), self.state.ctypes.data, self.pos.ctypes.data,
+                                      sym.ctypes.data, scratch.ctypes.data)
+        if rc == -2:
+            raise ValueError("a row of frequencies without mass")
+        if rc:
+            raise CorruptStream("the coded data ran out")
+        return sym.astype(np.int64)
 
     def _decode_py(self, row: np.ndarray) -> int:
         w = self.words

@@ -443,6 +443,29 @@ def test_device_decoder_gives_the_same_tokens(tiny_lm):
         codec.decode_all(coder, out, groups, bad, [r.token_crcs for r in res], 8)
 
 
+def test_host_decoder_from_table_indices_gives_the_same_tokens(tiny_lm):
+    """A GPU's rows cross to the host as int16 exp-table indices (half the bytes): the same tokens
+    (run here with CPU tensors, the indices from the denoiser's torch path)."""
+    tokens = np.random.default_rng(5).integers(0, 50257, size=3 * L + 10)
+    groups = group_layout(chunk_layout(len(tokens), L), 2)
+    coder = Coder(tiny_lm, 4, "sine", seed=7)
+    res = codec.encode_all(coder, tokens, groups, 8)
+    coder.indices_to_host = True
+    out = np.zeros(len(tokens), dtype=np.int64)
+    codec.decode_all(coder, out, groups, [r.payload for r in res], [r.token_crcs for r in res], 8)
+    np.testing.assert_array_equal(out, tokens)
+
+
+def test_frequency_rows_as_table_indices(tiny_lm):
+    """frequencies(..., indices=True): int16 indices u with exp32[u] the frequencies, row for row."""
+    d = tiny_lm.exact("cpu")
+    x = torch.from_numpy(np.random.default_rng(8).integers(0, 50257, size=(2, L)))
+    h8, s = d.hidden(x)
+    f, u = d.frequencies(h8, s), d.frequencies(h8, s, indices=True)
+    assert u.dtype == torch.int16 and int(u.min()) >= 0 and int(u.max()) < len(d.exp32)
+    torch.testing.assert_close(d.exp32[u.long()], f, rtol=0, atol=0)
+
+
 def test_tiny_inputs_skip_the_model_and_barely_grow(tiny_lm, monkeypatch):
     """Below MIN_MODEL_BYTES the model cannot pay for its framing: "auto" does not run it at all, and
     the output is a stored frame (16 bytes of framing) or xz, whichever is smaller."""

@@ -233,3 +233,24 @@ def test_device_decoder_refuses_corrupt_streams():
     dd, got = device_decode([p + bytes(4)], f, [(0, 30)], own)  # a word too many
     np.testing.assert_array_equal(got, sym)
     assert not dd.finished(0)
+
+
+@pytest.mark.parametrize("nat", [False, True])
+def test_decoding_from_table_indices(nat):
+    """Rows as int16 indices into the frequency table (what a GPU sends the host): the same symbols."""
+    if nat and not native():
+        pytest.skip("no C kernels")
+    V, n = 4000, 50
+    table = np.array([round(M * np.exp(-u / 1024)) for u in range(3000)] + [0], dtype=np.int32)
+    rng = np.random.default_rng(6)
+    idx = rng.integers(0, len(table), (n, V)).astype(np.int16)
+    idx[:, 5] = 0  # the largest frequency, 2^24
+    f = table[idx].astype(np.float32)
+    sym = rng.integers(0, V, n).astype(np.int32)
+    enc = rans.Encoder()
+    enc.add(f, sym)
+    p = enc.payload()
+    dec = rans.Decoder(p, native=nat)
+    got = np.concatenate([dec.decode_indices(idx[:20], table), dec.decode(f[20:30]), dec.decode_indices(idx[30:], table)])
+    np.testing.assert_array_equal(got, sym)
+    assert dec.finished()
