@@ -180,11 +180,12 @@ def _compress_one(name: str, output: str | None, to_stdout: bool, force: bool, r
 
 
 def _arithmetic() -> str:
-    """", C kernels" or ", torch operations (why)" once a model ran on the CPU in this process (never
-    imports torch itself: `ddc` starts without it)."""
-    native = sys.modules.get("ddcompress.native")
-    what = native.status() if native else None
-    return f", {what}" if what else ""
+    """", C kernels" or ", torch operations (why)" once a model ran on the CPU in this process, then
+    the entropy coder's ", rANS in C" or ", rANS in Python" (never imports torch itself: `ddc` starts
+    without it)."""
+    native, rans = sys.modules.get("ddcompress.native"), sys.modules.get("ddcompress.rans")
+    what = [x for x in (native.status() if native else None, rans.status() if rans else None) if x]
+    return "".join(f", {x}" for x in what)
 
 
 def _summary(name: str, n_in: int, blob: bytes, secs: float) -> None:

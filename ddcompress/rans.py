@@ -94,6 +94,13 @@ def _lib():
     return _NATIVE["lib"]
 
 
+def status() -> str | None:
+    """What format 4's coder ran on in this process (None before it ran)."""
+    if "lib" not in _NATIVE:
+        return None
+    return "rANS in C" if _NATIVE["lib"] is not None else "rANS in Python"
+
+
 def _self_check(lib) -> bool:
     rng = np.random.default_rng(0)
     V, n = 1000, 24
