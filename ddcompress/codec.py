@@ -95,15 +95,15 @@ class Coder:
 
     @torch.inference_mode()
     def _walk(self, x: torch.Tensor, perms: list[np.ndarray], counts: list[np.ndarray], indices: bool = False):
-        """Yield (positions per chunk, tokens per chunk (G,), first row, frequencies (rows, V) float32 on the
-        denoiser's device) per
-        reverse step and row block, rows chunk-major; the caller fills x at the positions (encoder: the
-        true tokens; decoder: the decoded ones) when a step's last block is done. Chunks may reveal
-        different numbers of tokens per step (an encoder's full chunks and tail in one batch): the step's
-        positions are padded to its widest chunk with the chunk's own first one, and the padding rows are
-        dropped (every row is computed on its own); a chunk with nothing to reveal sits the step out.
-        Frequencies are exact integers (the largest of a row is 2^24); the coder normalizes them. With
-        `indices`: the rows as int16 exp-table indices instead (`ExactDenoiser.frequencies`)."""
+        """Yield (positions per chunk, tokens per chunk (G,), first row, frequencies (rows, V) float32 on
+        the denoiser's device) per reverse step and row block, rows chunk-major; the caller fills x at
+        the positions (encoder: the true tokens; decoder: the decoded ones) when a step's last block is
+        done. Chunks may reveal different numbers of tokens per step (an encoder's full chunks and tail
+        in one batch): the step's positions are padded to its widest chunk with the chunk's own first
+        one, and the padding rows are dropped (every row is computed on its own); a chunk with nothing
+        to reveal sits the step out. Frequencies are exact integers (the largest of a row is 2^24); the
+        coder normalizes them. With `indices`: the rows as int16 exp-table indices instead
+        (`ExactDenoiser.frequencies`)."""
         G = x.shape[0]
         offs = np.zeros(G, dtype=np.int64)
         blank = (x == self.mask_id).all(dim=1).cpu().numpy()  # chunks with no known token

@@ -8,13 +8,13 @@ Quantization of one row of V integer frequencies f_j (0 <= f_j <= 2^24, T = sum 
 
 symbol s codes as the interval [cdf(s), cdf(s+1)), at least 1 wide: every token stays codable.
 
-rANS (state x in [2^31, 2^63): signed 64-bit integers hold it, on any device; words of 32 bits;
-L = 2^31). The encoder runs over the symbols last to first,
-from x = L:  if x >= width << 39: push the low word of x, x >>= 32;  then
-x = (x // width) << 24 + x % width + start.  At the end it pushes x's high word, then its low word. The
-payload is the pushed words last to first (the order a decoder reads them), little-endian u32.
-The decoder starts from x = word0 | word1 << 32 (in [L, 2^63), else the data is corrupt) and per symbol takes q = x mod 2^24, the s with
-cdf(s) <= q < cdf(s+1), x = width * (x >> 24) + q - start, and when x < L reads x = x << 32 | next word.
+rANS (state x in [2^31, 2^63), which a signed 64-bit integer holds on any device; words of 32 bits;
+L = 2^31). The encoder runs over the symbols last to first, from x = L: if x >= width << 39, it pushes
+the low word of x and shifts x right by 32; then x = (x // width) << 24 + x % width + start. At the end
+it pushes x's high word, then its low word. The payload is the pushed words last to first (the order a
+decoder reads them), little-endian u32. The decoder starts from x = word0 | word1 << 32 (in [L, 2^63),
+else the data is corrupt) and per symbol takes q = x mod 2^24, the s with cdf(s) <= q < cdf(s+1),
+x = width * (x >> 24) + q - start, and when x < L reads x = x << 32 | next word.
 A whole stream ends at x = L with every word read: a check on top of the token CRCs.
 
 The C kernels (kernels.c, `rans_*`) compute the same integers several times faster and release the
