@@ -63,7 +63,7 @@ def init_worker() -> None:
     lm = build_model()
     bases = tf.make_bases(lm)
     _W.update(lm=lm, bases=bases, frames={n: tf.read_frames(b) for n, (b, _) in bases.items()})
-    for name in bases:  # warm up (tokenizer, exact model, range coder)
+    for name in bases:  # warm up (tokenizer, exact model, entropy coder)
         tf.run_mutation(name, [], bases, _W["frames"], lm)
 
 

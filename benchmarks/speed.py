@@ -4,7 +4,7 @@
 
 For each input (its first --bytes bytes) and level: compress and decompress KB/s (1 KB = 1024 bytes of
 input), bits/byte, framing bytes (file minus coded payload), the share of wall time in the denoiser
-("model") and in the range coder ("coder"), and peak memory. A warm-up compress first builds the C
+("model") and in the entropy coder ("coder"), and peak memory. A warm-up compress first builds the C
 kernels and packs the weights (once per process); each measurement then starts without the shared
 all-mask first step, as a fresh `ddc` run would. Writes
 benchmarks/results/speed-<device>[-<tag>].md and .json with the command that produced them.

@@ -95,7 +95,7 @@ def compress(
 
     method "auto" sends binary-looking input straight to xz, and keeps the model's output only when it
     is smaller than xz's (or a stored copy); "mdm" always uses the model; "xz" / "store" skip it.
-    group_size (chunks per range-coder stream) is recorded in the file; batch_chunks (chunks per forward
+    group_size (chunks per rANS stream) is recorded in the file; batch_chunks (chunks per forward
     pass, whole groups) is not: it changes speed and memory, never the output."""
     if method not in METHODS:
         raise DDCError(f"unknown method {method!r}")

@@ -4,7 +4,7 @@ Per corpus, on one token stream (documents + EOS, cut into raw L-token chunks as
 shorter than L is dropped, as SEDD's chunking does):
   1. the continuous-time NELBO per GPT-2 token (Monte Carlo, antithetic t, adaptive until the standard
      error is under a target) -> the perplexity bound of the published tables;
-  2. the bits ddc's range coder actually writes at each step count -> coded perplexity and bits/byte;
+  2. the bits ddc's entropy coder (rANS) actually writes at each step count -> coded perplexity and bits/byte;
   3. general-purpose compressors on the same bytes.
 Results go to a terminal table, Markdown (MD4 table layout), JSON and a PNG plot.
 """
@@ -56,7 +56,7 @@ PROTOCOL = (
     "GPT-2 tokenized, each followed by EOS (50256), concatenated and cut into raw L-token chunks with no "
     "BOS/EOS wrap (SEDD's convention); a final piece shorter than L is dropped. Bits/byte divide by the "
     "UTF-8 bytes of the detokenized text plus one separator byte per document; the baselines compress "
-    "exactly those bytes. Coded sizes are range-coder payload bytes (container header not counted)."
+    "exactly those bytes. Coded sizes are rANS payload bytes (container header not counted)."
 )
 
 

@@ -7,7 +7,7 @@ the probabilities mu_theta(x_t) at their positions. The probabilities come from 
 denoiser (`exact.ExactDenoiser`, numerics "int8-exact-1"): integer frequencies that every machine
 computes bit for bit, whatever its CPU, GPU, thread count or batch composition.
 
-Chunks are coded in groups of `group_size`, one range-coder stream per group. Forward passes batch
+Chunks are coded in groups of `group_size`, one rANS stream per group. Forward passes batch
 any number of whole groups (`batch_chunks`, a choice of the machine that runs it, not of the file): the
 exact denoiser is batch invariant, so a file made with groups of 8 on a CPU decodes with 256 chunks per
 forward pass on a GPU. The final partial chunk is coded inside the last L tokens of the file with the
@@ -37,7 +37,7 @@ from .layout import Chunk
 from .schedule import reveal_counts
 
 ROW_BLOCK = 512  # rows of the output head computed (and coded) at once: bounds memory at V = 50257
-SECONDS: Counter = Counter()  # wall time spent in the denoiser ("model") and the range coder ("coder")
+SECONDS: Counter = Counter()  # wall time spent in the denoiser ("model") and the entropy coder ("coder")
 
 
 def _family():
@@ -85,7 +85,7 @@ class Coder:
         self.intervals_on_device = self.device.type != "cpu"
         self.decode_on_device = self.device.type != "cpu" and os.environ.get("DDC_DEVICE_DECODE") == "1"
         self.indices_to_host = self.device.type != "cpu"
-        self._pinned: torch.Tensor | None = None
+        self._pinned: torch.Tensor | None | bool = None  # the host buffer of _to_host (False: no pinning)
 
     # -- the shared walk ----------------------------------------------------------------------------
     def _orders(self, chunks: list[Chunk]) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -286,8 +286,15 @@ class Coder:
             return rows.numpy()
         n = rows.shape[0]
         buf = self._pinned
+        if buf is False:  # (pinning failed once: plain copies)
+            return rows.cpu().numpy()
         if buf is None or buf.shape[0] < n or buf.shape[1:] != rows.shape[1:] or buf.dtype != rows.dtype:
-            buf = self._pinned = torch.empty((max(n, ROW_BLOCK), *rows.shape[1:]), dtype=rows.dtype, pin_memory=True)
+            try:
+                buf = self._pinned = torch.empty((max(n, ROW_BLOCK), *rows.shape[1:]), dtype=rows.dtype,
+                                                 pin_memory=True)
+            except RuntimeError:  # no page-locked memory here (a container's limit): slower, same bytes
+                self._pinned = False
+                return rows.cpu().numpy()
         buf[:n].copy_(rows)  # (synchronous: the decoder reads it next)
         return buf[:n].numpy()
 

@@ -24,7 +24,7 @@ and the row-wise layers go to one thread per core; otherwise the torch operation
 
 Notation follows the float model: residual stream h (int64, Q.16), LayerNorm without bias, rotary
 attention, GLU MLP, tied output head. The output is integer frequencies (the exp table's values,
-at most 2^24 each) for the V clean tokens: what the range coder gets.
+at most 2^24 each) for the V clean tokens: what the entropy coder gets.
 """
 from __future__ import annotations
 

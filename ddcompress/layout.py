@@ -1,4 +1,4 @@
-"""How a file's tokens are cut into chunks (one model window each) and groups (one range-coder stream
+"""How a file's tokens are cut into chunks (one model window each) and groups (one rANS stream
 each). Pure integer bookkeeping, no torch: the container parser uses `layout_counts` to check a header
 against its tables before any model work, and every function here is linear in the number of chunks.
 """

@@ -8,7 +8,7 @@ from .errors import DDCError
 # level -> reverse steps per chunk on the sine grid; None = one token per step (uniform grid): the ELBO
 LEVELS: dict[int, int | None] = {1: 2, 2: 4, 3: 8, 4: 12, 5: 16, 6: 24, 7: 64, 8: 256, 9: None}
 DEFAULT_LEVEL = 5
-GROUP_SIZE = {"cpu": 8, "cuda": 64}  # chunks per range-coder stream (recorded in the file)
+GROUP_SIZE = {"cpu": 8, "cuda": 64}  # chunks per rANS stream (recorded in the file)
 # chunks per forward pass at most (whole groups; the machine's choice, not the file's): memory-bound
 BATCH_CHUNKS = {"cpu": 8, "cuda": 256}
 
@@ -43,7 +43,7 @@ def level_help(level: int) -> str:
 
 
 def group_size_help() -> str:
-    return f"Chunks per range-coder stream (default {GROUP_SIZE['cpu']} on CPU, {GROUP_SIZE['cuda']} on CUDA)."
+    return f"Chunks per rANS stream (default {GROUP_SIZE['cpu']} on CPU, {GROUP_SIZE['cuda']} on CUDA)."
 
 
 def batch_help() -> str:

@@ -238,9 +238,11 @@ BIG = 10**12
 CRAFTED = {  # frames with a valid CRC whose header is nonsense -> (FormatError message, regex)
     "tokens 10^12": (frame(mdm_body(b"", tokens=BIG, original_bytes=10 * BIG)),
                      r"^corrupt ddc file: 0-byte table is too short for \d+ groups and \d+ token CRCs$"),
-    "tokens 10^12, L=1": (frame(mdm_body(b"\x00" * 100, tokens=BIG, original_bytes=BIG, seq_len=1, steps=1)),
+    "tokens 10^12, L=1": (frame(mdm_body(b"\x00" * 100, tokens=BIG, original_bytes=BIG, seq_len=1, steps=1, level=0)),
                           r"^corrupt ddc file: 100-byte table is too short"),
     "tokens 2^41": (frame(mdm_body(b"", tokens=2**41, original_bytes=2**44)), r"^corrupt ddc file: tokens \d+ out of range"),
+    "level vs steps": (frame(mdm_body(steps=5)), r"^corrupt ddc file: level 2 means 4 steps on the sine grid, not 5 on the sine$"),
+    "level vs grid": (frame(mdm_body(grid=1)), r"^corrupt ddc file: level 2 means 4 steps on the sine grid, not 4 on the uniform$"),
     "tokens 0": (frame(mdm_body(b"", tokens=0)), r"^corrupt ddc file: tokens 0 out of range 1\.\."),
     "tokens > bytes": (frame(mdm_body(tokens=20, original_bytes=19)), r"^corrupt ddc file: tokens 20 > original_bytes 19"),
     "seq_len 0": (frame(mdm_body(b"", seq_len=0)), r"^corrupt ddc file: seq_len 0 out of range 1\.\.1048576$"),

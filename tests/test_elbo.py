@@ -125,7 +125,7 @@ def test_antithetic_times():
 
 
 def test_coder_on_trained_model(trained):
-    """The range coder is lossless on peaked (trained) distributions and stays within 1% (+ one flush
+    """The entropy coder is lossless on peaked (trained) distributions and stays within 1% (+ one flush
     per stream) of the ideal code length; ideal_bits of each full chunk is its exact path code length."""
     g = torch.Generator().manual_seed(5)
     tokens = pattern_batch(1, g, length=7 * L + 5)[0].numpy().astype(np.uint32)

@@ -30,7 +30,7 @@ def test_docs_level_tables_match_the_plan():
 def test_help_reads_the_plan():
     out = CliRunner().invoke(main, ["compress", "--help"]).output
     assert f"{LEVELS[1]} steps per chunk" in out and f"{LEVELS[DEFAULT_LEVEL]} steps per chunk" in out
-    assert re.search(rf"default {GROUP_SIZE['cpu']} on CPU,\s+{GROUP_SIZE['cuda']} on CUDA", out)
+    assert re.search(rf"default {GROUP_SIZE['cpu']}\s+on\s+CPU,\s+{GROUP_SIZE['cuda']}\s+on\s+CUDA", out)
 
 
 def test_steps_for():
