@@ -228,32 +228,38 @@ class DeviceDecoder:
         dev = freq.device
         cdf = cdf_torch(freq)
         n, most = len(freq), max((b - a for _, a, b in streams), default=0)
-        rows = torch.full((len(streams), most), -1, dtype=torch.int64)
+        # the pieces' rows side by side, padded with row n (a scratch row of sym): every step works on
+        # all pieces at once, with fixed shapes and no host round trip until the block is done
+        rows = torch.full((len(streams), most), n, dtype=torch.int64)
         for i, (_, a, b) in enumerate(streams):
             rows[i, : b - a] = torch.arange(a, b)
         rows = rows.to(dev)
-        ks = torch.tensor([k for k, _, _ in streams], dtype=torch.int64, device=dev)
-        sym = torch.zeros(n, dtype=torch.int64, device=dev)
-        mask = (1 << PRECISION) - 1
+        k = torch.tensor([k for k, _, _ in streams], dtype=torch.int64, device=dev)
+        sym = torch.zeros(n + 1, dtype=torch.int64, device=dev)
+        cdf = torch.cat([cdf, cdf[:1]])  # (the scratch row's: any valid cdf)
+        mask, last = (1 << PRECISION) - 1, self.words.shape[1] - 1
+        x, p, n_words = self.x[k], self.pos[k], self.n[k]
+        bad = torch.zeros_like(x, dtype=torch.bool)
         for j in range(most):
-            live = rows[:, j] >= 0
-            r, k = rows[live, j], ks[live]
-            x = self.x[k]
-            q = (x & mask).to(torch.int32)
+            r = rows[:, j]
+            live = r < n
             c = cdf[r]
-            s = torch.searchsorted(c, q.unsqueeze(1), right=True).squeeze(1) - 1
-            lo = c.gather(1, s.unsqueeze(1)).squeeze(1).long()
-            w = c.gather(1, (s + 1).unsqueeze(1)).squeeze(1).long() - lo
-            x = w * (x >> PRECISION) + q.long() - lo
-            need = x < L
-            p = self.pos[k]
-            self.bad[k] |= need & (p >= self.n[k])
-            word = self.words[k, p.clamp(max=self.words.shape[1] - 1)]
-            self.x[k] = torch.where(need, x << 32 | word, x)
-            self.pos[k] = p + need.long()
-            sym[r] = s
+            q = x & mask
+            s = torch.searchsorted(c, q.to(torch.int32).unsqueeze(1), right=True)
+            lo = c.gather(1, s - 1).squeeze(1).long()
+            w = c.gather(1, s).squeeze(1).long() - lo
+            y = w * (x >> PRECISION) + q - lo
+            need = live & (y < L)
+            bad |= need & (p >= n_words)
+            y = torch.where(need, y << 32 | self.words[k, p.clamp(max=last)], y)
+            x = torch.where(live, y, x)
+            p = p + need.long()
+            sym[r] = s.squeeze(1) - 1
+        self.x[k], self.pos[k] = x, p
+        self.bad[k] |= bad
+        sym = sym[:n]
         done = torch.zeros_like(self.bad)
-        done[ks] = True
+        done[k] = True
         if bool((self.bad & done).any()):
             raise CorruptStream("the coded data ran out or its first state is invalid")
         self.started |= done
