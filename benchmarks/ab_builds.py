@@ -112,11 +112,9 @@ def main() -> None:
 
 
 def _cpu() -> str:
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = "unknown CPU"
-    return f"{model}, {os.cpu_count()} logical CPUs"
+    from ddcompress.bench_cli import cpu_name
+
+    return f"{cpu_name()}, {os.cpu_count()} logical CPUs"
 
 
 if __name__ == "__main__":

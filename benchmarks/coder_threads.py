@@ -114,11 +114,9 @@ def _timed(fn) -> float:
 
 
 def _cpu() -> str:
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = "unknown CPU"
-    return f"{model}, {os.cpu_count()} logical CPUs"
+    from ddcompress.bench_cli import cpu_name
+
+    return f"{cpu_name()}, {os.cpu_count()} logical CPUs"
 
 
 def _version(name: str) -> str:

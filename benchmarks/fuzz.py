@@ -112,10 +112,9 @@ def machine() -> dict:
     import numpy
     import torch
 
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor() or platform.machine()
+    from ddcompress.bench_cli import cpu_name
+
+    cpu = cpu_name()
 
     def git(*args):
         try:

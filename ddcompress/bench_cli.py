@@ -58,7 +58,8 @@ def parse_steps(values: tuple[str, ...], L: int) -> list[tuple[int, str]]:
     return out
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (benchmarks print it with their results)."""
     try:  # platform.processor() is often empty on Linux
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -76,7 +77,7 @@ def machine_info(device: str) -> dict:
 
     dev = torch.device(device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.machine()
-    hw = name if dev.type == "cuda" else f"{_cpu_name()} ({os.cpu_count()} CPUs)"
+    hw = name if dev.type == "cuda" else f"{cpu_name()} ({os.cpu_count()} CPUs)"
     return {"device": dev.type, "device_name": name, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "torch": torch.__version__, "constriction": importlib.metadata.version("constriction"),
             "threads": torch.get_num_threads(), "hardware": hw, "platform": platform.platform(),

@@ -228,22 +228,21 @@ class DeviceDecoder:
         dev = freq.device
         cdf = cdf_torch(freq)
         n, most = len(freq), max((b - a for _, a, b in streams), default=0)
-        # the pieces' rows side by side, padded with row n (a scratch row of sym): every step works on
-        # all pieces at once, with fixed shapes and no host round trip until the block is done
+        # the pieces' rows side by side, padded with row n (sym's scratch entry; its cdf is row n - 1's):
+        # every step works on all pieces at once, with fixed shapes and no host round trip until the end
         rows = torch.full((len(streams), most), n, dtype=torch.int64)
         for i, (_, a, b) in enumerate(streams):
             rows[i, : b - a] = torch.arange(a, b)
         rows = rows.to(dev)
         k = torch.tensor([k for k, _, _ in streams], dtype=torch.int64, device=dev)
         sym = torch.zeros(n + 1, dtype=torch.int64, device=dev)
-        cdf = torch.cat([cdf, cdf[:1]])  # (the scratch row's: any valid cdf)
         mask, last = (1 << PRECISION) - 1, self.words.shape[1] - 1
         x, p, n_words = self.x[k], self.pos[k], self.n[k]
         bad = torch.zeros_like(x, dtype=torch.bool)
         for j in range(most):
             r = rows[:, j]
             live = r < n
-            c = cdf[r]
+            c = cdf[r.clamp(max=n - 1)]
             q = x & mask
             s = torch.searchsorted(c, q.to(torch.int32).unsqueeze(1), right=True)
             lo = c.gather(1, s - 1).squeeze(1).long()

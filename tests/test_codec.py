@@ -423,17 +423,26 @@ def test_encoder_intervals_on_device_give_the_same_file(tiny_lm):
     assert [r.ideal_bits for r in a] == pytest.approx([r.ideal_bits for r in b], rel=1e-12)
 
 
-def test_device_decoder_gives_the_same_tokens(tiny_lm):
-    """A GPU decoder keeps the rows on the device (rans.DeviceDecoder, all streams of a batch at once):
-    the same tokens as the host decoder (run here with CPU tensors); corrupt data is still refused."""
-    tokens = np.random.default_rng(4).integers(0, 50257, size=5 * L + 10)
+def decoded_with(lm, n_tokens: int, seed: int, **coder_attrs):
+    """Random tokens encoded on the host path, then decoded with the coder's attributes set (a GPU's
+    paths, run here with CPU tensors): the same tokens. Returns (coder, groups, results)."""
+    tokens = np.random.default_rng(seed).integers(0, 50257, size=n_tokens)
     groups = group_layout(chunk_layout(len(tokens), L), 2)
-    coder = Coder(tiny_lm, 4, "sine", seed=6)
+    coder = Coder(lm, 4, "sine", seed=seed + 2)
     res = codec.encode_all(coder, tokens, groups, 8)
-    coder.decode_on_device = True
+    for name, value in coder_attrs.items():
+        setattr(coder, name, value)
     out = np.zeros(len(tokens), dtype=np.int64)
     codec.decode_all(coder, out, groups, [r.payload for r in res], [r.token_crcs for r in res], 8)
     np.testing.assert_array_equal(out, tokens)
+    return coder, groups, res
+
+
+def test_device_decoder_gives_the_same_tokens(tiny_lm):
+    """A GPU decoder keeps the rows on the device (rans.DeviceDecoder, all streams of a batch at once):
+    the same tokens as the host decoder; corrupt data is still refused."""
+    coder, groups, res = decoded_with(tiny_lm, 5 * L + 10, 4, decode_on_device=True)
+    out = np.zeros(5 * L + 10, dtype=np.int64)
     bad = [r.payload for r in res]
     bad[1] = bad[1][:-4]
     with pytest.raises(IntegrityError, match="invalid coded data"):
@@ -445,15 +454,8 @@ def test_device_decoder_gives_the_same_tokens(tiny_lm):
 
 def test_host_decoder_from_table_indices_gives_the_same_tokens(tiny_lm):
     """A GPU's rows cross to the host as int16 exp-table indices (half the bytes): the same tokens
-    (run here with CPU tensors, the indices from the denoiser's torch path)."""
-    tokens = np.random.default_rng(5).integers(0, 50257, size=3 * L + 10)
-    groups = group_layout(chunk_layout(len(tokens), L), 2)
-    coder = Coder(tiny_lm, 4, "sine", seed=7)
-    res = codec.encode_all(coder, tokens, groups, 8)
-    coder.indices_to_host = True
-    out = np.zeros(len(tokens), dtype=np.int64)
-    codec.decode_all(coder, out, groups, [r.payload for r in res], [r.token_crcs for r in res], 8)
-    np.testing.assert_array_equal(out, tokens)
+    (the indices from the denoiser's torch path)."""
+    decoded_with(tiny_lm, 3 * L + 10, 5, indices_to_host=True)
 
 
 def test_frequency_rows_as_table_indices(tiny_lm):
