@@ -615,6 +615,83 @@ int rans_decode_u16(const uint16_t *restrict idx, const int32_t *restrict tab, i
     return rans_decode_rows(0, idx, tab, n, V, words, nwords, state, pos, sym, bsum);
 }
 
+/* Format 5 (mixing.py): a row's denoiser statistics and the symbol of a mixed quantized cdf.
+
+   mix_row_stats: per row r, T (sum), f_max, and its sums per block of 64 (bsum: n x ceil(V/64));
+   with sym, also C_s (sum below sym[r]) and f_s. Returns 0, or -1 for a symbol out of range. */
+int mix_row_stats(const float *restrict freq, i64 n, i64 V, const int32_t *restrict sym, int64_t *restrict tot,
+                  int64_t *restrict fmax, int64_t *restrict bsum, int64_t *restrict cs, int64_t *restrict fs) {
+    const i64 nb = (V + RANS_BLOCK - 1) / RANS_BLOCK;
+    for (i64 r = 0; r < n; r++) {
+        const float *restrict p = freq + r * V;
+        int64_t t = 0;
+        float mx = 0;
+        for (i64 b = 0; b < nb; b++) {
+            const i64 i0 = b * RANS_BLOCK, m = V - i0 < RANS_BLOCK ? V - i0 : RANS_BLOCK;
+            const int64_t s = (int64_t)sum_freqs(p + i0, m); /* exact: at most 64 values <= 2^24 */
+            for (i64 j = i0; j < i0 + m; j++) mx = p[j] > mx ? p[j] : mx;
+            if (bsum) bsum[r * nb + b] = s;
+            t += s;
+        }
+        tot[r] = t;
+        fmax[r] = (int64_t)mx;
+        if (sym) {
+            const i64 s = sym[r];
+            if (s < 0 || s >= V) return -1;
+            cs[r] = (int64_t)sum_freqs(p, s);
+            fs[r] = (int64_t)p[s];
+        }
+    }
+    return 0;
+}
+
+/* The largest s with Q(s) <= q, where
+       Q(i) = floor(C_i B0 / T) + floor(U_i Bu / Nu) + E(i) + i,   E(i) = sum of inc[k] over tok[k] < i
+   (C_i: sums of the row below i; U: the unigram's cumulative counts, ucum[0..V]; tok ascending).
+   out = {s, Q(s), Q(s+1) - Q(s), f_s}. bsum: the row's block sums (mix_row_stats). Returns 0, or -1
+   for a row without mass or q >= Q(V). */
+int mix_find(const float *restrict p, i64 V, int64_t T, int64_t B0, const int64_t *restrict bsum,
+             const int64_t *restrict ucum, int64_t Bu, int64_t Nu, const int64_t *restrict tok,
+             const int64_t *restrict inc, i64 m, int64_t q, int64_t *restrict out) {
+    if (T <= 0 || q < 0) return -1;
+    const i64 nb = (V + RANS_BLOCK - 1) / RANS_BLOCK;
+#define MIX_Q(C, i, E) ((int64_t)((u128)(C) * (uint64_t)B0 / (uint64_t)T) + \
+        (Bu ? (int64_t)((u128)ucum[i] * (uint64_t)Bu / (uint64_t)Nu) : 0) + (E) + (int64_t)(i))
+    int64_t C = 0, E = 0;
+    i64 k = 0, b = 0;
+    for (; b < nb; b++) { /* the last block boundary i1 <= V with Q(i1) <= q */
+        const i64 i1 = (b + 1) * RANS_BLOCK < V ? (b + 1) * RANS_BLOCK : V;
+        int64_t E1 = E;
+        i64 k1 = k;
+        while (k1 < m && tok[k1] < i1) E1 += inc[k1++];
+        const int64_t C1 = C + bsum[b];
+        if (MIX_Q(C1, i1, E1) > q) break;
+        C = C1, E = E1, k = k1;
+    }
+    if (b == nb) return -1;
+    i64 s = b * RANS_BLOCK;
+    const i64 end = (b + 1) * RANS_BLOCK < V ? (b + 1) * RANS_BLOCK : V;
+    /* Q(s) <= q here; step while Q(s + 1) <= q */
+    while (k < m && tok[k] < s) E += inc[k++];
+    for (;;) {
+        const i64 i = s + 1;
+        if (i >= end) break;
+        int64_t Ei = E;
+        i64 ki = k;
+        while (ki < m && tok[ki] < i) Ei += inc[ki++];
+        const int64_t Ci = C + (int64_t)p[s];
+        if (MIX_Q(Ci, i, Ei) > q) break;
+        s = i, C = Ci, E = Ei, k = ki;
+    }
+    int64_t E1 = E;
+    i64 k1 = k;
+    while (k1 < m && tok[k1] < s + 1) E1 += inc[k1++];
+    const int64_t lo = MIX_Q(C, s, E), hi = MIX_Q(C + (int64_t)p[s], s + 1, E1);
+#undef MIX_Q
+    out[0] = s, out[1] = lo, out[2] = hi - lo, out[3] = (int64_t)p[s];
+    return 0;
+}
+
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512F__)
 
 /* Keys of one head packed for att_scores_digits: k8 (L, D) int8 -> kpack[L/16][D/4][16 keys][4 bytes]

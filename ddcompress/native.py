@@ -54,6 +54,8 @@ SIGNATURES = {
     "embed_q16": (_P, _I, _P, _P, _I, _P),
     "rans_symbols_f32": (_P, _I, _I, _P, _P, _P, _P, _P),  # format 4's entropy coder (rans.py)
     "rans_encode": (_P, _P, _I, _P, _I),
+    "mix_row_stats": (_P, _I, _I, _P, _P, _P, _P, _P, _P),  # format 5's mixed rows (mixing.py)
+    "mix_find": (_P, _I, _I, _I, _P, _P, _I, _I, _P, _P, _I, _I, _P),
     "rans_decode_f32": (_P, _I, _I, _P, _I, _P, _P, _P, _P),
     "rans_decode_u16": (_P, _P, _I, _I, _P, _I, _P, _P, _P, _P),
     "weighted_values": (_P, _I, _I, _I, _P, _P, _I),
@@ -72,7 +74,7 @@ SIGNATURES = {
     "attention_head_qkv_amx": (_P, _I, _P, _I, _I, _I, _P, _P, _P, _I, _I, _P, _P, _F, _F, _P, _I32, _I32, _I32, _I, _P,
                                _I, _P),
 }
-RESTYPES = {"rans_symbols_f32": ctypes.c_int, "rans_encode": ctypes.c_int64, "rans_decode_f32": ctypes.c_int, "rans_decode_u16": ctypes.c_int,
+RESTYPES = {"rans_symbols_f32": ctypes.c_int, "mix_row_stats": ctypes.c_int, "mix_find": ctypes.c_int, "rans_encode": ctypes.c_int64, "rans_decode_f32": ctypes.c_int, "rans_decode_u16": ctypes.c_int,
             "amx_enable": ctypes.c_int, "amx_gemm": ctypes.c_int, "amx_gemm_scaled": ctypes.c_int,
             "amx_gemm_add_fixed": ctypes.c_int, "attention_head_workspace": ctypes.c_int64,
             "attention_head_amx": ctypes.c_int, "attention_head_qkv_workspace": ctypes.c_int64,

@@ -376,6 +376,46 @@ class Decoder:
         self._x = x
         return s
 
+    # -- one symbol at a time, by its interval (format 5: the caller finds the symbol, mixing.find) --
+    def _get_x(self) -> int:
+        if self.lib is None:
+            x = self._x
+        else:
+            x = int(self.state[0]) if self.pos[0] else None
+        if x is None:
+            w = self.words
+            if len(w) < 2:
+                raise CorruptStream("the coded data ran out")
+            x, self.pos[0] = int(w[0]) | int(w[1]) << 32, 2
+            if not L <= x < 1 << 63:
+                raise CorruptStream("invalid initial state")
+            self._set_x(x)
+        return x
+
+    def _set_x(self, x: int) -> None:
+        if self.lib is None:
+            self._x = x
+        else:
+            self.state[0] = x
+
+    def quantile(self) -> int:
+        """q = x mod 2^24 of the next symbol: its interval [start, start + width) holds q."""
+        return self._get_x() & (M - 1)
+
+    def advance(self, start: int, width: int) -> None:
+        """Consume the next symbol, whose interval is (start, width) and holds `quantile()`."""
+        x = self._get_x()
+        q = x & (M - 1)
+        if not (width >= 1 and start <= q < start + width):
+            raise CorruptStream("an interval that does not hold the quantile")
+        x = width * (x >> PRECISION) + q - start
+        if x < L:
+            if self.pos[0] >= len(self.words):
+                raise CorruptStream("the coded data ran out")
+            x = x << 32 | int(self.words[self.pos[0]])
+            self.pos[0] += 1
+        self._set_x(x)
+
     def finished(self) -> bool:
         """True when the stream ended where its encoder started: state L, every word read."""
         x = self._x if self.lib is None else (int(self.state[0]) if self.pos[0] else None)

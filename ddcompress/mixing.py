@@ -1,0 +1,334 @@
+"""File-adaptive context mixing (format 5, mixer "cm1"): the denoiser's frequencies mixed with count
+models that learn the file as it is coded.
+
+mu_theta knows English, not this file. A decoder knows more than the denoiser uses: every token of
+the file revealed so far (earlier groups whole, the current group's earlier steps). Count models
+built from those tokens predict the next ones; a linear mixture in the probability domain, with
+weights learned online from the code length, decides how far to trust each. Encoder and decoder
+rebuild the same state, so nothing of it is stored in the file.
+
+Everything here is integer arithmetic on Python ints, defined in docs/FORMAT.md ("Context mixing"):
+no float decides a frequency, so files stay portable like the denoiser's own integers.
+
+The pieces, for a position p about to be coded (the MD4 view: p is masked, some neighbours are
+revealed, in any order):
+  * count models: for each context shape (offsets relative to p, from both sides: an any-order coder
+    sees right neighbours too), a table from the revealed context tokens to the counts of the token
+    that followed them, kept to the `SLOT` most frequent tokens; an instance (context + target) is
+    counted once, at the step where its last position is revealed;
+  * a unigram model of every revealed token (dense: one cumulative row per step, shared by the rows);
+  * a match model: the token after the longest earlier occurrence of p's revealed left context;
+  * the mixer: one weight per (model, evidence bucket, denoiser-confidence bucket); a row's weights
+    split the 2^24 - V quantization budget, every token keeping its floor of 1 (rans.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+NAME = "cm1"  # the mixer's id in the header (FORMAT.md): a new rule gets a new id
+PRECISION = 24
+M = 1 << PRECISION
+
+# context shapes: offsets of the context positions relative to the coded position p
+SHAPES: tuple[tuple[int, ...], ...] = (
+    (-1,), (-2, -1), (-3, -2, -1), (-4, -3, -2, -1),
+    (1,), (1, 2), (1, 2, 3),
+    (-1, 1), (-2, -1, 1), (-1, 1, 2), (-2, -1, 1, 2),
+)
+SLOT = 8  # tokens kept per context (the most frequent; see _add)
+COUNT_HALVE = 1 << 10  # a context's counts are halved when one reaches this (recent text weighs more)
+MAX_CONTEXTS = 1 << 20  # per shape: beyond this the oldest half of its contexts is dropped
+MATCH_MIN = 3  # match model: left context of at least this many tokens
+MATCH_ORDER = 6  # hashed left context length indexing the last occurrence
+N_BUCKETS = 8  # evidence buckets of a count model (bit length of its total, capped)
+D_BUCKETS = 12  # denoiser-confidence buckets (bit length of T // f_max, capped)
+W_ONE = 1 << 16  # weight unit
+W_INIT = W_ONE >> 8  # a count model starts with 1/256 of the denoiser's weight
+W_MIN, W_MAX = 1, 1 << 30
+R_MAX = 1 << 22  # a responsibility ratio p_j / P is capped at 64 (fixed point 2^16)
+LR_SHIFT = 4  # learning rate 1/16
+
+
+def _bucket(n: int, cap: int) -> int:
+    return min(n.bit_length(), cap) - 1 if n > 0 else 0
+
+
+class Row:
+    """One coded position's mixture: the denoiser's budget B0, the unigram's Bu, and the sparse count
+    models as sorted tokens with their increments of the quantized cdf (see `Mixer.predict`)."""
+
+    __slots__ = ("B0", "Bu", "toks", "incs", "cells", "dists", "db")
+
+    def cdf_extra(self, s: int, ucum: np.ndarray, Nu: int) -> int:
+        """The cdf's terms beyond the denoiser's at symbol s: floor(U_s Bu / Nu) + sum of increments of
+        tokens below s."""
+        e = int(ucum[s]) * self.Bu // Nu if self.Bu else 0
+        for t, inc in zip(self.toks, self.incs):
+            if t >= s:
+                break
+            e += inc
+        return e
+
+    def interval(self, s: int, C: int, F: int, T: int, ucum: np.ndarray, Nu: int) -> tuple[int, int]:
+        """(start, width) of symbol s, given the denoiser row's C_s, f_s and T (the definition)."""
+        lo = C * self.B0 // T + self.cdf_extra(s, ucum, Nu) + s
+        hi = (C + F) * self.B0 // T + self.cdf_extra(s + 1, ucum, Nu) + s + 1
+        return lo, hi - lo
+
+
+class Mixer:
+    """The adaptive state of one file: its tokens as revealed, count tables, unigram, match index and
+    mixer weights. `predict` a step's rows, `learn` each coded token, `reveal` the step's tokens."""
+
+    def __init__(self, n_tokens: int, vocab: int):
+        self.V = vocab
+        self.tok = np.zeros(n_tokens, dtype=np.int64)
+        self.known = np.zeros(n_tokens, dtype=bool)
+        self.tables: list[dict] = [dict() for _ in SHAPES]
+        self.uni = np.zeros(vocab, dtype=np.int64)
+        self.ucum = np.zeros(vocab + 1, dtype=np.int64)
+        self.Nu = 0
+        self.match: dict = {}  # hash of MATCH_ORDER revealed tokens -> the position after their last occurrence
+        nm = len(SHAPES) + 2  # count shapes, unigram, match
+        self.w = [[[W_INIT] * D_BUCKETS for _ in range(N_BUCKETS * 2)] for _ in range(nm)]
+        self.w0 = [W_ONE] * D_BUCKETS
+
+    # -- prediction ----------------------------------------------------------------------------
+    def predict(self, p: int, T: int, fmax: int) -> Row:
+        """The mixture for position p, given its denoiser row's total T and largest frequency."""
+        tok, known, n = self.tok, self.known, len(self.tok)
+        db = _bucket(T // fmax, D_BUCKETS) if fmax else D_BUCKETS - 1
+        dists = []  # (model, cell, {token: count}, total)
+        for k, shape in enumerate(SHAPES):
+            ok = True
+            for o in shape:
+                q = p + o
+                if q < 0 or q >= n or not known[q]:
+                    ok = False
+                    break
+            if not ok:
+                continue
+            slot = self.tables[k].get(tuple(int(tok[p + o]) for o in shape))
+            if slot:
+                N = sum(slot.values())
+                dists.append((k, _bucket(N, N_BUCKETS) + N_BUCKETS * (len(slot) == 1), slot, N))
+        m = self._match(p)
+        if m is not None:
+            length, nxt = m
+            dists.append((len(SHAPES) + 1, min(length - MATCH_MIN, 2 * N_BUCKETS - 1), {nxt: 1}, 1))
+        row = Row()
+        row.db = db
+        ws = [self.w[k][c][db] for k, c, _, _ in dists]
+        wu = self.w[len(SHAPES)][_bucket(self.Nu, N_BUCKETS)][db] if self.Nu else 0
+        w0 = self.w0[db]
+        S = w0 + wu + sum(ws)
+        R = M - self.V
+        incs: dict[int, int] = {}
+        used = 0
+        for (k, c, slot, N), w in zip(dists, ws):
+            B = R * w // S
+            used += B
+            cum = 0
+            for t in sorted(slot):
+                c_t = slot[t]
+                inc = (cum + c_t) * B // N - cum * B // N
+                cum += c_t
+                if inc:
+                    incs[t] = incs.get(t, 0) + inc
+        row.Bu = R * wu // S
+        row.B0 = R - used - row.Bu
+        row.toks = sorted(incs)
+        row.incs = [incs[t] for t in row.toks]
+        row.cells = [(k, c) for k, c, _, _ in dists]
+        row.dists = [(slot, N) for _, _, slot, N in dists]
+        return row
+
+    def _match(self, p: int):
+        """(length, predicted token) of the longest earlier occurrence of p's revealed left context
+        (at least MATCH_MIN tokens), found through the hash of its last MATCH_ORDER tokens."""
+        if p < MATCH_ORDER or not self.known[p - MATCH_ORDER : p].all():
+            return None
+        q = self.match.get(self._hash(p))
+        if q is None or q == p or not self.known[q]:
+            return None
+        length = 0
+        while length < 32 and p - length - 1 >= 0 and q - length - 1 >= 0 and self.known[p - length - 1] \
+                and self.known[q - length - 1] and self.tok[p - length - 1] == self.tok[q - length - 1]:
+            length += 1
+        if length < MATCH_MIN:
+            return None
+        return length, int(self.tok[q])
+
+    def _hash(self, p: int) -> tuple:
+        return tuple(self.tok[p - MATCH_ORDER : p].tolist())
+
+    # -- learning ------------------------------------------------------------------------------
+    def learn(self, row: Row, s: int, F: int, T: int) -> None:
+        """After coding symbol s (denoiser frequency F of total T): move each used weight by the ratio
+        of its model's probability of s to the mixture's (fixed point, integers)."""
+        db = row.db
+        ps = [(F << 32) // T]
+        for slot, N in row.dists:
+            ps.append((slot.get(s, 0) << 32) // N)
+        uni = self.Nu > 0
+        if uni:
+            ps.append((int(self.uni[s]) << 32) // self.Nu)
+        ws = [self.w0[db]] + [self.w[k][c][db] for k, c in row.cells]
+        if uni:
+            ub = _bucket(self.Nu, N_BUCKETS)
+            ws.append(self.w[len(SHAPES)][ub][db])
+        S = sum(ws)
+        P = sum(w * pj for w, pj in zip(ws, ps)) // S
+        if P <= 0:
+            P = 1
+        new = []
+        for w, pj in zip(ws, ps):
+            r = min((pj << 16) // P, R_MAX)
+            w += (w * (r - W_ONE)) >> (16 + LR_SHIFT)
+            new.append(min(max(w, W_MIN), W_MAX))
+        self.w0[db] = new[0]
+        for (k, c), w in zip(row.cells, new[1:]):
+            self.w[k][c][db] = w
+        if uni:
+            self.w[len(SHAPES)][ub][db] = new[-1]
+
+    # -- revealing -----------------------------------------------------------------------------
+    def reveal(self, positions: np.ndarray, values: np.ndarray) -> None:
+        """A step's (or a known context's) tokens become known: count every instance that they
+        complete, in a defined order (shapes in order, targets ascending)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if not len(positions):
+            return
+        self.tok[positions] = values
+        self.known[positions] = True
+        tok, known, n = self.tok, self.known, len(self.tok)
+        np.add.at(self.uni, np.asarray(values, dtype=np.int64), 1)
+        self.Nu += len(positions)
+        self.ucum[1:] = np.cumsum(self.uni)
+        pos = sorted(set(positions.tolist()))
+        for k, shape in enumerate(SHAPES):
+            targets = set()
+            for q in pos:
+                targets.add(q)
+                for o in shape:
+                    targets.add(q - o)
+            table = self.tables[k]
+            for t in sorted(targets):
+                if t < 0 or t >= n or not known[t]:
+                    continue
+                ok = True
+                for o in shape:
+                    q = t + o
+                    if q < 0 or q >= n or not known[q]:
+                        ok = False
+                        break
+                if ok:
+                    _add(table, tuple(int(tok[t + o]) for o in shape), int(tok[t]))
+            if len(table) > MAX_CONTEXTS:
+                for key in list(table)[: len(table) - MAX_CONTEXTS // 2]:
+                    del table[key]
+        # match index: positions whose MATCH_ORDER-token left context just became known
+        targets = set()
+        for q in pos:
+            for d in range(0, MATCH_ORDER + 1):
+                targets.add(q + d)
+        for t in sorted(targets):
+            if MATCH_ORDER <= t < n and known[t] and known[t - MATCH_ORDER : t].all():
+                self.match[self._hash(t)] = t
+        if len(self.match) > MAX_CONTEXTS:
+            for key in list(self.match)[: len(self.match) - MAX_CONTEXTS // 2]:
+                del self.match[key]
+
+
+def _add(table: dict, key: tuple, t: int) -> None:
+    """Count token t after context key: a slot keeps at most SLOT tokens; a new token replaces the
+    least counted one (the first of them in slot order) and starts at 1; when a count reaches
+    COUNT_HALVE, every count of the slot is halved (floor) and zeros leave."""
+    slot = table.get(key)
+    if slot is None:
+        table[key] = {t: 1}
+        return
+    c = slot.get(t)
+    if c is None:
+        if len(slot) >= SLOT:
+            low = min(slot.values())
+            for u, cu in slot.items():
+                if cu == low:
+                    del slot[u]
+                    break
+        slot[t] = 1
+        return
+    slot[t] = c + 1
+    if c + 1 >= COUNT_HALVE:
+        for u in list(slot):
+            slot[u] >>= 1
+            if not slot[u]:
+                del slot[u]
+
+
+# -- the denoiser rows' side: C kernels (kernels.c mix_*) with numpy definitions as fallback ------------
+BLOCK = 64  # kernels.c RANS_BLOCK
+
+
+def _lib():
+    from . import rans
+
+    return rans._lib()
+
+
+def row_stats(freq: np.ndarray, sym: np.ndarray | None = None):
+    """Per row of integer frequencies (float32, n x V): T, f_max, block sums (n x ceil(V/64)) and, with
+    the symbols, C_s and f_s; all int64 and exact."""
+    freq = np.ascontiguousarray(freq, dtype=np.float32)
+    n, V = freq.shape
+    nb = -(-V // BLOCK)
+    lib = _lib()
+    if lib is not None:
+        tot, fmax = np.empty(n, np.int64), np.empty(n, np.int64)
+        bsum = np.empty((n, nb), np.int64)
+        cs, fs = np.empty(n, np.int64), np.empty(n, np.int64)
+        s32 = None if sym is None else np.ascontiguousarray(sym, dtype=np.int32)
+        if lib.mix_row_stats(freq.ctypes.data, n, V, None if s32 is None else s32.ctypes.data, tot.ctypes.data,
+                             fmax.ctypes.data, bsum.ctypes.data, cs.ctypes.data, fs.ctypes.data):
+            raise ValueError("a symbol out of range")
+        return tot, fmax, bsum, (cs, fs) if sym is not None else None
+    f = freq.astype(np.int64)
+    pad = np.zeros((n, nb * BLOCK), np.int64)
+    pad[:, :V] = f
+    bsum = pad.reshape(n, nb, BLOCK).sum(2)
+    extra = None
+    if sym is not None:
+        sym = np.asarray(sym, dtype=np.int64)
+        if ((sym < 0) | (sym >= V)).any():
+            raise ValueError("a symbol out of range")
+        cs = np.array([int(f[r, : sym[r]].sum()) for r in range(n)], dtype=np.int64)
+        extra = (cs, f[np.arange(n), sym])
+    return f.sum(1), f.max(1), bsum, extra
+
+
+def find(freq_row: np.ndarray, T: int, bsum_row: np.ndarray, row: Row, ucum: np.ndarray, Nu: int,
+         q: int) -> tuple[int, int, int, int]:
+    """(s, start, width, f_s) of the symbol whose mixed interval holds q (the decoder's search)."""
+    V = len(freq_row)
+    toks = np.asarray(row.toks, dtype=np.int64)
+    incs = np.asarray(row.incs, dtype=np.int64)
+    lib = _lib()
+    if lib is not None:
+        out = np.empty(4, np.int64)
+        if lib.mix_find(freq_row.ctypes.data, V, int(T), int(row.B0), bsum_row.ctypes.data, ucum.ctypes.data,
+                        int(row.Bu), int(Nu), toks.ctypes.data, incs.ctypes.data, len(toks), int(q), out.ctypes.data):
+            raise ValueError("no symbol for this quantile (corrupt data)")
+        return int(out[0]), int(out[1]), int(out[2]), int(out[3])
+    if T <= 0 or not 0 <= q < M:
+        raise ValueError("no symbol for this quantile (corrupt data)")
+    f = freq_row.astype(np.int64)
+    C = np.concatenate([[0], np.cumsum(f)])
+    E = np.zeros(V + 1, dtype=np.int64)
+    if len(toks):
+        np.add.at(E, toks + 1, incs)
+        E = np.cumsum(E)
+    U = (ucum * row.Bu // Nu) if row.Bu else 0
+    Q = [int(C[i]) * row.B0 // T for i in range(V + 1)]  # exact ints (no int64 overflow)
+    Q = np.array(Q, dtype=np.int64) + U + E + np.arange(V + 1)
+    s = int(np.searchsorted(Q, q, side="right")) - 1
+    return s, int(Q[s]), int(Q[s + 1] - Q[s]), int(f[s])
