@@ -33,7 +33,7 @@ from . import prng, rans
 from .container import FORMAT_VERSION
 from .errors import IntegrityError
 from .checkpoint import LoadedModel
-from .layout import Chunk
+from .layout import Chunk, Layout
 from .schedule import reveal_counts
 
 ROW_BLOCK = 512  # rows of the output head computed (and coded) at once: bounds memory at V = 50257
@@ -363,39 +363,73 @@ def _pieces(bounds: np.ndarray, r0: int, r1: int) -> Iterator[tuple[int, int, in
         r, k = end, k + 1
 
 
-def batches(groups: list[list[Chunk]], batch_chunks: int, encoding: bool = False) -> list[list[int]]:
+def _shape(groups, i: int, encoding: bool) -> tuple[tuple[int, ...], int]:
+    """(shape, chunks) of group i, from a `Layout` in O(1) or from a list of chunk lists."""
+    if isinstance(groups, Layout):
+        (width, known), n = groups.shape(i), groups.chunks_in(i)
+    else:
+        g = groups[i]
+        (width, known), n = (g[0].width, g[0].known), len(g)
+    return ((width,) if encoding else (width, known)), n
+
+
+def iter_batches(groups: Layout | list[list[Chunk]], batch_chunks: int, encoding: bool = False) -> Iterator[list[int]]:
+    """`batches`, one batch at a time: nothing is held per group or per chunk beyond the batch."""
+    cur: list[int] = []
+    shape = size = None
+    for i in range(len(groups)):
+        sh, n = _shape(groups, i, encoding)
+        if cur and sh == shape and size + n <= batch_chunks:
+            cur.append(i)
+            size += n
+        else:
+            if cur:
+                yield cur
+            cur, shape, size = [i], sh, n
+    if cur:
+        yield cur
+
+
+def batches(groups: Layout | list[list[Chunk]], batch_chunks: int, encoding: bool = False) -> list[list[int]]:
     """Indices of the groups that go through the walk together: consecutive groups of one shape (width
     and known tokens of their chunks: all full groups, or a tail on its own), up to `batch_chunks`
     chunks (at least one group). In order, so a tail comes after the full chunks that hold its context.
     An encoder knows the tail's context from the start: with `encoding`, groups of one width go
     together, the tail with the full chunks (a walk of its own costs the tail as many forward passes,
     each over a whole window, as a full chunk). The files are the same either way."""
-    out: list[list[int]] = []
-    shape = size = None
-    for i, g in enumerate(groups):
-        sh = (g[0].width,) if encoding else (g[0].width, g[0].known)
-        if out and sh == shape and size + len(g) <= batch_chunks:
-            out[-1].append(i)
-            size += len(g)
-        else:
-            out.append([i])
-            shape, size = sh, len(g)
-    return out
+    return list(iter_batches(groups, batch_chunks, encoding))
 
 
-def encode_all(coder: Coder, tokens: np.ndarray, groups: list[list[Chunk]], batch_chunks: int,
+def encode_all(coder: Coder, tokens: np.ndarray, groups: Layout | list[list[Chunk]], batch_chunks: int,
                progress: Callable[[int], None] | None = None) -> list[GroupResult]:
-    """Every group of a file, `batch_chunks` chunks per forward pass at most."""
+    """Every group of a file, `batch_chunks` chunks per forward pass at most (a batch's chunks are built
+    when it runs: `groups` may be a `Layout`)."""
     results: list[GroupResult] = []
     for idx in batches(groups, batch_chunks, encoding=True):
         results += coder.encode_groups(tokens, [groups[i] for i in idx], progress)
     return results
 
 
-def decode_all(coder: Coder, tokens: np.ndarray, groups: list[list[Chunk]], payloads: list[bytes],
-               crcs: list[list[int]], batch_chunks: int, progress: Callable[[int], None] | None = None) -> None:
-    for idx in batches(groups, batch_chunks):
-        coder.decode_groups(tokens, [groups[i] for i in idx], [payloads[i] for i in idx], [crcs[i] for i in idx], progress)
+def decode_all(coder: Coder, tokens: np.ndarray | None, groups: Layout | list[list[Chunk]], payloads: list[bytes],
+               crcs: list[list[int]], batch_chunks: int, progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Decode every group, batch by batch (a batch's chunks are built when it runs: `groups` may be a
+    `Layout`). tokens: the array to decode into, in place; or None: an array that grows as the batches
+    decode, so that its size follows the data decoded so far (at most twice that, or one batch's
+    windows more), never a header's claim. Returns the tokens."""
+    total = groups.n_tokens if isinstance(groups, Layout) else None
+    for idx in batches(groups, batch_chunks):  # (indices of groups: the table holds each group's entry)
+        batch = [groups[i] for i in idx]
+        if tokens is None or (total is not None and len(tokens) < total):
+            end = max(c.start + c.width for g in batch for c in g)
+            have = 0 if tokens is None else len(tokens)
+            if end > have:
+                size = max(end, min(2 * have, total if total is not None else end))
+                grown = np.zeros(size, dtype=np.int64)
+                if have:
+                    grown[:have] = tokens
+                tokens = grown
+        coder.decode_groups(tokens, batch, [payloads[i] for i in idx], [crcs[i] for i in idx], progress)
+    return np.zeros(0, dtype=np.int64) if tokens is None else tokens
 
 
 @torch.inference_mode()

@@ -23,7 +23,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from .errors import FormatError, IntegrityError
-from .layout import layout_counts
+from .layout import MAX_GROUP_SIZE, layout_counts
 from .plan import steps_for
 
 MAGIC = b"\x89DDC"
@@ -35,7 +35,8 @@ METHODS = {"store": 0, "xz": 1, "mdm": 2}
 NUMERICS = {"int8-exact-1": 1}
 GRIDS = {"sine": 0, "uniform": 1}
 TRANSFORMS = {None: 0, "crlf": 1}
-LIMITS = {"seq_len": 1 << 20, "group_size": 1 << 20, "tokens": 1 << 40}  # inclusive upper bounds
+# inclusive upper bounds; group_size: a decoder holds a whole group in one batch (layout.MAX_GROUP_SIZE)
+LIMITS = {"seq_len": 1 << 20, "group_size": MAX_GROUP_SIZE, "tokens": 1 << 40}
 MAX_ORIGINAL = 1 << 48  # original_bytes < 2^48
 COMMON = ("method", "original_bytes", "original_crc32")
 MDM = ("numerics", "model_id", "tokenizer_id", "seq_len", "steps", "grid", "level", "transform", "seed",
@@ -298,6 +299,9 @@ def _check(h: dict) -> tuple[int, int]:
     if h["transform"] not in TRANSFORMS:
         raise _Bad(f"unknown transform {h['transform']!r}")
     _int(h, "seed", 0, (1 << 64) - 1)
+    gs = h["group_size"]
+    if isinstance(gs, int) and gs > LIMITS["group_size"]:  # (a decoder would hold them all in one batch)
+        raise _Bad(f"group_size {gs} is over the limit of {LIMITS['group_size']} chunks per group")
     gs = _int(h, "group_size", 1, LIMITS["group_size"])
     n = _int(h, "tokens", 1, LIMITS["tokens"])
     if n > h["original_bytes"]:

@@ -1,10 +1,19 @@
 """How a file's tokens are cut into chunks (one model window each) and groups (one rANS stream
 each). Pure integer bookkeeping, no torch: the container parser uses `layout_counts` to check a header
-against its tables before any model work, and every function here is linear in the number of chunks.
+against its tables before any model work. `Layout` gives any group's chunks in O(group size) from the
+counts alone, so a decoder never builds a list of every chunk from a header's claim (issue 22: a 17 KB
+file claiming 2^40 tokens); `chunk_layout` and `group_layout` build the whole lists (linear in the
+number of chunks) for encoders and tests that have the tokens in hand.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+# Chunks per group at most, for readers and writers alike (docs/FORMAT.md): a group is one rANS stream
+# whose chunks are decoded together, step by step, so a decoder holds a whole group in one forward pass
+# (about 23 MB per chunk of ddc-small's 1024 tokens on a CPU: 256 chunks are ~6 GB). 256 is the CUDA
+# batch and 4x the CUDA default group size (8 on a CPU).
+MAX_GROUP_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -46,3 +55,67 @@ def layout_counts(n_tokens: int, L: int, group_size: int) -> tuple[int, int]:
     full = n_tokens // L if n_tokens >= L else 1
     tail = 1 if n_tokens >= L and n_tokens % L else 0
     return full + tail, -(-full // group_size) + tail
+
+
+class Layout:
+    """The chunks and groups of n tokens at chunk length L, generated on demand: `group(k)` builds group
+    k's chunks (O(group size)), nothing is stored per chunk. Groups are indexed 0 .. n_groups - 1 in
+    coding order (full groups, then the tail); `group(k) == group_layout(chunk_layout(n, L), gs)[k]`."""
+
+    def __init__(self, n_tokens: int, L: int, group_size: int):
+        if n_tokens < 0 or L < 1 or group_size < 1:
+            raise ValueError(f"no layout for {n_tokens} tokens, chunk length {L}, group size {group_size}")
+        self.n_tokens, self.L, self.group_size = n_tokens, L, group_size
+        self.n_chunks, self.n_groups = layout_counts(n_tokens, L, group_size)
+        self.n_full = 0 if n_tokens == 0 else (n_tokens // L if n_tokens >= L else 1)  # chunks with nothing known
+        self.n_full_groups = -(-self.n_full // group_size)
+
+    def __len__(self) -> int:
+        return self.n_groups
+
+    def __getitem__(self, k: int) -> list[Chunk]:
+        return self.group(k)
+
+    def __iter__(self):
+        return (self.group(k) for k in range(self.n_groups))
+
+    def _check(self, k: int) -> None:
+        if not 0 <= k < self.n_groups:
+            raise IndexError(f"group {k} of {self.n_groups}")
+
+    def first_chunk(self, k: int) -> int:
+        """Global index of group k's first chunk."""
+        self._check(k)
+        return min(k * self.group_size, self.n_full)
+
+    def chunks_in(self, k: int) -> int:
+        """Number of chunks of group k, in O(1)."""
+        self._check(k)
+        if k >= self.n_full_groups:
+            return 1  # the tail
+        return min(self.group_size, self.n_full - k * self.group_size)
+
+    def coded_in(self, k: int) -> int:
+        """Tokens that group k codes (its chunks' widths less their known context), in O(1)."""
+        self._check(k)
+        if k >= self.n_full_groups:
+            return self.n_tokens % self.L
+        return self.chunks_in(k) * min(self.L, self.n_tokens)
+
+    def shape(self, k: int) -> tuple[int, int]:
+        """(width, known tokens) of group k's chunks (one shape per group), in O(1)."""
+        self._check(k)
+        if k >= self.n_full_groups:
+            return self.L, self.L - self.n_tokens % self.L
+        return min(self.L, self.n_tokens), 0
+
+    def group(self, k: int) -> list[Chunk]:
+        """Group k's chunks."""
+        self._check(k)
+        if k >= self.n_full_groups:  # the tail chunk: the last L tokens, only its last r coded
+            r = self.n_tokens % self.L
+            return [Chunk(self.n_full, self.n_tokens - self.L, self.L, self.L - r)]
+        if self.n_tokens < self.L:
+            return [Chunk(0, 0, self.n_tokens, 0)]
+        first = k * self.group_size
+        return [Chunk(i, i * self.L, self.L, 0) for i in range(first, first + self.chunks_in(k))]

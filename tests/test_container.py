@@ -17,7 +17,7 @@ import pytest
 from ddcompress import prng
 from ddcompress.container import FORMAT_VERSION, MAGIC, NUMERICS, Container, is_ddc, parse, parse_frames
 from ddcompress.errors import FormatError, IntegrityError
-from ddcompress.layout import layout_counts
+from ddcompress.layout import MAX_GROUP_SIZE, layout_counts
 from ddcompress.schedule import reveal_counts, time_grid
 
 MDM = {"method": "mdm", "original_bytes": 300, "original_crc32": 0x12345678, "numerics": "int8-exact-1",
@@ -138,13 +138,13 @@ def test_roundtrip_all_methods():
             assert got.header == want.header | {"format_version": 4}
             assert got.group_sizes == want.group_sizes and got.payloads == want.payloads and got.token_crcs == []
     odd = MDM | {"level": None, "transform": "crlf", "grid": "uniform", "seed": 2**64 - 1, "seq_len": 2**20,
-                 "steps": 2**20, "group_size": 2**20, "tokens": 2**40, "original_bytes": 2**48 - 1,
+                 "steps": 2**20, "group_size": MAX_GROUP_SIZE, "tokens": 2**40, "original_bytes": 2**48 - 1,
                  "original_crc32": 2**32 - 1, "ideal_bits": 0.1}
-    chunks, groups = layout_counts(2**40, 2**20, 2**20)
-    assert (chunks, groups) == (2**20, 1)
-    c = parse(Container(odd, [3], [7] * groups, [b"xyz"]).to_bytes())
+    chunks, groups = layout_counts(2**40, 2**20, MAX_GROUP_SIZE)
+    assert (chunks, groups) == (2**20, 2**20 // MAX_GROUP_SIZE)
+    c = parse(Container(odd, [3] * groups, [7] * groups, [b"xyz"] * groups).to_bytes())
     assert c.header == odd | {"format_version": 4, "chunks": chunks, "ideal_bits": float(np.float32(0.1))}
-    assert c.token_crcs == [7] and c.payloads == [b"xyz"]  # a million chunks, one group: one token CRC
+    assert c.token_crcs == [7] * groups and c.payloads == [b"xyz"] * groups  # a million chunks: a token CRC a group
     assert parse(Container(MDM | {"ideal_bits": np.float32(2.5)}, [4, 2], [1, 3], [b"abcd", b"xy"]).to_bytes()).header["ideal_bits"] == 2.5
 
 
@@ -250,6 +250,9 @@ CRAFTED = {  # frames with a valid CRC whose header is nonsense -> (FormatError 
     "steps 0": (frame(mdm_body(steps=0)), r"^corrupt ddc file: steps 0 out of range 1\.\.8$"),
     "steps > seq_len": (frame(mdm_body(steps=9)), r"^corrupt ddc file: steps 9 out of range 1\.\.8$"),
     "group_size 0": (frame(mdm_body(b"", group_size=0)), r"^corrupt ddc file: group_size 0 out of range"),
+    "group_size 257": (frame(mdm_body(b"", group_size=MAX_GROUP_SIZE + 1)),
+                       r"^corrupt ddc file: group_size 257 is over the limit of 256 chunks per group$"),
+    "group_size 2^20": (frame(mdm_body(b"", group_size=2**20)), r"^corrupt ddc file: group_size 1048576 is over the limit"),
     "original_bytes 2^48": (frame(mdm_body(original_bytes=2**48)), r"^corrupt ddc file: original_bytes \d+ out of range"),
     "level 10": (frame(mdm_body(level=10)), r"^corrupt ddc file: level 10 out of range 1\.\.9$"),
     "ideal_bits nan": (frame(mdm_body(ideal_bits=float("nan"))), r"^corrupt ddc file: ideal_bits nan is not"),
@@ -289,6 +292,12 @@ def test_crafted_headers(name):
         parse(blob)
     assert type(err.value) is FormatError and "\n" not in str(err.value)
     assert time.perf_counter() - t < 1.0
+
+
+def test_writer_refuses_group_size_over_the_limit():
+    """The cap on chunks per group holds for writers too (docs/FORMAT.md): no ddc writes what it refuses."""
+    with pytest.raises(ValueError, match="group_size 257 is over the limit of 256"):
+        Container(dict(MDM, group_size=MAX_GROUP_SIZE + 1), [0], [0], [b""]).to_bytes()
 
 
 def test_crafted_builder_matches_writer():

@@ -155,6 +155,35 @@ def write_frames(frames: list[Frame]) -> bytes:
     return b"".join(f.to_bytes() for f in frames)
 
 
+EMPTY_STREAM = bytes.fromhex("0000008000000000")  # a format-4 rANS stream of no symbols (x = L)
+
+
+def craft_mdm(model_id: str, tokenizer_id: str, seq_len: int, group_size: int, tokens: int, steps: int = 2,
+              payload=lambda k: EMPTY_STREAM, version: int = 4) -> bytes:
+    """An mdm frame made from scratch whose every header check passes (valid CRCs, consistent fields, the
+    table the layout implies) but whose payloads (`payload(k)` for group k) are whatever the attack
+    wants: the chunk-count and group-size attacks of issue 22."""
+    chunks, groups = layout(tokens, seq_len, group_size)
+    fields = [Field("method", "u8", MDM), Field("original_bytes", "varint", tokens), Field("original_crc32", "u32", 0),
+              Field("numerics", "u8", 1), Field("model_id", "bytes", bytes.fromhex(model_id)),
+              Field("tokenizer_id", "bytes", bytes.fromhex(tokenizer_id)), Field("seq_len", "varint", seq_len),
+              Field("steps", "varint", steps), Field("grid", "u8", 0), Field("level", "u8", 0), Field("transform", "u8", 0),
+              Field("seed", "varint", 0), Field("group_size", "varint", group_size), Field("tokens", "varint", tokens),
+              Field("ideal_bits", "f32", 0.0)]
+    payloads = [payload(k) for k in range(groups)]
+    for k, p in enumerate(payloads):
+        fields += [Field(f"payload_size[{k}]", "varint", len(p)), Field(f"payload_crc[{k}]", "u32", zlib.crc32(p))]
+    fields += [Field(f"token_crc[{j}]", "u32", 0) for j in range(chunks if version == 2 else groups)]
+    return Frame(fields, payloads, version).to_bytes()
+
+
+def random_stream(rng: random.Random, words: int) -> bytes:
+    """`words` random u32 words whose first state is a valid one ([2^31, 2^63)): a format-4 decoder runs
+    on them until the tokens' CRC (or a word that runs out) stops it."""
+    body = rng.getrandbits(32 * words).to_bytes(4 * words, "little")
+    return body[:4] + (0x40000000 | rng.getrandbits(30)).to_bytes(4, "little") + body[8:]
+
+
 # -- the valid files the mutations start from -------------------------------------------------------------
 
 
