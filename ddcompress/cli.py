@@ -28,8 +28,8 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 from . import __version__
 from .cli_args import DdcGroup
-from .cli_files import (_check_output, _describe, _display, _emit, _err, _isatty, _Progress, _read_input,
-                        _remove_input)
+from .cli_files import (_check_output, _describe, _display, _emit, _err, _input_status, _isatty, _Progress,
+                        _read_input, _remove_input)
 from .container import info as _info
 from .errors import DDCError
 from .plan import batch_help, group_size_help
@@ -152,9 +152,12 @@ def _compress_one(name: str, output: str | None, to_stdout: bool, force: bool, r
     if not stdout and output is None and name.endswith(SUFFIX) and not force:
         raise DDCError(f"already has {SUFFIX} suffix (use -f to compress anyway)")
     out = None if stdout else Path(output or name + SUFFIX)
+    removing = rm and name != "-" and out is not None
+    if name != "-":  # a FIFO or device: refused before the output is looked at (unless -f)
+        _input_status(name, force, removing, names_output=out is not None and output is None)
     if out is not None:
         _check_output(out, force, name)
-    data = _read_input(name)
+    data, src = _read_input(name, force, removing)
     from . import api
 
     prog = _Progress(f"compress {_display(name)}", not quiet)
@@ -164,7 +167,6 @@ def _compress_one(name: str, output: str | None, to_stdout: bool, force: bool, r
     finally:
         prog.close()
     secs = time.monotonic() - t0
-    removing = rm and name != "-" and out is not None
     if removing:  # decode what will be written before the input goes
         try:
             same = api.decompress(blob, model=opts["model"], device=opts["device"], batch_chunks=opts["batch_chunks"]) == data
@@ -172,9 +174,9 @@ def _compress_one(name: str, output: str | None, to_stdout: bool, force: bool, r
             raise DDCError(f"verification failed ({err}); input kept, nothing written") from err
         if not same:
             raise DDCError("verification failed (decoded data differs); input kept, nothing written")
-    _emit(blob, out, force)
+    _emit(blob, out, force, src)
     if removing:
-        _remove_input(name)
+        _remove_input(name, src, "compressed")
     if verbose:
         _summary(_display(name), len(data), blob, secs)
 
@@ -220,6 +222,9 @@ def _decompress_one(name: str, output: str | None, to_stdout: bool, force: bool,
                     run: dict) -> None:
     stdout = to_stdout or (name == "-" and output is None)
     out = None
+    removing = rm and name != "-" and not stdout
+    if name != "-":  # a FIFO or device: refused before the output is looked at (unless -f)
+        _input_status(name, force, removing, names_output=not stdout and output is None)
     if not stdout:
         if output is None:
             stem = name[: -len(SUFFIX)] if name.endswith(SUFFIX) else ""
@@ -227,7 +232,7 @@ def _decompress_one(name: str, output: str | None, to_stdout: bool, force: bool,
                 raise DDCError(f"unknown suffix (expected {SUFFIX}); use -o or -c")
         out = Path(output or stem)
         _check_output(out, force, name)  # before decoding: an existing output is refused at once
-    blob = _read_input(name)
+    blob, src = _read_input(name, force, removing)
     from . import api
 
     prog = _Progress(f"decompress {_display(name)}", not quiet)
@@ -236,11 +241,11 @@ def _decompress_one(name: str, output: str | None, to_stdout: bool, force: bool,
         data = api.decompress(blob, **run, progress=prog.advance, on_start=prog.start)
     finally:
         prog.close()
-    _emit(data, out, force)  # api.decompress has checked the length and CRC32 of the original
-    if rm and name != "-" and out is not None:
-        _remove_input(name)
+    _emit(data, out, force, src)  # api.decompress has checked the length and CRC32 of the original
+    if removing:
+        _remove_input(name, src, "decompressed")
     if verbose:
-        how = f" [{_arithmetic()[2:]}]" if _arithmetic() and _info(blob).get("method") == "mdm" else ""
+        how = f" [{_arithmetic()[2:]}]" if _arithmetic() and "mdm" in _info(blob).get("methods", ()) else ""
         click.echo(f"{_display(name)}: {len(blob)} -> {len(data)} bytes{how}, {len(data) / 1024 / max(time.monotonic() - t0, 1e-9):.2f} KB/s", err=True)
 
 
@@ -257,7 +262,7 @@ def test_cmd(files, model, device, batch, quiet, verbose):
     failed = 0
     for name in files:
         try:
-            blob = _read_input(name)
+            blob, _ = _read_input(name, hint="pass it on stdin instead: ddc test - < FILE")
             from . import api
 
             prog = _Progress(f"test {_display(name)}", not quiet)
@@ -277,13 +282,16 @@ def test_cmd(files, model, device, batch, quiet, verbose):
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(allow_dash=True))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def info(files, as_json):
-    """Show what a .ddc file holds (header, sizes, model) without decoding it."""
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (each frame's under per_frame).")
+@click.option("-v", "--verbose", is_flag=True, help="Also show each frame of concatenated files.")
+def info(files, as_json, verbose):
+    """Show what a .ddc file holds (header, sizes, model) without decoding it. Concatenated files: the
+    sums and the frame count (-v: each frame)."""
     rows, failed = [], 0
     for name in files:
         try:
-            h = _info(_read_input(name))
+            blob, _ = _read_input(name, hint="pass it on stdin instead: ddc info - < FILE")
+            h = _info(blob)
         except (DDCError, OSError) as err:
             _err(_describe(name, err))
             failed += 1
@@ -295,25 +303,34 @@ def info(files, as_json):
             click.echo(json.dumps(rows[0] if len(files) == 1 else rows, indent=2, sort_keys=True))
     else:
         for h in rows:
-            _print_info(h)
+            _print_info(h, verbose)
     _finish(failed)
 
 
-def _print_info(h: dict) -> None:
+def _print_info(h: dict, verbose: bool = False, indent: str = "") -> None:
     bpb = f"{h['bits_per_byte']:.3f}" if h["bits_per_byte"] is not None else "-"
-    click.echo(f"{_display(h['file'])}: format {h['format_version']}, method {h['method']}, "
-               f"{h['original_bytes']} -> {h['compressed_bytes']} bytes ({bpb} bits/byte)")
-    if h["method"] != "mdm":
-        return
     g = lambda k: "-" if h.get(k) is None else h[k]  # noqa: E731
-    click.echo(f"  model {g('model_id')}, numerics {g('numerics')}, tokenizer {g('tokenizer_id')}, "
-               f"L={g('seq_len')}, {g('steps')} steps ({g('grid')} grid), seed {g('seed')}, group {g('group_size')}")
-    ideal = h.get("ideal_bits")
-    if isinstance(ideal, (int, float)) and ideal > 0:
-        tail = f"ideal {ideal / 8:.0f} bytes (coded/ideal {8 * h['compressed_bytes'] / ideal:.4f})"
+    n = h.get("frames", 1)
+    if "file" in h:
+        head = f"{_display(h['file'])}: " + (f"{n} frames ({', '.join(h['methods'])}), " if n > 1 else "")
     else:
-        tail = "ideal -"
-    click.echo(f"  {g('tokens')} tokens in {g('chunks')} chunks, {tail}")
+        head = f"frame {h['index']} at byte {h['offset']}: "
+    click.echo(f"{indent}{head}format {g('format_version')}, method {h['method']}, "
+               f"{h['original_bytes']} -> {h['compressed_bytes']} bytes ({bpb} bits/byte)")
+    if "mdm" in h.get("methods", [h["method"]]):
+        click.echo(f"{indent}  model {g('model_id')}, numerics {g('numerics')}, tokenizer {g('tokenizer_id')}, "
+                   f"L={g('seq_len')}, {g('steps')} steps ({g('grid')} grid), seed {g('seed')}, group {g('group_size')}")
+        ideal = h.get("ideal_bits")
+        if isinstance(ideal, (int, float)) and ideal > 0:
+            tail = f"ideal {ideal / 8:.0f} bytes"
+            if h["method"] == "mdm":  # coded/ideal of a file with xz or stored frames would mean nothing
+                tail += f" (coded/ideal {8 * h['compressed_bytes'] / ideal:.4f})"
+        else:
+            tail = "ideal -"
+        click.echo(f"{indent}  {g('tokens')} tokens in {g('chunks')} chunks, {tail}")
+    if verbose and n > 1:
+        for i, f in enumerate(h["per_frame"], start=1):
+            _print_info(dict(f, index=i), indent=indent + "  ")
 
 
 @main.command("models")

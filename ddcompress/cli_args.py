@@ -3,7 +3,10 @@ stand anywhere among the options (`ddc -v -d F`, `ddc -dc F`, `ddc -kd F`), `--`
 and `bench` load on first use (they import torch and the training/benchmark packages)."""
 from __future__ import annotations
 
+import contextlib
 import importlib
+import signal
+import threading
 
 import click
 
@@ -19,6 +22,35 @@ _LAZY = {
     "bench": ("ddcompress.bench_cli", "bench_command", "Measure perplexity bound and bits/byte on the published corpora."),
     "train": ("ddcompress.train_config", "train_command", "Train a denoiser and export it as a ddc model."),
 }
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived: raised where the program is, so that `finally` blocks remove temp
+    files and partial outputs as they do on ^C (KeyboardInterrupt)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _signals_raise():
+    """SIGTERM and SIGHUP raise Terminated while a command runs (in the main thread; a signal the
+    caller ignores, as under nohup, stays ignored); the previous handlers come back after."""
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN:
+                old[sig] = signal.signal(sig, _raise_terminated)
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
 
 class DdcGroup(click.Group):
     """`ddc FILE` = compress; the mode flags -d/-t/-l/-z anywhere among the options choose the
@@ -129,6 +161,10 @@ class DdcGroup(click.Group):
 
     def invoke(self, ctx):
         verbose = ctx.meta.get("ddc.verbose", False)  # this command line, not the host's sys.argv
+        with _signals_raise():
+            return self._invoke(ctx, verbose)
+
+    def _invoke(self, ctx, verbose):
         try:
             return super().invoke(ctx)
         except DDCError as err:
@@ -140,6 +176,9 @@ class DdcGroup(click.Group):
         except KeyboardInterrupt:
             _err("interrupted")
             ctx.exit(130)
+        except Terminated as sig:  # cleaned up on the way here, as on ^C
+            _err("terminated" if sig.signum == signal.SIGTERM else f"{signal.Signals(sig.signum).name.lower()}: stopped")
+            ctx.exit(128 + sig.signum)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as err:  # never a traceback for users; -v shows it

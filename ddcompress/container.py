@@ -81,16 +81,41 @@ class Container:
 
 def info(blob: bytes) -> dict:
     """Header fields plus sizes, from the framing alone (checks magic, checksums, lengths; decodes
-    nothing, needs no model or torch). Concatenated frames: the first frame's header, sizes summed over
-    all of them, and `frames`. Keys absent for a method (model_id, tokens, ...) are None."""
-    frames = parse_frames(blob)
-    h = dict(frames[0].header)
-    for key in MDM + ("chunks",):
-        h.setdefault(key, None)
-    h["frames"] = len(frames)
-    h["original_bytes"] = n = sum(c.header["original_bytes"] for c in frames)
-    h["compressed_bytes"] = len(blob)
-    h["bits_per_byte"] = 8 * len(blob) / n if n else None
+    nothing, needs no model or torch). Keys absent for a method (model_id, tokens, ...) are None;
+    `frames` counts the frames, `methods` lists their methods.
+
+    Concatenated frames (`cat a.ddc b.ddc`): original_bytes, compressed_bytes, tokens, chunks and
+    ideal_bits are sums (tokens, chunks, ideal_bits over the mdm frames; None where there is none); a
+    field the frames do not share is None (method: "mixed"), as is original_crc32 (each frame's CRC is
+    of its own part); `per_frame` holds each frame's own info, with its `offset` in the file."""
+    frames, pos = [], 0
+    for c in parse_frames(blob):  # every frame checked; then where each starts and ends (headers only)
+        _, end = _frame(bytes(blob), pos, True)
+        h = dict(c.header)
+        for key in MDM + ("chunks",):
+            h.setdefault(key, None)
+        n = h["original_bytes"]
+        h.update(offset=pos, compressed_bytes=end - pos, bits_per_byte=8 * (end - pos) / n if n else None)
+        frames.append(h)
+        pos = end
+    if len(frames) == 1:
+        h = frames[0]
+        del h["offset"]
+        h.update(frames=1, methods=[h["method"]])
+        return h
+    keys = list(dict.fromkeys(k for f in frames for k in f if k != "offset"))
+    mdm = [f for f in frames if f["method"] == "mdm"]
+    h = {}
+    for k in keys:  # what every frame shares (model fields: every mdm frame; an xz frame has no model)
+        among = mdm if mdm and all(f.get(k) is None for f in frames if f["method"] != "mdm") else frames
+        h[k] = among[0].get(k) if all(f.get(k) == among[0].get(k) for f in among) else None
+    for k in ("tokens", "chunks", "ideal_bits", "denoiser_bits"):
+        if k in h:
+            h[k] = sum(f[k] for f in mdm) if mdm and all(f.get(k) is not None for f in mdm) else None
+    n = sum(f["original_bytes"] for f in frames)
+    h.update(method=h["method"] or "mixed", methods=[f["method"] for f in frames], frames=len(frames),
+             original_bytes=n, original_crc32=None, compressed_bytes=len(blob),
+             bits_per_byte=8 * len(blob) / n if n else None, per_frame=frames)
     return h
 
 

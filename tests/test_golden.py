@@ -64,5 +64,5 @@ def test_info_on_concatenated_frames():
     res = CliRunner().invoke(main, ["info", "--json", str(v2 / "concatenated.ddc")])
     assert res.exit_code == 0, res.output
     h = _json.loads(res.output)
-    assert h["frames"] == 2 and h["method"] == "mdm"
+    assert h["frames"] == 2 and h["method"] == "mixed" and h["methods"] == ["mdm", "xz"]
     assert h["original_bytes"] == len((v2 / "text.txt").read_bytes()) + len((v2 / "binary.bin").read_bytes())
