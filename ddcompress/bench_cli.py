@@ -20,17 +20,14 @@ from .bench_report import plot, print_tables, to_markdown
 from .datasets_eval import DATASETS, SEP, DatasetUnavailable
 from .errors import DDCError
 
-DEFAULT_OUT_DIR = "benchmarks/results"  # used when run from the repository root
-USER_OUT_DIR = "ddc-bench-results"  # elsewhere: a folder of its own, made only when there is a report
+DEFAULT_OUT_DIR = "."  # the current directory, wherever ddc runs (the checkout's benchmarks/results only by --out)
 DATA_DIR_HINT = "pass --data-dir DIR with local copies (wikitext2/, ptb/, lambada/, lm1b/; e.g. ../shared/data/eval)"
 
 
 def default_out_dir(cwd: str | Path | None = None) -> Path:
-    """benchmarks/results when run from the ddc repository root, else ./ddc-bench-results."""
-    cwd = Path(cwd if cwd is not None else os.getcwd())
-    if (cwd / "benchmarks").is_dir() and (cwd / "ddcompress" / "bench.py").is_file():
-        return Path(DEFAULT_OUT_DIR)
-    return Path(USER_OUT_DIR)
+    """Where reports go without --out: the current directory, also in a ddc checkout (a run never
+    writes into the repository's benchmarks/results unless asked to)."""
+    return Path(DEFAULT_OUT_DIR)
 
 
 class _RawArgsCommand(click.Command):
@@ -105,7 +102,7 @@ def machine_info(device: str) -> dict:
 @click.option("--verify", is_flag=True, help="Decode the first step count's stream and check it round-trips.")
 @click.option("--no-baselines", is_flag=True, help="Skip gzip/bzip2/xz/zstd/brotli/PPMd.")
 @click.option("--out", "--out-dir", "out_dir", type=click.Path(file_okay=False), default=None,
-              help=f"Directory for the reports [default: {DEFAULT_OUT_DIR} in the ddc repository, else ./{USER_OUT_DIR}].")
+              help="Directory for the reports [default: the current directory].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="JSON report path [default: OUT_DIR/bench-MODEL-DATE.json].")
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), default=None, help="Markdown report path.")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks of internal errors.")

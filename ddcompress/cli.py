@@ -111,7 +111,7 @@ def _common(f):
     f = click.option("--model", "model", default=None, help="Shipped model name or checkpoint directory [default: ddc-small].")(f)
     f = click.option("-f", "--force", is_flag=True, help="Overwrite existing files; write binary to a terminal.")(f)
     f = click.option("--rm", "rm", is_flag=True, help="Remove each input once its output is written (and, when compressing, verified by decoding it).")(f)
-    f = click.option("-k", "--keep", is_flag=True, help="Keep input files: the default, so this does nothing (accepted for gzip compatibility).")(f)
+    f = click.option("-k", "--keep", is_flag=True, help="Keep input files: the default (accepted for gzip compatibility); contradicts --rm.")(f)
     f = click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write to standard output.")(f)
     f = click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default=None,
                      help="Output file (one input only); '-' is standard output.")(f)

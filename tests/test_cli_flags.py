@@ -340,6 +340,10 @@ def test_keep_is_a_no_op_and_rm_removes_after_success(tmp_path, monkeypatch):
     assert names(tmp_path) == ["x.txt"] and (tmp_path / "x.txt").read_bytes() == DATA
     ok(ddc("--rm", "--method", "store", "-", input=DATA))  # stdin: nothing to remove
     assert names(tmp_path) == ["x.txt"]
+    # -k changes nothing, except that it contradicts --rm: a usage error, as the README says
+    assert ddc("-k", "--rm", "--method", "store", "x.txt").exit_code == 2 and names(tmp_path) == ["x.txt"]
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    assert "`-k --rm` is a usage error" in readme and "`-k` (a no-op" not in readme
 
 
 def _rm_failures(tmp_path, monkeypatch):
@@ -476,12 +480,24 @@ def test_bench_offline_suggests_data_dir_and_writes_nothing(tmp_path, tiny_ckpt,
 def test_bench_default_out_dir(tmp_path):
     from ddcompress.bench_cli import default_out_dir
 
-    assert default_out_dir(tmp_path) == Path("ddc-bench-results")
+    assert default_out_dir(tmp_path) == Path(".")
     (tmp_path / "benchmarks").mkdir()
-    assert default_out_dir(tmp_path) == Path("ddc-bench-results")  # a benchmarks/ folder alone is not the repo
     (tmp_path / "ddcompress").mkdir()
     (tmp_path / "ddcompress" / "bench.py").write_text("")
-    assert default_out_dir(tmp_path) == Path("benchmarks/results")
+    assert default_out_dir(tmp_path) == Path(".")  # a ddc checkout too: never its benchmarks/results unasked
+
+
+def test_bench_writes_into_the_current_directory_in_a_checkout(tmp_path, tiny_ckpt, eval_dir, monkeypatch, one_thread):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)  # what a ddc checkout looks like
+    (tmp_path / "ddcompress").mkdir()
+    (tmp_path / "ddcompress" / "bench.py").write_text("")
+    ok(ddc("bench", "--dataset", "ptb", "--data-dir", eval_dir, "--model", tiny_ckpt, "--max-tokens", "40",
+           "--steps", "4", "--no-baselines", "--max-passes", "2"))
+    assert not any((tmp_path / "benchmarks" / "results").iterdir())
+    assert {p.suffix for p in tmp_path.glob("bench-*")} >= {".json", ".md"}
 
 
 def test_bench_out_option(tmp_path, tiny_ckpt, eval_dir, monkeypatch, one_thread):

@@ -3,9 +3,11 @@ shipped default model and round-trips a file with the installed `ddc`.
 
 Offline and quick: the wheel is built without build isolation (this Python's setuptools),
 the venv sees this Python's site-packages (the CPU torch and the other dependencies; nothing is
-downloaded), and the wheel goes in with `--no-deps --no-index`. The venv's own site-packages precede
-the system's, and the system's editable-install finder only runs after the normal path search, so the
-venv imports the installed copy; the test checks that, from a working directory outside the checkout.
+downloaded), and the wheel goes in with `--no-deps --no-index`. The venv sees them through a .pth file
+(tests/nested_venv.py), not `system_site_packages`, which would give it the base installation's and
+miss a venv's that runs these tests. The venv's own site-packages come first and the listed
+directories' .pth files (an editable install's finder) do not run, so the venv imports the installed
+copy; the test checks that, from a working directory outside the checkout.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+import nested_venv
 from ddcompress import native
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,8 +73,7 @@ def installed(tmp_path_factory) -> tuple[Path, dict, Path]:
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", tmp / "dist", src],
         tmp, env, timeout=300)
     wheel = next((tmp / "dist").glob("ddcompress-*.whl"))
-    venv.create(tmp / "venv", system_site_packages=True, with_pip=False)  # pip comes from the system site
-    bindir = tmp / "venv" / "bin"
+    bindir = nested_venv.create(tmp / "venv")  # pip, torch, ... come from this Python's site-packages
     run([bindir / "python", "-m", "pip", "install", "--no-deps", "--no-index", "--force-reinstall", wheel], tmp, env,
         timeout=300)
     env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
@@ -96,6 +98,17 @@ def test_the_wheel_carries_the_models_and_imports_from_the_venv(installed):
     assert built == str(native.library() is not None)
 
 
+def test_the_license_is_mit_and_ships_in_the_wheel(installed):
+    text = (ROOT / "LICENSE").read_text()
+    assert text.startswith("MIT License") and "the ddc authors" in text
+    bindir, env, work = installed
+    code = "from importlib.metadata import distribution as d; print(d('ddcompress').metadata['License'])"
+    assert run([bindir / "python", "-c", code], work, env).stdout.decode().strip() == "MIT"
+    code = ("from importlib.metadata import distribution as d; "
+            "print(*[f.read_text() for f in d('ddcompress').files if f.name == 'LICENSE'], sep='')")
+    assert run([bindir / "python", "-c", code], work, env).stdout.decode().strip() == text.strip()
+
+
 def test_installed_ddc_lists_and_round_trips_with_the_default_model(installed):
     bindir, env, work = installed
     ddc = bindir / "ddc"
@@ -106,6 +119,27 @@ def test_installed_ddc_lists_and_round_trips_with_the_default_model(installed):
     assert json.loads(run([ddc, "info", "--json", "prose.txt.ddc"], work, env).stdout)["method"] == "mdm"  # the model ran
     run([ddc, "-d", "-f", "-o", "copy.txt", "prose.txt.ddc"], work, env)
     assert (work / "copy.txt").read_bytes() == TEXT
+
+
+def test_nested_venv_sees_the_packages_of_a_venv_it_is_made_from(tmp_path):
+    """The README's test command run inside a venv: the package test's venv, made from there, must see
+    that venv's packages (torch and the rest) - which `system_site_packages=True` does not give it."""
+    outer = tmp_path / "outer"
+    venv.create(outer, system_site_packages=False, with_pip=False)
+    outer_py = outer / "bin" / "python"
+    purelib = subprocess.run([outer_py, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    Path(purelib, "only_in_the_outer_venv.py").write_text("WHERE = 'outer'\n")
+    make = (f"import sys, venv; sys.path.insert(0, {str(Path(__file__).parent)!r}); import nested_venv; "
+            f"nested_venv.create({str(tmp_path / 'inner')!r}); venv.create({str(tmp_path / 'plain')!r}, "
+            f"system_site_packages=True, with_pip=False)")
+    subprocess.run([outer_py, "-c", make], check=True, capture_output=True, timeout=120)
+    probe = ["-c", "import only_in_the_outer_venv as m; print(m.WHERE)"]
+    inner = subprocess.run([tmp_path / "inner" / "bin" / "python", *probe], capture_output=True, text=True, timeout=60)
+    assert inner.returncode == 0 and inner.stdout == "outer\n", inner.stderr
+    # the old way: a system-site venv made inside a venv sees the base installation only
+    plain = subprocess.run([tmp_path / "plain" / "bin" / "python", *probe], capture_output=True, text=True, timeout=60)
+    assert plain.returncode != 0 and "No module named" in plain.stderr
 
 
 # -- what the plain install needs -----------------------------------------------------------------------
