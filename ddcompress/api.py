@@ -286,6 +286,8 @@ def compress(
         "group_size": group_size,
         "tokens": int(len(tokens)),
         "ideal_bits": sum(r.ideal_bits for r in results),
+        "mixer": coder.mixer,
+        "denoiser_bits": sum(r.ideal_bits if r.denoiser_bits is None else r.denoiser_bits for r in results),
     }
     blob = Container(header, [len(r.payload) for r in results], [c for r in results for c in r.token_crcs],
                      [r.payload for r in results]).to_bytes()
@@ -417,7 +419,7 @@ def _decode_mdm(c: Container, model, device, progress, batch_chunks: int) -> byt
     if h["seq_len"] != lm.cfg.seq_len:  # the encoder always chunks at the model's length
         raise FormatError(f"corrupt ddc file: chunk length {h['seq_len']} is not model "
                           f"{lm.id}'s {lm.cfg.seq_len}")
-    coder = Coder(lm, h["steps"], h["grid"], h["seed"], device, h["format_version"])
+    coder = Coder(lm, h["steps"], h["grid"], h["seed"], device, h["format_version"], h["mixer"])
     if h["format_version"] == 2:  # a token CRC per chunk (the table holds them: no more than the file proves)
         crcs = [c.token_crcs[groups.first_chunk(k) : groups.first_chunk(k) + groups.chunks_in(k)]
                 for k in range(len(groups))]

@@ -328,6 +328,10 @@ def _print_info(h: dict, verbose: bool = False, indent: str = "") -> None:
         else:
             tail = "ideal -"
         click.echo(f"{indent}  {g('tokens')} tokens in {g('chunks')} chunks, {tail}")
+        dn = h.get("denoiser_bits")
+        if h.get("mixer") and isinstance(ideal, (int, float)) and dn:  # format 5: what the file's own statistics saved
+            click.echo(f"{indent}  mixer {h['mixer']}: {(dn - ideal) / 8:.0f} bytes saved against the denoiser alone "
+                       f"({100 * (1 - ideal / dn):.1f}% of its {dn / 8:.0f})")
     if verbose and n > 1:
         for i, f in enumerate(h["per_frame"], start=1):
             _print_info(dict(f, index=i), indent=indent + "  ")

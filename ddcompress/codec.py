@@ -19,6 +19,7 @@ for old files, with constriction's range coder on the same frequencies as float3
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 import zlib
@@ -29,7 +30,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from . import prng, rans
+from . import mixing, prng, rans
 from .container import FORMAT_VERSION
 from .errors import IntegrityError
 from .checkpoint import LoadedModel
@@ -50,8 +51,9 @@ def _family():
 @dataclass
 class GroupResult:
     payload: bytes
-    ideal_bits: float
+    ideal_bits: float  # sum of -log2 p of the coded tokens under the frequencies coded with
     token_crcs: list[int]
+    denoiser_bits: float | None = None  # the same under the denoiser's alone (format 5; None: = ideal_bits)
 
 
 def token_crc(tokens: np.ndarray) -> int:
@@ -69,8 +71,12 @@ class Coder:
     """Runs the reverse process over groups of chunks, encoding or decoding as it goes."""
 
     def __init__(self, lm: LoadedModel, steps: int, grid: str, seed: int, device: str = "cpu",
-                 format_version: int = FORMAT_VERSION):
+                 format_version: int = FORMAT_VERSION, mixer: str | None = mixing.NAME):
         self.lm, self.steps, self.grid, self.seed = lm, steps, grid, seed
+        # format 5: the denoiser's frequencies mixed with file-adaptive count models (mixing.py); the
+        # state (self.mix) belongs to one file and starts afresh with the group of chunk 0
+        self.mixer = mixer if format_version >= 5 else None
+        self.mix: mixing.Mixer | None = None
         self.device = torch.device(device)
         self.denoiser = lm.exact(self.device)
         self.mask_id = lm.cfg.mask_id
@@ -163,7 +169,7 @@ class Coder:
         for pos, cs, r0, probs in self._walk(x, perms, counts):
             step_truth = [t[p] for t, p in zip(truth, pos)]
             flat = np.concatenate(step_truth)
-            yield cs, r0, flat[r0 : r0 + probs.shape[0]].astype(np.int32), probs
+            yield pos, cs, r0, flat[r0 : r0 + probs.shape[0]].astype(np.int32), probs
             if r0 + probs.shape[0] >= len(flat):  # step finished: reveal its tokens
                 self._reveal(x, pos, step_truth)
                 if progress:
@@ -179,11 +185,13 @@ class Coder:
         encoder knows every token, so a tail's context is there from the start; see `batches`)."""
         if self.version < 4:
             raise ValueError(f"this ddc writes format {FORMAT_VERSION}, not {self.version}")
+        if self.mixer:
+            return self._encode_mixed(tokens, groups, progress)
         encs = [rans.Encoder() for _ in groups]
         ideal = [0.0] * len(groups)
         chunks = [c for g in groups for c in g]
         first = np.cumsum([0] + [len(g) for g in groups])  # each group's first chunk in the batch
-        for cs, r0, sym, probs in self._known_walk(tokens, chunks, progress):
+        for _, cs, r0, sym, probs in self._known_walk(tokens, chunks, progress):
             t0 = time.perf_counter()
             if self.intervals_on_device:  # the intervals where the rows are: 4 numbers per token move
                 iv = [t.cpu().numpy() for t in rans.intervals_torch(probs, torch.from_numpy(sym))]
@@ -205,7 +213,12 @@ class Coder:
     def decode_groups(self, tokens: np.ndarray, groups: list[list[Chunk]], payloads: list[bytes], crcs: list[list[int]],
                       progress: Callable[[int], None] | None = None) -> None:
         """Decode groups of one shape in one walk into `tokens` (in place); their context (the known
-        tokens of a tail chunk) must already be there."""
+        tokens of a tail chunk) must already be there. Format 5: one group after the other (a group's
+        mixture depends on every token of the groups before it)."""
+        if self.mixer:
+            for g, p, c in zip(groups, payloads, crcs):
+                self._decode_mixed(tokens, g, p, c, progress)
+            return
         on_device = self.version >= 4 and self.decode_on_device
         if on_device:
             try:
@@ -262,22 +275,86 @@ class Coder:
                 self._reveal(x, pos, np.split(sym, np.cumsum(cs)[:-1]))
                 if progress:
                     progress(total)
-        out = x.cpu().numpy()
-        row = 0
-        for gi, (g, want) in enumerate(zip(groups, crcs)):
-            segs = [out[row + i, c.known : c.width] for i, c in enumerate(g)]
-            row += len(g)
-            per = len(g) // len(want)  # chunks per token CRC: the whole group (format 3) or one (format 2)
-            for k, crc in enumerate(want):
-                part = g[k * per : (k + 1) * per]
-                if token_crc(np.concatenate(segs[k * per : (k + 1) * per])) != crc:
-                    which = f"chunk {part[0].index}" if per == 1 else f"chunks {part[0].index}-{part[-1].index}"
-                    raise IntegrityError(f"corrupt ddc file: {which} failed its checksum")
-            if not finished(gi):
-                raise IntegrityError(f"corrupt ddc file: the coded data of chunks {g[0].index}-{g[-1].index} "
-                                     "does not end where its encoder left it")
-            for c, seg in zip(g, segs):
-                tokens[c.start + c.known : c.start + c.width] = seg
+        _store_checked(tokens, x.cpu().numpy(), groups, crcs, finished)
+
+    # -- format 5: the denoiser mixed with the file's own statistics (mixing.py) ----------------------
+    def _file_mixer(self, tokens: np.ndarray, group: list[Chunk]) -> mixing.Mixer:
+        """The file's adaptive state; a new one at the group of chunk 0 (the first of every file)."""
+        if self.mix is None or group[0].index == 0:
+            self.mix = mixing.Mixer(0 if tokens is None else len(tokens), self.lm.cfg.vocab_size)
+        return self.mix
+
+    def _encode_mixed(self, tokens: np.ndarray, groups: list[list[Chunk]], progress) -> list[GroupResult]:
+        """One group after the other, as the decoder will: per row, the mixture from the state so far
+        (it reads the denoiser's row at the count models' tokens) and its interval, the weights'
+        update; per step, the tokens revealed to the mixer."""
+        out = []
+        for g in groups:
+            mix = self._file_mixer(tokens, g)
+            starts = np.array([c.start for c in g], dtype=np.int64)
+            st, wd = [], []
+            dn_bits = 0.0
+            for pos, cs, r0, sym, probs in self._known_walk(tokens, g, progress):
+                if r0 == 0:
+                    fpos = np.concatenate([starts[i] + p for i, p in enumerate(pos)]).tolist()
+                probs = self._to_host(probs)
+                t0 = time.perf_counter()
+                T, fmax, _, (C, F) = mixing.row_stats(probs, sym)
+                for i, (s, t, fm, c, f) in enumerate(zip(sym.tolist(), T.tolist(), fmax.tolist(), C.tolist(), F.tolist())):
+                    row = mix.predict(fpos[r0 + i], t, fm, probs[i])
+                    lo, w = row.interval(s, c, f, t, mix.ucum, mix.Nu)
+                    st.append(lo)
+                    wd.append(w)
+                    mix.learn(row, s, f, t)
+                    dn_bits += math.log2(t / f) if f else math.inf
+                if r0 + len(sym) >= int(cs.sum()):
+                    mix.reveal(np.array(fpos, dtype=np.int64), tokens[np.array(fpos, dtype=np.int64)])
+                SECONDS["coder"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            enc = rans.Encoder()
+            bits = enc.add_intervals(st, wd, np.full(len(wd), rans.M), wd)
+            out.append(GroupResult(enc.payload(), bits, [token_crc(_coded(tokens, g))], dn_bits))
+            SECONDS["coder"] += time.perf_counter() - t0
+        return out
+
+    def _decode_mixed(self, tokens: np.ndarray, group: list[Chunk], payload: bytes, crcs: list[int], progress) -> None:
+        """One group: per row, the mixture from the state so far, the symbol its interval holds, the
+        weights' update; per step, the tokens revealed to the denoiser and to the mixer."""
+        mix = self._file_mixer(tokens, group)
+        dec = self._decoder(payload)
+        x = self._window(tokens, group, True)
+        perms, counts = self._orders(group)
+        starts = np.array([c.start for c in group], dtype=np.int64)
+        syms: list[int] = []
+
+        def corrupt() -> IntegrityError:
+            return IntegrityError(f"corrupt ddc file: invalid coded data in chunks {group[0].index}-{group[-1].index}")
+
+        for pos, cs, r0, probs in self._walk(x, perms, counts):
+            if r0 == 0:
+                fpos = np.concatenate([starts[i] + p for i, p in enumerate(pos)]).tolist()
+                syms = []
+            probs = self._to_host(probs)
+            t0 = time.perf_counter()
+            T, fmax, bsum, _ = mixing.row_stats(probs)
+            for i, (t, fm) in enumerate(zip(T.tolist(), fmax.tolist())):
+                row = mix.predict(fpos[r0 + i], t, fm, probs[i])
+                try:
+                    s, lo, w, F = mixing.find(probs[i], t, bsum[i], row, mix.ucum, mix.Nu, dec.quantile())
+                    dec.advance(lo, w)
+                except ValueError as err:  # rans.CorruptStream, or no symbol for the quantile
+                    raise corrupt() from err
+                mix.learn(row, s, F, t)
+                syms.append(s)
+            SECONDS["coder"] += time.perf_counter() - t0
+            total = int(cs.sum())
+            if r0 + len(probs) >= total:
+                sym = np.array(syms, dtype=np.int64)
+                self._reveal(x, pos, np.split(sym, np.cumsum(cs)[:-1]))
+                mix.reveal(np.array(fpos, dtype=np.int64), sym)
+                if progress:
+                    progress(total)
+        _store_checked(tokens, x.cpu().numpy(), [group], [crcs], lambda k: dec.finished())
 
     def _to_host(self, rows: torch.Tensor) -> np.ndarray:
         """A block of rows as a numpy array: a device's through one reused pinned buffer (a page-locked
@@ -342,6 +419,27 @@ class _Constriction:
 
     def finished(self) -> bool:  # (these formats were written without the end check)
         return True
+
+
+def _store_checked(tokens: np.ndarray, out: np.ndarray, groups: list[list[Chunk]], crcs: list[list[int]],
+                   finished: Callable[[int], bool]) -> None:
+    """Check decoded windows (rows of `out`, chunk-major) against their token CRCs and their streams'
+    ends, then write their coded tokens into `tokens`."""
+    row = 0
+    for gi, (g, want) in enumerate(zip(groups, crcs)):
+        segs = [out[row + i, c.known : c.width] for i, c in enumerate(g)]
+        row += len(g)
+        per = len(g) // len(want)  # chunks per token CRC: the whole group (format 3) or one (format 2)
+        for k, crc in enumerate(want):
+            part = g[k * per : (k + 1) * per]
+            if token_crc(np.concatenate(segs[k * per : (k + 1) * per])) != crc:
+                which = f"chunk {part[0].index}" if per == 1 else f"chunks {part[0].index}-{part[-1].index}"
+                raise IntegrityError(f"corrupt ddc file: {which} failed its checksum")
+        if not finished(gi):
+            raise IntegrityError(f"corrupt ddc file: the coded data of chunks {g[0].index}-{g[-1].index} "
+                                 "does not end where its encoder left it")
+        for c, seg in zip(g, segs):
+            tokens[c.start + c.known : c.start + c.width] = seg
 
 
 def _group_rows(cs: np.ndarray, first: np.ndarray) -> np.ndarray:
@@ -444,7 +542,7 @@ def path_code_lengths(lm: LoadedModel, tokens: np.ndarray, steps: int, grid: str
     n = len(tokens)
     perms = np.stack([prng.permutation(s, chunk_index, n) for s in seeds])
     bits = np.zeros(len(perms))
-    for cs, r0, sym, probs in coder._known_walk(tokens, [Chunk(chunk_index, 0, n, 0)] * len(perms), perms=perms):
+    for _, cs, r0, sym, probs in coder._known_walk(tokens, [Chunk(chunk_index, 0, n, 0)] * len(perms), perms=perms):
         probs = probs.cpu().numpy()
         p = probs[np.arange(len(sym)), sym].astype(np.float64) / probs.sum(axis=1, dtype=np.float64)
         seed = np.repeat(np.arange(len(cs)), cs)[r0 : r0 + len(sym)]  # row -> its seed (chunk-major rows)

@@ -1,4 +1,4 @@
-"""The .ddc container, format version 2 (docs/FORMAT.md). A file is one or more frames back to back:
+"""The .ddc container, format version 5 (docs/FORMAT.md). A file is one or more frames back to back:
 
     frame  = magic 89 44 44 43 | u8 version (2) | varint N | N bytes: header, table
              | u32 CRC32(version byte .. end of table) | group payloads, back to back
@@ -6,6 +6,7 @@
       mdm += u8 numerics | model_id (8) | tokenizer_id (4) | varint seq_len | varint steps | u8 grid
              | u8 level (0 = none) | u8 transform (0 none, 1 crlf) | varint seed | varint group_size
              | varint tokens | f32 ideal_bits
+       v5 += u8 mixer (0 none, 1 cm1) | f32 denoiser_bits
     table  = store: nothing (one group of original_bytes bytes, checked against original_crc32)
              xz:    varint size | u32 CRC32(payload)
              mdm:   per group (varint size | u32 CRC32(payload)), then per chunk u32 CRC32(its tokens);
@@ -28,19 +29,22 @@ from .plan import steps_for
 
 MAGIC = b"\x89DDC"
 MAGIC_V1 = b"\x89DDC\r\n\x1a\n"  # format 1 (JSON header, float numerics), ddc 0.1.x
-FORMAT_VERSION = 4  # what this ddc writes
-READS = (2, 3, 4)  # what it reads: 4 codes with ddc's rANS (rans.py), 2 and 3 with constriction's range
-# coder; format 2 also has a token CRC per chunk
+FORMAT_VERSION = 5  # what this ddc writes
+READS = (2, 3, 4, 5)  # what it reads: 5 mixes file-adaptive count models into the denoiser's frequencies
+# (mixing.py), 4 codes the denoiser's alone, both with ddc's rANS (rans.py); 2 and 3 with constriction's
+# range coder; format 2 also has a token CRC per chunk
 METHODS = {"store": 0, "xz": 1, "mdm": 2}
 NUMERICS = {"int8-exact-1": 1}
 GRIDS = {"sine": 0, "uniform": 1}
 TRANSFORMS = {None: 0, "crlf": 1}
+MIXERS = {None: 0, "cm1": 1}  # format 5: the context mixing rule (mixing.py); None: the denoiser alone
 # inclusive upper bounds; group_size: a decoder holds a whole group in one batch (layout.MAX_GROUP_SIZE)
 LIMITS = {"seq_len": 1 << 20, "group_size": MAX_GROUP_SIZE, "tokens": 1 << 40}
 MAX_ORIGINAL = 1 << 48  # original_bytes < 2^48
 COMMON = ("method", "original_bytes", "original_crc32")
 MDM = ("numerics", "model_id", "tokenizer_id", "seq_len", "steps", "grid", "level", "transform", "seed",
        "group_size", "tokens", "ideal_bits")
+MDM5 = ("mixer", "denoiser_bits")  # format 5; optional when writing: None and ideal_bits (the denoiser alone)
 DERIVED = ("format_version", "chunks")  # filled by parse; to_bytes accepts them if they agree
 
 
@@ -71,6 +75,7 @@ class Container:
             out += bytes([GRIDS[h["grid"]], h["level"] or 0, TRANSFORMS[h["transform"]]])
             out += leb128(h["seed"]) + leb128(h["group_size"]) + leb128(h["tokens"])
             out += struct.pack("<f", float(h["ideal_bits"]))
+            out += bytes([MIXERS[h.get("mixer")]]) + struct.pack("<f", float(h.get("denoiser_bits", h["ideal_bits"])))
         if h["method"] != "store":
             for p in self.payloads:
                 out += leb128(len(p)) + struct.pack("<I", zlib.crc32(p))
@@ -201,7 +206,7 @@ def _frame(blob: bytes, pos: int, header_only: bool) -> tuple[Container, int]:
             raise FormatError("truncated ddc file (magic)")
         raise FormatError("not a ddc file (bad magic)")
     if blob[pos : pos + len(MAGIC_V1)] == MAGIC_V1:
-        raise FormatError("ddc format version 1 (float numerics, written by ddc 0.1.x): this ddc reads formats 2 to 4; "
+        raise FormatError("ddc format version 1 (float numerics, written by ddc 0.1.x): this ddc reads formats 2 to 5; "
                           "decompress it with ddc 0.1.x")
     # 1. locate the header by the framing every version >= 2 shares, and check its CRC ...
     r = _Reader(blob, pos + len(MAGIC), len(blob), "truncated ddc file (header)")
@@ -235,6 +240,11 @@ def _frame(blob: bytes, pos: int, header_only: bool) -> tuple[Container, int]:
         h["group_size"] = r.varint("group_size")
         h["tokens"] = r.varint("tokens")
         h["ideal_bits"] = struct.unpack("<f", r.take(4))[0]
+        if version >= 5:
+            h["mixer"] = _enum(MIXERS, r.u8(), "mixer")
+            h["denoiser_bits"] = struct.unpack("<f", r.take(4))[0]
+        else:  # the denoiser alone
+            h["mixer"], h["denoiser_bits"] = None, h["ideal_bits"]
     try:
         groups, chunks = _check(h)
     except _Bad as e:
@@ -297,7 +307,7 @@ def _check(h: dict) -> tuple[int, int]:
         raise _Bad(f"unknown method {h.get('method') if isinstance(h, dict) else h!r}")
     mdm = h["method"] == "mdm"
     want = set(COMMON + MDM) if mdm else set(COMMON)
-    missing, extra = want - set(h), set(h) - want - set(DERIVED)
+    missing, extra = want - set(h), set(h) - want - set(DERIVED) - (set(MDM5) if mdm else set())
     if missing or extra:
         raise _Bad(f"header for method {h['method']!r}: missing {sorted(missing)}, not in the format: {sorted(extra)}")
     if h.get("format_version", FORMAT_VERSION) not in READS:
@@ -331,9 +341,14 @@ def _check(h: dict) -> tuple[int, int]:
     n = _int(h, "tokens", 1, LIMITS["tokens"])
     if n > h["original_bytes"]:
         raise _Bad(f"tokens {n} > original_bytes {h['original_bytes']} (every token is at least one byte)")
-    bits = h["ideal_bits"]
-    if not isinstance(bits, numbers.Real) or isinstance(bits, bool) or not 0 <= _f32(bits) < math.inf:
-        raise _Bad(f"ideal_bits {bits!r} is not a finite float32 >= 0")
+    for name in ("ideal_bits", "denoiser_bits"):
+        bits = h.get(name, 0.0)
+        if not isinstance(bits, numbers.Real) or isinstance(bits, bool) or not 0 <= _f32(bits) < math.inf:
+            raise _Bad(f"{name} {bits!r} is not a finite float32 >= 0")
+    if h.get("mixer") not in MIXERS:
+        raise _Bad(f"unknown mixer {h['mixer']!r} (knows: {', '.join(m for m in MIXERS if m)})")
+    if h.get("mixer") is not None and h.get("format_version", FORMAT_VERSION) < 5:
+        raise _Bad(f"format {h['format_version']} has no mixer")
     chunks, groups = layout_counts(n, L, gs)
     if h.get("chunks", chunks) != chunks:
         raise _Bad(f"chunks {h['chunks']!r} does not match the layout ({chunks})")

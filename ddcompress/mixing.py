@@ -47,6 +47,8 @@ W_INIT = W_ONE >> 8  # a count model starts with 1/256 of the denoiser's weight
 W_MIN, W_MAX = 1, 1 << 30
 R_MAX = 1 << 22  # a responsibility ratio p_j / P is capped at 64 (fixed point 2^16)
 LR_SHIFT = 4  # learning rate 1/16
+AGREE = 0  # agreement buckets (0: none): bit length of f_max / f(the context's most counted token), capped
+PRODUCT = True  # product components: the denoiser's row times a context's counts, renormalized
 
 
 def _bucket(n: int, cap: int) -> int:
@@ -57,7 +59,7 @@ class Row:
     """One coded position's mixture: the denoiser's budget B0, the unigram's Bu, and the sparse count
     models as sorted tokens with their increments of the quantized cdf (see `Mixer.predict`)."""
 
-    __slots__ = ("B0", "Bu", "toks", "incs", "cells", "dists", "db")
+    __slots__ = ("B0", "Bu", "toks", "incs", "comps", "db")
 
     def cdf_extra(self, s: int, ucum: np.ndarray, Nu: int) -> int:
         """The cdf's terms beyond the denoiser's at symbol s: floor(U_s Bu / Nu) + sum of increments of
@@ -81,24 +83,29 @@ class Mixer:
     mixer weights. `predict` a step's rows, `learn` each coded token, `reveal` the step's tokens."""
 
     def __init__(self, n_tokens: int, vocab: int):
+        """n_tokens: room for the file's tokens (grows as tokens are revealed past it: a decoder's token
+        array follows the data it has decoded, never a header's claim)."""
         self.V = vocab
-        self.tok = np.zeros(n_tokens, dtype=np.int64)
-        self.known = np.zeros(n_tokens, dtype=bool)
+        self.tok = np.zeros(max(n_tokens, 1), dtype=np.int64)
+        self.known = np.zeros(max(n_tokens, 1), dtype=bool)
         self.tables: list[dict] = [dict() for _ in SHAPES]
         self.uni = np.zeros(vocab, dtype=np.int64)
         self.ucum = np.zeros(vocab + 1, dtype=np.int64)
         self.Nu = 0
         self.match: dict = {}  # hash of MATCH_ORDER revealed tokens -> the position after their last occurrence
         nm = len(SHAPES) + 2  # count shapes, unigram, match
-        self.w = [[[W_INIT] * D_BUCKETS for _ in range(N_BUCKETS * 2)] for _ in range(nm)]
+        cells = N_BUCKETS * 2 * max(AGREE, 1)
+        self.w = [[[W_INIT] * D_BUCKETS for _ in range(cells)] for _ in range(nm)]
+        self.v = [[[W_INIT] * D_BUCKETS for _ in range(cells)] for _ in SHAPES]  # product components
         self.w0 = [W_ONE] * D_BUCKETS
 
     # -- prediction ----------------------------------------------------------------------------
-    def predict(self, p: int, T: int, fmax: int) -> Row:
-        """The mixture for position p, given its denoiser row's total T and largest frequency."""
+    def predict(self, p: int, T: int, fmax: int, freq=None) -> Row:
+        """The mixture for position p, given its denoiser row's total T, largest frequency and, for the
+        product components, the row itself (freq[t]: the denoiser's integer frequency of token t)."""
         tok, known, n = self.tok, self.known, len(self.tok)
         db = _bucket(T // fmax, D_BUCKETS) if fmax else D_BUCKETS - 1
-        dists = []  # (model, cell, {token: count}, total)
+        comps = []  # (weight table, cell, {token: integer weight}, total): the sparse components
         for k, shape in enumerate(SHAPES):
             ok = True
             for o in shape:
@@ -111,26 +118,35 @@ class Mixer:
             slot = self.tables[k].get(tuple(int(tok[p + o]) for o in shape))
             if slot:
                 N = sum(slot.values())
-                dists.append((k, _bucket(N, N_BUCKETS) + N_BUCKETS * (len(slot) == 1), slot, N))
+                cell = _bucket(N, N_BUCKETS) + N_BUCKETS * (len(slot) == 1)
+                if AGREE and freq is not None:  # how much the denoiser likes the context's favourite
+                    top = max(slot, key=slot.get)
+                    cell += 2 * N_BUCKETS * min((fmax // max(int(freq[top]), 1)).bit_length(), AGREE - 1)
+                comps.append((self.w[k], cell, slot, N))
+                if PRODUCT and freq is not None:  # the denoiser's row restricted to the slot, times the counts
+                    prod = {t: int(freq[t]) * c for t, c in slot.items()}
+                    Z = sum(prod.values())
+                    if Z:
+                        comps.append((self.v[k], cell, prod, Z))
         m = self._match(p)
         if m is not None:
             length, nxt = m
-            dists.append((len(SHAPES) + 1, min(length - MATCH_MIN, 2 * N_BUCKETS - 1), {nxt: 1}, 1))
+            comps.append((self.w[len(SHAPES) + 1], min(length - MATCH_MIN, 2 * N_BUCKETS - 1), {nxt: 1}, 1))
         row = Row()
         row.db = db
-        ws = [self.w[k][c][db] for k, c, _, _ in dists]
+        ws = [wt[c][db] for wt, c, _, _ in comps]
         wu = self.w[len(SHAPES)][_bucket(self.Nu, N_BUCKETS)][db] if self.Nu else 0
         w0 = self.w0[db]
         S = w0 + wu + sum(ws)
         R = M - self.V
         incs: dict[int, int] = {}
         used = 0
-        for (k, c, slot, N), w in zip(dists, ws):
+        for (_, _, dist, N), w in zip(comps, ws):
             B = R * w // S
             used += B
             cum = 0
-            for t in sorted(slot):
-                c_t = slot[t]
+            for t in sorted(dist):
+                c_t = dist[t]
                 inc = (cum + c_t) * B // N - cum * B // N
                 cum += c_t
                 if inc:
@@ -139,14 +155,13 @@ class Mixer:
         row.B0 = R - used - row.Bu
         row.toks = sorted(incs)
         row.incs = [incs[t] for t in row.toks]
-        row.cells = [(k, c) for k, c, _, _ in dists]
-        row.dists = [(slot, N) for _, _, slot, N in dists]
+        row.comps = comps
         return row
 
     def _match(self, p: int):
         """(length, predicted token) of the longest earlier occurrence of p's revealed left context
         (at least MATCH_MIN tokens), found through the hash of its last MATCH_ORDER tokens."""
-        if p < MATCH_ORDER or not self.known[p - MATCH_ORDER : p].all():
+        if p < MATCH_ORDER or p > len(self.tok) or not self.known[p - MATCH_ORDER : p].all():
             return None
         q = self.match.get(self._hash(p))
         if q is None or q == p or not self.known[q]:
@@ -165,30 +180,25 @@ class Mixer:
     # -- learning ------------------------------------------------------------------------------
     def learn(self, row: Row, s: int, F: int, T: int) -> None:
         """After coding symbol s (denoiser frequency F of total T): move each used weight by the ratio
-        of its model's probability of s to the mixture's (fixed point, integers)."""
+        of its component's probability of s to the mixture's (fixed point, integers)."""
         db = row.db
-        ps = [(F << 32) // T]
-        for slot, N in row.dists:
-            ps.append((slot.get(s, 0) << 32) // N)
+        ps = [(F << 32) // T] + [(dist.get(s, 0) << 32) // N for _, _, dist, N in row.comps]
+        ws = [self.w0[db]] + [wt[c][db] for wt, c, _, _ in row.comps]
         uni = self.Nu > 0
         if uni:
-            ps.append((int(self.uni[s]) << 32) // self.Nu)
-        ws = [self.w0[db]] + [self.w[k][c][db] for k, c in row.cells]
-        if uni:
             ub = _bucket(self.Nu, N_BUCKETS)
+            ps.append((int(self.uni[s]) << 32) // self.Nu)
             ws.append(self.w[len(SHAPES)][ub][db])
         S = sum(ws)
-        P = sum(w * pj for w, pj in zip(ws, ps)) // S
-        if P <= 0:
-            P = 1
+        P = max(sum(w * pj for w, pj in zip(ws, ps)) // S, 1)
         new = []
         for w, pj in zip(ws, ps):
             r = min((pj << 16) // P, R_MAX)
             w += (w * (r - W_ONE)) >> (16 + LR_SHIFT)
             new.append(min(max(w, W_MIN), W_MAX))
         self.w0[db] = new[0]
-        for (k, c), w in zip(row.cells, new[1:]):
-            self.w[k][c][db] = w
+        for (wt, c, _, _), w in zip(row.comps, new[1:]):
+            wt[c][db] = w
         if uni:
             self.w[len(SHAPES)][ub][db] = new[-1]
 
@@ -199,6 +209,11 @@ class Mixer:
         positions = np.asarray(positions, dtype=np.int64)
         if not len(positions):
             return
+        top = int(positions.max())
+        if top >= len(self.tok):  # room for them (unknown positions are never context)
+            size = max(top + 1, 2 * len(self.tok))
+            self.tok = np.concatenate([self.tok, np.zeros(size - len(self.tok), dtype=np.int64)])
+            self.known = np.concatenate([self.known, np.zeros(size - len(self.known), dtype=bool)])
         self.tok[positions] = values
         self.known[positions] = True
         tok, known, n = self.tok, self.known, len(self.tok)
@@ -327,8 +342,9 @@ def find(freq_row: np.ndarray, T: int, bsum_row: np.ndarray, row: Row, ucum: np.
     if len(toks):
         np.add.at(E, toks + 1, incs)
         E = np.cumsum(E)
-    U = (ucum * row.Bu // Nu) if row.Bu else 0
-    Q = [int(C[i]) * row.B0 // T for i in range(V + 1)]  # exact ints (no int64 overflow)
-    Q = np.array(Q, dtype=np.int64) + U + E + np.arange(V + 1)
+    from .rans import _muldiv  # floor(C B / T) exact in int64 (B < 2^24 split in halves)
+
+    U = _muldiv(ucum, row.Bu, Nu) if row.Bu else 0
+    Q = _muldiv(C, row.B0, T) + U + E + np.arange(V + 1)
     s = int(np.searchsorted(Q, q, side="right")) - 1
     return s, int(Q[s]), int(Q[s + 1] - Q[s]), int(f[s])

@@ -126,7 +126,7 @@ def test_antithetic_times():
 
 def test_coder_on_trained_model(trained):
     """The entropy coder is lossless on peaked (trained) distributions and stays within 1% (+ one flush
-    per stream) of the ideal code length; ideal_bits of each full chunk is its exact path code length."""
+    per stream) of the ideal code length; denoiser_bits of each full chunk is its exact path code length."""
     g = torch.Generator().manual_seed(5)
     tokens = pattern_batch(1, g, length=7 * L + 5)[0].numpy().astype(np.uint32)
     chunks = chunk_layout(len(tokens), L)
@@ -146,7 +146,7 @@ def test_coder_on_trained_model(trained):
                         for c in full)
         # (not bit-equal: a batch of 3 chunks rounds differently from one chunk alone, which is why the
         # decoder must repeat the encoder's batch composition exactly)
-        assert sum(r.ideal_bits for r, grp in zip(results, groups) if grp[0].known == 0) == pytest.approx(per_chunk, rel=1e-6)
+        assert sum(r.denoiser_bits for r, grp in zip(results, groups) if grp[0].known == 0) == pytest.approx(per_chunk, rel=1e-6)
 
 
 @pytest.mark.parametrize("schedule,power", [("linear", 1.0), ("cosine", 1.0), ("polynomial", 2.0), ("polynomial", 0.5)])
