@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 # Chunks per group at most, for readers and writers alike (docs/FORMAT.md): a group is one rANS stream
 # whose chunks are decoded together, step by step, so a decoder holds a whole group in one forward pass
-# (about 23 MB per chunk of ddc-small's 1024 tokens on a CPU: 256 chunks are ~6 GB). 256 is the CUDA
-# batch and 4x the CUDA default group size (8 on a CPU).
-MAX_GROUP_SIZE = 256
+# whatever its --batch (ddc-small on a CPU: ~23 MB a chunk of 1024 tokens, a 64-chunk group of random
+# payloads peaked at 1.8 GB). 64 is the CUDA default group size (8 on a CPU); a larger group would save
+# at most 9-12 bytes of framing per 64 chunks (~64K tokens).
+MAX_GROUP_SIZE = 64
 
 
 @dataclass(frozen=True)

@@ -250,8 +250,8 @@ CRAFTED = {  # frames with a valid CRC whose header is nonsense -> (FormatError 
     "steps 0": (frame(mdm_body(steps=0)), r"^corrupt ddc file: steps 0 out of range 1\.\.8$"),
     "steps > seq_len": (frame(mdm_body(steps=9)), r"^corrupt ddc file: steps 9 out of range 1\.\.8$"),
     "group_size 0": (frame(mdm_body(b"", group_size=0)), r"^corrupt ddc file: group_size 0 out of range"),
-    "group_size 257": (frame(mdm_body(b"", group_size=MAX_GROUP_SIZE + 1)),
-                       r"^corrupt ddc file: group_size 257 is over the limit of 256 chunks per group$"),
+    "group_size 65": (frame(mdm_body(b"", group_size=MAX_GROUP_SIZE + 1)),
+                      r"^corrupt ddc file: group_size 65 is over the limit of 64 chunks per group$"),
     "group_size 2^20": (frame(mdm_body(b"", group_size=2**20)), r"^corrupt ddc file: group_size 1048576 is over the limit"),
     "original_bytes 2^48": (frame(mdm_body(original_bytes=2**48)), r"^corrupt ddc file: original_bytes \d+ out of range"),
     "level 10": (frame(mdm_body(level=10)), r"^corrupt ddc file: level 10 out of range 1\.\.9$"),
@@ -296,7 +296,7 @@ def test_crafted_headers(name):
 
 def test_writer_refuses_group_size_over_the_limit():
     """The cap on chunks per group holds for writers too (docs/FORMAT.md): no ddc writes what it refuses."""
-    with pytest.raises(ValueError, match="group_size 257 is over the limit of 256"):
+    with pytest.raises(ValueError, match="group_size 65 is over the limit of 64"):
         Container(dict(MDM, group_size=MAX_GROUP_SIZE + 1), [0], [0], [b""]).to_bytes()
 
 

@@ -34,6 +34,7 @@ import tracemalloc
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -159,11 +160,14 @@ EMPTY_STREAM = bytes.fromhex("0000008000000000")  # a format-4 rANS stream of no
 
 
 def craft_mdm(model_id: str, tokenizer_id: str, seq_len: int, group_size: int, tokens: int, steps: int = 2,
-              payload=lambda k: EMPTY_STREAM, version: int = 4) -> bytes:
+              payload=lambda k: EMPTY_STREAM, version: int = 4, table_groups: int | None = None) -> bytes:
     """An mdm frame made from scratch whose every header check passes (valid CRCs, consistent fields, the
-    table the layout implies) but whose payloads (`payload(k)` for group k) are whatever the attack
-    wants: the chunk-count and group-size attacks of issue 22."""
+    table the layout implies; `table_groups`: only that many groups' entries) but whose payloads
+    (`payload(k)` for group k) are whatever the attack wants: the chunk-count and group-size attacks of
+    issue 22."""
     chunks, groups = layout(tokens, seq_len, group_size)
+    if table_groups is not None:
+        chunks = groups = table_groups
     fields = [Field("method", "u8", MDM), Field("original_bytes", "varint", tokens), Field("original_crc32", "u32", 0),
               Field("numerics", "u8", 1), Field("model_id", "bytes", bytes.fromhex(model_id)),
               Field("tokenizer_id", "bytes", bytes.fromhex(tokenizer_id)), Field("seq_len", "varint", seq_len),
@@ -557,6 +561,75 @@ def run_mutation(name: str, muts: list, bases, frames, lm, **kw) -> str:
         raise AssertionError(f"{e} -- base {name!r}, mutations {json.dumps(muts)}") from None
 
 
+# -- the chunk-count and group-size attacks (issue 22) ------------------------------------------------------
+# Files whose every header check passes, built to make a decoder size its work by the header's claims:
+# 2^30 chunks in 1,024 empty streams of 2^20 chunks each (the issue's 17 KB file at L = 1024), a group size
+# over the cap, 2^40 tokens over a short table, thousands of groups at the cap with empty streams, with the
+# shortest payloads a decoder's size check lets through, and with a first group whose random stream is long
+# enough to decode it whole. The decoder must end each in a one-line DDCError, in bounded time and memory.
+
+MAX_GROUP = 64  # FORMAT.md's cap on chunks per group (the harness's own copy)
+TOKENS_PER_WORD_LOW = 7454  # FORMAT.md: a payload word holds at most ~7456 tokens of rANS; fewer is safe
+
+
+def min_words(coded: int) -> int:
+    """Words enough for a decoder's payload-size check to let `coded` tokens through."""
+    return -(-coded // TOKENS_PER_WORD_LOW) + 1
+
+
+def attack_files(model_id: str, tokenizer_id: str, L: int, n_groups: int = 1024, seed: int = 0) -> dict[str, tuple[bytes, str]]:
+    """name -> (file, the DDCError class its decoding must end in)."""
+    rng = random.Random(seed)
+    ids = (model_id, tokenizer_id)
+    at_cap = n_groups * MAX_GROUP * L  # tokens of n_groups full groups at the cap
+    full = MAX_GROUP * L  # tokens of one group at the cap
+    return {
+        "group_size_2^20_empty_streams": (craft_mdm(*ids, L, 2**20, 1024 * 2**20 * L), "FormatError"),
+        "group_size_cap+1": (craft_mdm(*ids, L, MAX_GROUP + 1, (MAX_GROUP + 1) * L,
+                                       payload=lambda k: random_stream(rng, 64)), "FormatError"),
+        "tokens_2^40_short_table": (craft_mdm(*ids, L, MAX_GROUP, 2**40, table_groups=n_groups), "FormatError"),
+        "chunks_at_cap_empty_streams": (craft_mdm(*ids, L, MAX_GROUP, at_cap), "IntegrityError"),
+        "chunks_at_cap_shortest_payloads": (craft_mdm(*ids, L, MAX_GROUP, at_cap,
+                                                      payload=lambda k: random_stream(rng, min_words(full))), "IntegrityError"),
+        "chunks_at_cap_first_group_whole": (craft_mdm(*ids, L, MAX_GROUP, at_cap, payload=lambda k: random_stream(
+            rng, full * 17 // 32 + 2 if k == 0 else min_words(full))), "IntegrityError"),
+    }
+
+
+def probe(blob_path: str, model: str, address_space_mib: float | None = None) -> dict:
+    """Decode one file in this (fresh) process, the model loaded first, under an optional limit of the
+    address space (RLIMIT_AS: what is mapped now plus this much): the outcome, wall and CPU seconds,
+    and the resident set's peak and growth (VmHWM, reset first). For `python tests/test_fuzz.py probe`."""
+    import resource
+
+    import torch
+
+    import ddcompress
+    from ddcompress import registry
+
+    torch.set_num_threads(1)
+    lm = registry.resolve(model)
+    blob = open(blob_path, "rb").read()
+    if address_space_mib is not None:
+        limit = int((_status_mb("VmSize:") + address_space_mib) * 2**20)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
+    reset_peak_rss()
+    rss0 = _status_mb("VmRSS:")
+    t0, c0 = time.perf_counter(), time.process_time()
+    try:
+        ddcompress.decompress(blob, model=lm)
+        outcome, message = "ok", ""
+    except DDCError as e:
+        outcome, message = type(e).__name__, str(e)
+    except MemoryError as e:
+        outcome, message = "MemoryError", str(e)
+    except Exception as e:  # noqa: BLE001 (reported: not a DDCError)
+        outcome, message = f"internal: {type(e).__name__}", str(e)
+    return {"outcome": outcome, "message": message[:300], "wall_s": time.perf_counter() - t0,
+            "cpu_s": time.process_time() - c0, "peak_rss_mib": _status_mb("VmHWM:"),
+            "rss_growth_mib": _status_mb("VmHWM:") - rss0, "file_bytes": len(blob)}
+
+
 # -- random inputs for round trips ----------------------------------------------------------------------------
 
 INVALID_UTF8 = (b"\xff", b"\xfe", b"\x80", b"\xc3(", b"\xe2\x82", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf",
@@ -787,6 +860,50 @@ def test_roundtrip_edge_inputs(name, ctx):
     data = EDGE_INPUTS[name]
     for params in ({"method": "mdm", "level": 1}, {"method": "auto"}, {"method": "mdm", "steps": 64, "group_size": 1}):
         check_roundtrip(data, params, ctx["lm"])
+
+
+ATTACKS = ("group_size_2^20_empty_streams", "group_size_cap+1", "tokens_2^40_short_table", "chunks_at_cap_empty_streams",
+           "chunks_at_cap_shortest_payloads", "chunks_at_cap_first_group_whole")
+
+
+@pytest.fixture(scope="module")
+def attacks(ctx):
+    from ddcompress.tokenizer import get_tokenizer
+
+    return attack_files(ctx["lm"].id, get_tokenizer().id[:8], 64)
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_chunk_count_and_group_size_attacks(name, attacks, ctx):
+    """Each attack ends in its one-line DDCError within the harness's bounds: CPU time, 16 MiB traced by
+    tracemalloc (Python and numpy), 128 MiB of growth of the resident set (torch too). The last one
+    decodes a whole group at the cap first (64 chunks: the most a group can make a decoder hold)."""
+    blob, want = attacks[name]
+    whole = name.endswith("whole")
+    out = check_hostile(blob, b"", True, ctx["lm"], limit_s=6.0 if whole else 1.0, max_alloc=16 << 20)
+    assert out.split("|")[0] == want, out
+
+
+def test_attacks_under_an_address_space_limit(attacks, tiny_ckpt, tmp_path):
+    """The same files decoded in a fresh process whose address space may grow by only 1 GiB past what
+    the loaded model maps (RLIMIT_AS): a decoder that sized anything by a claim would end in a
+    MemoryError (the 17 KB file built 2^30 chunk objects; 2^26 tokens at the cap allocated 8 bytes each)."""
+    import subprocess
+    import sys
+
+    paths = []
+    for name in ATTACKS:
+        paths.append(tmp_path / f"{name}.ddc")
+        paths[-1].write_bytes(attacks[name][0])
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import test_fuzz as t; "
+            "print(json.dumps([t.probe(p, sys.argv[2], 1024) for p in sys.argv[3:]]))")
+    res = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(tiny_ckpt), *map(str, paths)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    for name, rec in zip(ATTACKS, got):
+        assert rec["outcome"] == attacks[name][1], (name, rec)
+        assert rec["rss_growth_mib"] < 256, (name, rec)
 
 
 def test_the_guards_catch_a_hang_and_a_foreign_exception():

@@ -73,20 +73,20 @@ def test_the_issues_17kb_file_fails_at_once(tiny_lm):
     assert len(blob) < 18_000
     for fn, kw in ((ddcompress.decompress, {"model": tiny_lm}), (ddcompress.info, {})):
         err, secs, peak = traced(fn, blob, **kw)
-        assert isinstance(err, FormatError) and "group_size 1048576 is over the limit of 256" in str(err), err
+        assert isinstance(err, FormatError) and f"group_size 1048576 is over the limit of {MAX_GROUP_SIZE}" in str(err), err
         assert secs < 0.5 and peak < 4, (secs, peak)
 
 
-@pytest.mark.parametrize("tokens,seq_len", [(2**22, L), (2**30, 1024)])
+@pytest.mark.parametrize("tokens,seq_len", [(2**22, 1024), (2**30, 1024)])
 def test_a_token_claim_the_payloads_cannot_hold_fails_before_any_model_work(tiny_lm, tokens, seq_len, monkeypatch):
-    """Empty streams under every group of a 2^30-token claim (4,096 groups of 256 chunks of 1024 tokens:
-    a 70 KB file): the header is consistent and within every cap, but no payload can code its group's
+    """Empty streams under every group of a 2^30-token claim (16,384 groups of 64 chunks of 1024 tokens:
+    a 280 KB file): the header is consistent and within every cap, but no payload can code its group's
     tokens (rANS: at least 0.0043 bits a token), so the decoder refuses before it loads a model or sizes
     anything by the claim (it built a list of every chunk and allocated 8 bytes a token)."""
     monkeypatch.setattr(codec.Coder, "__init__", lambda *a, **k: pytest.fail("the model ran"))
     blob = craft_mdm(*ids(tiny_lm), seq_len, MAX_GROUP_SIZE, tokens)
     t0 = time.perf_counter()
-    with pytest.raises(IntegrityError, match=f"group 0's payload .8 bytes. is too short for its {256 * seq_len} tokens"):
+    with pytest.raises(IntegrityError, match=f"group 0's payload .8 bytes. is too short for its {MAX_GROUP_SIZE * seq_len} tokens"):
         ddcompress.decompress(blob, model=tiny_lm)
     assert time.perf_counter() - t0 < 0.5
     err, secs, peak = traced(ddcompress.decompress, blob, model=tiny_lm)
@@ -108,10 +108,10 @@ def test_payload_bound_is_tight_but_never_refuses_a_real_stream():
 
 def test_a_group_at_the_cap_with_random_payloads_decodes_in_bounded_memory(tiny_lm):
     """2^24 tokens claimed, each group's payload just long enough to pass the size check, the first one a
-    full random stream: the decoder walks one group of 256 chunks and fails its checks, holding tokens
+    full random stream: the decoder walks one group of 64 chunks and fails its checks, holding tokens
     for what it decoded (not 2^24 of them: 128 MiB) and no list of the 2^18 chunks."""
     rng = random.Random(1)
-    first = 256 * L * 16 // 32 + 2  # words: ~16 bits a token of a random tiny model's rows
+    first = MAX_GROUP_SIZE * L * 16 // 32 + 2  # words: ~16 bits a token of a random tiny model's rows
     blob = craft_mdm(*ids(tiny_lm), L, MAX_GROUP_SIZE, 2**24, steps=2,
                      payload=lambda k: random_stream(rng, first if k == 0 else 4))
     err, secs, peak = traced(ddcompress.decompress, blob, model=tiny_lm)
