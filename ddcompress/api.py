@@ -227,8 +227,13 @@ def compress(
     progress: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
     batch_chunks: int | None = None,
+    mixer: str | None = "cm1",
 ) -> bytes:
     """Compress bytes with a masked diffusion model.
+
+    mixer "cm1" (format 5's default) mixes the denoiser's probabilities with count models of the file
+    itself, learned as it is coded (docs/FORMAT.md, "Context mixing"); None codes with the denoiser's
+    alone (for comparisons: the file is still format 5).
 
     method "auto" sends binary-looking input straight to xz, and keeps the model's output only when it
     is smaller than xz's (or a stored copy); "mdm" always uses the model; "xz" / "store" skip it.
@@ -241,6 +246,8 @@ def compress(
     more, when a sample chunk coded by the model (in the middle of the input) predicts a frame more
     than AUTO_MARGIN times xz's."""
     _check_bytes("data", data)
+    if mixer not in (None, "cm1"):
+        raise DDCError(f"mixer must be 'cm1' or None, got {mixer!r}")
     args = check_compress_args(level, steps, model, device, seed, group_size, method, progress, on_start, batch_chunks)
     level, steps, device, seed, group_size, batch_chunks = (args[k] for k in ("level", "steps", "device", "seed",
                                                                            "group_size", "batch_chunks"))
@@ -267,7 +274,7 @@ def compress(
     groups = Layout(len(tokens), L, group_size)
     if alt is not None and _min_mdm_bytes(len(tokens), L, group_size) >= len(alt):
         return alt  # even the model's best case loses to xz
-    coder = Coder(lm, n_steps, grid, seed, device)
+    coder = Coder(lm, n_steps, grid, seed, device, mixer=mixer)
     if alt is not None and _sample_says_xz(coder, tokens, L, group_size, len(alt)):
         return alt
     if on_start:

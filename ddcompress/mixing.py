@@ -17,7 +17,6 @@ revealed, in any order):
     that followed them, kept to the `SLOT` most frequent tokens; an instance (context + target) is
     counted once, at the step where its last position is revealed;
   * a unigram model of every revealed token (dense: one cumulative row per step, shared by the rows);
-  * a match model: the token after the longest earlier occurrence of p's revealed left context;
   * the mixer: one weight per (model, evidence bucket, denoiser-confidence bucket); a row's weights
     split the 2^24 - V quantization budget, every token keeping its floor of 1 (rans.py).
 """
@@ -31,23 +30,21 @@ M = 1 << PRECISION
 
 # context shapes: offsets of the context positions relative to the coded position p
 SHAPES: tuple[tuple[int, ...], ...] = (
-    (-1,), (-2, -1), (-3, -2, -1), (-4, -3, -2, -1),
-    (1,), (1, 2), (1, 2, 3),
-    (-1, 1), (-2, -1, 1), (-1, 1, 2), (-2, -1, 1, 2),
+    (-1,), (-2, -1), (-3, -2, -1),  # left: the usual n-gram contexts
+    (1,), (1, 2),  # right: what follows p, already revealed
+    (-1, 1), (-2, -1, 1), (-1, 1, 2),  # both sides: only an any-order coder has these
 )
-SLOT = 8  # tokens kept per context (the most frequent; see _add)
+SLOT = 16  # tokens kept per context (the most frequent; see _add)
 COUNT_HALVE = 1 << 10  # a context's counts are halved when one reaches this (recent text weighs more)
 MAX_CONTEXTS = 1 << 20  # per shape: beyond this the oldest half of its contexts is dropped
-MATCH_MIN = 3  # match model: left context of at least this many tokens
-MATCH_ORDER = 6  # hashed left context length indexing the last occurrence
 N_BUCKETS = 8  # evidence buckets of a count model (bit length of its total, capped)
 D_BUCKETS = 12  # denoiser-confidence buckets (bit length of T // f_max, capped)
 W_ONE = 1 << 16  # weight unit
-W_INIT = W_ONE >> 8  # a count model starts with 1/256 of the denoiser's weight
+W_INIT = W_ONE >> 4  # a component starts with 1/16 of the denoiser's weight
 W_MIN, W_MAX = 1, 1 << 30
-R_MAX = 1 << 22  # a responsibility ratio p_j / P is capped at 64 (fixed point 2^16)
+R_MAX = 1 << 24  # a responsibility ratio p_j / P is capped at 256 (fixed point 2^16)
 LR_SHIFT = 4  # learning rate 1/16
-AGREE = 0  # agreement buckets (0: none): bit length of f_max / f(the context's most counted token), capped
+UNIGRAM = True  # the unigram of the revealed tokens (off only for ablations)
 PRODUCT = True  # product components: the denoiser's row times a context's counts, renormalized
 
 
@@ -79,7 +76,7 @@ class Row:
 
 
 class Mixer:
-    """The adaptive state of one file: its tokens as revealed, count tables, unigram, match index and
+    """The adaptive state of one file: its tokens as revealed, count tables, unigram and
     mixer weights. `predict` a step's rows, `learn` each coded token, `reveal` the step's tokens."""
 
     def __init__(self, n_tokens: int, vocab: int):
@@ -92,9 +89,8 @@ class Mixer:
         self.uni = np.zeros(vocab, dtype=np.int64)
         self.ucum = np.zeros(vocab + 1, dtype=np.int64)
         self.Nu = 0
-        self.match: dict = {}  # hash of MATCH_ORDER revealed tokens -> the position after their last occurrence
-        nm = len(SHAPES) + 2  # count shapes, unigram, match
-        cells = N_BUCKETS * 2 * max(AGREE, 1)
+        nm = len(SHAPES) + 1  # count shapes, unigram
+        cells = N_BUCKETS * 2
         self.w = [[[W_INIT] * D_BUCKETS for _ in range(cells)] for _ in range(nm)]
         self.v = [[[W_INIT] * D_BUCKETS for _ in range(cells)] for _ in SHAPES]  # product components
         self.w0 = [W_ONE] * D_BUCKETS
@@ -119,23 +115,16 @@ class Mixer:
             if slot:
                 N = sum(slot.values())
                 cell = _bucket(N, N_BUCKETS) + N_BUCKETS * (len(slot) == 1)
-                if AGREE and freq is not None:  # how much the denoiser likes the context's favourite
-                    top = max(slot, key=slot.get)
-                    cell += 2 * N_BUCKETS * min((fmax // max(int(freq[top]), 1)).bit_length(), AGREE - 1)
                 comps.append((self.w[k], cell, slot, N))
                 if PRODUCT and freq is not None:  # the denoiser's row restricted to the slot, times the counts
                     prod = {t: int(freq[t]) * c for t, c in slot.items()}
                     Z = sum(prod.values())
                     if Z:
                         comps.append((self.v[k], cell, prod, Z))
-        m = self._match(p)
-        if m is not None:
-            length, nxt = m
-            comps.append((self.w[len(SHAPES) + 1], min(length - MATCH_MIN, 2 * N_BUCKETS - 1), {nxt: 1}, 1))
         row = Row()
         row.db = db
         ws = [wt[c][db] for wt, c, _, _ in comps]
-        wu = self.w[len(SHAPES)][_bucket(self.Nu, N_BUCKETS)][db] if self.Nu else 0
+        wu = self.w[len(SHAPES)][_bucket(self.Nu, N_BUCKETS)][db] if self.Nu and UNIGRAM else 0
         w0 = self.w0[db]
         S = w0 + wu + sum(ws)
         R = M - self.V
@@ -158,25 +147,6 @@ class Mixer:
         row.comps = comps
         return row
 
-    def _match(self, p: int):
-        """(length, predicted token) of the longest earlier occurrence of p's revealed left context
-        (at least MATCH_MIN tokens), found through the hash of its last MATCH_ORDER tokens."""
-        if p < MATCH_ORDER or p > len(self.tok) or not self.known[p - MATCH_ORDER : p].all():
-            return None
-        q = self.match.get(self._hash(p))
-        if q is None or q == p or not self.known[q]:
-            return None
-        length = 0
-        while length < 32 and p - length - 1 >= 0 and q - length - 1 >= 0 and self.known[p - length - 1] \
-                and self.known[q - length - 1] and self.tok[p - length - 1] == self.tok[q - length - 1]:
-            length += 1
-        if length < MATCH_MIN:
-            return None
-        return length, int(self.tok[q])
-
-    def _hash(self, p: int) -> tuple:
-        return tuple(self.tok[p - MATCH_ORDER : p].tolist())
-
     # -- learning ------------------------------------------------------------------------------
     def learn(self, row: Row, s: int, F: int, T: int) -> None:
         """After coding symbol s (denoiser frequency F of total T): move each used weight by the ratio
@@ -184,7 +154,7 @@ class Mixer:
         db = row.db
         ps = [(F << 32) // T] + [(dist.get(s, 0) << 32) // N for _, _, dist, N in row.comps]
         ws = [self.w0[db]] + [wt[c][db] for wt, c, _, _ in row.comps]
-        uni = self.Nu > 0
+        uni = self.Nu > 0 and UNIGRAM
         if uni:
             ub = _bucket(self.Nu, N_BUCKETS)
             ps.append((int(self.uni[s]) << 32) // self.Nu)
@@ -242,17 +212,6 @@ class Mixer:
             if len(table) > MAX_CONTEXTS:
                 for key in list(table)[: len(table) - MAX_CONTEXTS // 2]:
                     del table[key]
-        # match index: positions whose MATCH_ORDER-token left context just became known
-        targets = set()
-        for q in pos:
-            for d in range(0, MATCH_ORDER + 1):
-                targets.add(q + d)
-        for t in sorted(targets):
-            if MATCH_ORDER <= t < n and known[t] and known[t - MATCH_ORDER : t].all():
-                self.match[self._hash(t)] = t
-        if len(self.match) > MAX_CONTEXTS:
-            for key in list(self.match)[: len(self.match) - MAX_CONTEXTS // 2]:
-                del self.match[key]
 
 
 def _add(table: dict, key: tuple, t: int) -> None:
