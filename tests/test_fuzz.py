@@ -52,6 +52,7 @@ COMMON_FIELDS = (("method", "u8"), ("original_bytes", "varint"), ("original_crc3
 MDM_FIELDS = (("numerics", "u8"), ("model_id", "bytes"), ("tokenizer_id", "bytes"), ("seq_len", "varint"),
               ("steps", "varint"), ("grid", "u8"), ("level", "u8"), ("transform", "u8"), ("seed", "varint"),
               ("group_size", "varint"), ("tokens", "varint"), ("ideal_bits", "f32"))
+V5_FIELDS = (("mixer", "u8"), ("denoiser_bits", "f32"))  # format 5 adds them after ideal_bits
 STORE, XZ, MDM = 0, 1, 2
 
 
@@ -131,6 +132,8 @@ def read_frames(blob: bytes) -> list[Frame]:
         if method == MDM:
             for name, kind in MDM_FIELDS:
                 take(name, kind, {"model_id": 8, "tokenizer_id": 4}.get(name))
+            for name, kind in V5_FIELDS if version >= 5 else ():
+                take(name, kind)
             v = {f.name: f.value for f in fields}
             chunks, groups = layout(v["tokens"], v["seq_len"], v["group_size"])
         else:
@@ -250,7 +253,7 @@ RAW_F32S = ("ffffffff", "0000807f", "000080ff", "0100807f", "00000080")
 # steps, grid, seq_len, group_size or transform can leave the coded stream's meaning unchanged for a short
 # file; a payload's last word has don't-care bits, and an extra word is never read): such a mutation may
 # decode, but only to the right data.
-MAY_PASS_FIELDS = {"level", "ideal_bits", "steps", "grid", "seed", "seq_len", "group_size", "transform"}
+MAY_PASS_FIELDS = {"level", "ideal_bits", "denoiser_bits", "steps", "grid", "seed", "seq_len", "group_size", "transform"}
 
 
 def random_value(rng: random.Random, f: Field) -> object:
