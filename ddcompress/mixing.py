@@ -36,7 +36,7 @@ SHAPES: tuple[tuple[int, ...], ...] = (
 )
 SLOT = 16  # tokens kept per context (the most frequent; see _add)
 COUNT_HALVE = 1 << 10  # a context's counts are halved when one reaches this (recent text weighs more)
-MAX_CONTEXTS = 1 << 20  # per shape: beyond this the oldest half of its contexts is dropped
+MAX_CONTEXTS = 1 << 18  # per shape: beyond this its oldest contexts are dropped down to half
 N_BUCKETS = 8  # evidence buckets of a count model (bit length of its total, capped)
 D_BUCKETS = 12  # denoiser-confidence buckets (bit length of T // f_max, capped)
 W_ONE = 1 << 16  # weight unit
@@ -44,6 +44,7 @@ W_INIT = W_ONE >> 4  # a component starts with 1/16 of the denoiser's weight
 W_MIN, W_MAX = 1, 1 << 30
 R_MAX = 1 << 24  # a responsibility ratio p_j / P is capped at 256 (fixed point 2^16)
 LR_SHIFT = 4  # learning rate 1/16
+RECENT, RECENT_K = 2048, 4  # the unigram: all revealed tokens plus RECENT_K x the last RECENT of them
 UNIGRAM = True  # the unigram of the revealed tokens (off only for ablations)
 PRODUCT = True  # product components: the denoiser's row times a context's counts, renormalized
 
@@ -86,14 +87,18 @@ class Mixer:
         self.tok = np.zeros(max(n_tokens, 1), dtype=np.int64)
         self.known = np.zeros(max(n_tokens, 1), dtype=bool)
         self.tables: list[dict] = [dict() for _ in SHAPES]
-        self.uni = np.zeros(vocab, dtype=np.int64)
+        self.uni = np.zeros(vocab, dtype=np.int64)  # the unigram component's counts (all + RECENT_K x recent)
+        self.seen = np.zeros(vocab, dtype=np.int64)  # every revealed token
+        self.recent = np.zeros(vocab, dtype=np.int64)  # the last RECENT revealed tokens
+        self.fifo: list[int] = []
         self.ucum = np.zeros(vocab + 1, dtype=np.int64)
         self.Nu = 0
         nm = len(SHAPES) + 1  # count shapes, unigram
         cells = N_BUCKETS * 2
-        self.w = [[[W_INIT] * D_BUCKETS for _ in range(cells)] for _ in range(nm)]
-        self.v = [[[W_INIT] * D_BUCKETS for _ in range(cells)] for _ in SHAPES]  # product components
-        self.w0 = [W_ONE] * D_BUCKETS
+        nd = D_BUCKETS
+        self.w = [[[W_INIT] * nd for _ in range(cells)] for _ in range(nm)]
+        self.v = [[[W_INIT] * nd for _ in range(cells)] for _ in SHAPES]  # product components
+        self.w0 = [W_ONE] * nd
 
     # -- prediction ----------------------------------------------------------------------------
     def predict(self, p: int, T: int, fmax: int, freq=None) -> Row:
@@ -187,9 +192,19 @@ class Mixer:
         self.tok[positions] = values
         self.known[positions] = True
         tok, known, n = self.tok, self.known, len(self.tok)
-        np.add.at(self.uni, np.asarray(values, dtype=np.int64), 1)
-        self.Nu += len(positions)
+        vals = np.asarray(values, dtype=np.int64)
+        np.add.at(self.seen, vals, 1)
+        if RECENT_K:
+            order = np.argsort(positions, kind="stable")
+            self.fifo += vals[order].tolist()
+            np.add.at(self.recent, vals, 1)
+            if len(self.fifo) > RECENT:
+                old = np.array(self.fifo[: len(self.fifo) - RECENT], dtype=np.int64)
+                del self.fifo[: len(self.fifo) - RECENT]
+                np.subtract.at(self.recent, old, 1)
+        self.uni = self.seen + RECENT_K * self.recent
         self.ucum[1:] = np.cumsum(self.uni)
+        self.Nu = int(self.ucum[-1])
         pos = sorted(set(positions.tolist()))
         for k, shape in enumerate(SHAPES):
             targets = set()

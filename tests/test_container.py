@@ -52,16 +52,17 @@ def uv(n: int) -> bytes:
             return out
 
 
-def frame(body: bytes, version: int = 4, payloads: bytes = b"") -> bytes:
+def frame(body: bytes, version: int = 5, payloads: bytes = b"") -> bytes:
     """A frame around raw header+table bytes, with a valid CRC: for crafting headers."""
     head = bytes([version]) + uv(len(body)) + body
     return MAGIC + head + struct.pack("<I", zlib.crc32(head)) + payloads
 
 
-def mdm_body(table: bytes | None = None, **f) -> bytes:
+def mdm_body(table: bytes | None = None, version: int = 5, **f) -> bytes:
     """Header + table of an mdm frame field by field; a field given as bytes is written raw."""
     v = {"method": 2, "original_bytes": 300, "numerics": 1, "seq_len": 8, "steps": 4, "grid": 0, "level": 2,
-         "transform": 0, "seed": 5, "group_size": 2, "tokens": 20, "ideal_bits": 1.5} | f
+         "transform": 0, "seed": 5, "group_size": 2, "tokens": 20, "ideal_bits": 1.5, "mixer": 0,
+         "denoiser_bits": 1.5} | f
 
     def enc(name, how):
         x = v[name]
@@ -72,6 +73,8 @@ def mdm_body(table: bytes | None = None, **f) -> bytes:
             + bytes.fromhex("f513e2f185caa3f2" "0123abcd") + enc("seq_len", uv) + enc("steps", uv) + enc("grid", u8)
             + enc("level", u8) + enc("transform", u8) + enc("seed", uv) + enc("group_size", uv) + enc("tokens", uv)
             + struct.pack("<f", v["ideal_bits"]))
+    if version >= 5:
+        body += enc("mixer", u8) + struct.pack("<f", v["denoiser_bits"])
     if table is None:  # empty payloads, zero token CRCs (one per group)
         chunks, groups = layout_counts(v["tokens"], v["seq_len"], v["group_size"])
         table = (b"\x00" + struct.pack("<I", zlib.crc32(b""))) * groups + bytes(4 * groups)
@@ -85,17 +88,18 @@ def test_exact_layout():
     blob = sample().to_bytes()
     expect = bytes.fromhex(
         "89444443"  # magic
-        "04"  # format version
-        "32"  # N = 50 bytes of header and table follow
+        "05"  # format version
+        "37"  # N = 55 bytes of header and table follow
         "02" "ac02" "78563412"  # method mdm, original_bytes 300, original_crc32
         "01" "f513e2f185caa3f2" "0123abcd"  # numerics int8-exact-1, model id, tokenizer id
         "08" "04" "00" "02" "00"  # seq_len 8, steps 4, grid sine, level 2, transform none
         "05" "02" "14" "0000c03f"  # seed 5, group_size 2, tokens 20, ideal_bits 1.5 (f32)
+        "00" "0000c03f"  # mixer none, denoiser_bits 1.5 (f32): format 5
         "04" "11cd82ed" "02" "9928e68f"  # group 0: 4 bytes, CRC32(b"abcd"); group 1: 2 bytes, CRC32(b"xy")
         "01000000" "efbeadde"  # token CRCs, one per group
     ) + struct.pack("<I", zlib.crc32(blob[4:-10])) + b"abcdxy"  # CRC32 of version .. end of table; payloads
     assert blob == expect
-    assert MAGIC == b"\x89DDC" and FORMAT_VERSION == 4 and NUMERICS == {"int8-exact-1": 1}
+    assert MAGIC == b"\x89DDC" and FORMAT_VERSION == 5 and NUMERICS == {"int8-exact-1": 1}
 
 
 def test_format_2_is_still_read():
@@ -109,33 +113,33 @@ def test_format_2_is_still_read():
         "616263647879"  # payloads
     )
     c = parse(blob)
-    assert c.header == MDM | {"format_version": 2, "chunks": 3}
+    assert c.header == MDM | {"format_version": 2, "chunks": 3, "mixer": None, "denoiser_bits": 1.5}
     assert c.token_crcs == [1, 2, 0xDEADBEEF] and c.payloads == [b"abcd", b"xy"]
-    with pytest.raises(ValueError, match="writes format 4 only"):  # read, never written
+    with pytest.raises(ValueError, match="writes format 5 only"):  # read, never written
         c.to_bytes()
     with pytest.raises(FormatError, match="table is too short for 2 groups and 3 token CRCs"):
-        parse(frame(mdm_body(bytes(21)), version=2))
+        parse(frame(mdm_body(bytes(21), version=2), version=2))
 
 
 def test_exact_layout_store():
     # empty input: one empty group whose size and CRC are original_bytes and original_crc32 (not stored)
-    head = bytes.fromhex("04" "06" "00" "00" "00000000")  # version 4, N = 6, store, 0 bytes, CRC32 of nothing
+    head = bytes.fromhex("05" "06" "00" "00" "00000000")  # version 5, N = 6, store, 0 bytes, CRC32 of nothing
     assert store(b"").to_bytes() == b"\x89DDC" + head + struct.pack("<I", zlib.crc32(head))
     blob = store(b"abc").to_bytes()
-    assert blob[:12] == bytes.fromhex("89444443" "04" "06" "00" "03") + struct.pack("<I", zlib.crc32(b"abc"))
+    assert blob[:12] == bytes.fromhex("89444443" "05" "06" "00" "03") + struct.pack("<I", zlib.crc32(b"abc"))
     assert blob[12:16] == struct.pack("<I", zlib.crc32(blob[4:12])) and blob[16:] == b"abc"
 
 
 def test_roundtrip_all_methods():
     c = parse(sample().to_bytes())
-    assert c.header == MDM | {"format_version": 4, "chunks": 3}
+    assert c.header == MDM | {"format_version": 5, "chunks": 3, "mixer": None, "denoiser_bits": 1.5}
     assert c.group_sizes == [4, 2] and c.token_crcs == [1, 0xDEADBEEF] and c.payloads == [b"abcd", b"xy"]
     assert parse(Container(c.header, c.group_sizes, c.token_crcs, c.payloads).to_bytes()) == c  # derived keys accepted
     for data in (b"", b"abc", bytes(range(256)) * 10):
         for make in (store, xz):
             want = make(data)
             got = parse(want.to_bytes())
-            assert got.header == want.header | {"format_version": 4}
+            assert got.header == want.header | {"format_version": 5}
             assert got.group_sizes == want.group_sizes and got.payloads == want.payloads and got.token_crcs == []
     odd = MDM | {"level": None, "transform": "crlf", "grid": "uniform", "seed": 2**64 - 1, "seq_len": 2**20,
                  "steps": 2**20, "group_size": MAX_GROUP_SIZE, "tokens": 2**40, "original_bytes": 2**48 - 1,
@@ -143,9 +147,12 @@ def test_roundtrip_all_methods():
     chunks, groups = layout_counts(2**40, 2**20, MAX_GROUP_SIZE)
     assert (chunks, groups) == (2**20, 2**20 // MAX_GROUP_SIZE)
     c = parse(Container(odd, [3] * groups, [7] * groups, [b"xyz"] * groups).to_bytes())
-    assert c.header == odd | {"format_version": 4, "chunks": chunks, "ideal_bits": float(np.float32(0.1))}
+    assert c.header == odd | {"format_version": 5, "chunks": chunks, "ideal_bits": float(np.float32(0.1)),
+                              "mixer": None, "denoiser_bits": float(np.float32(0.1))}
     assert c.token_crcs == [7] * groups and c.payloads == [b"xyz"] * groups  # a million chunks: a token CRC a group
     assert parse(Container(MDM | {"ideal_bits": np.float32(2.5)}, [4, 2], [1, 3], [b"abcd", b"xy"]).to_bytes()).header["ideal_bits"] == 2.5
+    c = parse(Container(MDM | {"mixer": "cm1", "denoiser_bits": 2.0}, [4, 2], [1, 3], [b"abcd", b"xy"]).to_bytes())
+    assert (c.header["mixer"], c.header["denoiser_bits"]) == ("cm1", 2.0)
 
 
 def test_header_only_reads_a_prefix():
@@ -168,7 +175,7 @@ def test_framing_sizes():
     # one group, one chunk: 1000 tokens of a 4000-byte text, L = 1024, a 1500-byte payload
     h = MDM | {"original_bytes": 4000, "seq_len": 1024, "steps": 16, "level": 5, "group_size": 8, "tokens": 1000,
                "ideal_bits": 12000.0}
-    for seed, most in ((0, 56), (2**63 - 1, 64)):
+    for seed, most in ((0, 61), (2**63 - 1, 69)):  # (format 5's mixer and denoiser_bits: 5 bytes)
         blob = Container(h | {"seed": seed}, [1500], [0], [bytes(1500)]).to_bytes()
         assert len(blob) - 1500 <= most
 
@@ -223,7 +230,7 @@ def test_format_1_refused():
         with pytest.raises(FormatError) as err:
             parse(blob)
         assert str(err.value) == ("ddc format version 1 (float numerics, written by ddc 0.1.x): this ddc reads "
-                                  "formats 2 to 4; decompress it with ddc 0.1.x")
+                                  "formats 2 to 5; decompress it with ddc 0.1.x")
 
 
 def test_foreign_files():
@@ -267,8 +274,10 @@ CRAFTED = {  # frames with a valid CRC whose header is nonsense -> (FormatError 
     "numerics 9": (frame(mdm_body(numerics=9)),
                    r"^file uses numerics code 9, unknown to this ddc \(knows: int8-exact-1\); upgrade ddc$"),
     "numerics 0": (frame(mdm_body(numerics=0)), r"^file uses numerics code 0, unknown"),
-    "version 5": (frame(mdm_body(), version=5),
-                  r"^ddc format version 5 is newer than this ddc \(reads up to 4\); upgrade ddc$"),
+    "version 6": (frame(mdm_body(), version=6),
+                  r"^ddc format version 6 is newer than this ddc \(reads up to 5\); upgrade ddc$"),
+    "mixer 2": (frame(mdm_body(mixer=2)), r"^corrupt ddc file: unknown mixer code 2$"),
+    "denoiser_bits nan": (frame(mdm_body(denoiser_bits=float("nan"))), r"^corrupt ddc file: denoiser_bits nan is not"),
     "version 255": (frame(b"anything at all", version=255), r"^ddc format version 255 is newer"),
     "version 0": (frame(mdm_body(), version=0), r"^corrupt ddc file: invalid format version 0$"),
     "version 1, new framing": (frame(mdm_body(), version=1), r"^corrupt ddc file: invalid format version 1$"),

@@ -93,7 +93,21 @@ def test_reveal_counts_every_instance_once(monkeypatch):
             known[order[:at]] = True
             for shape, table in zip(mixing.SHAPES, mix.tables):
                 assert table == brute_counts(tok, known, shape), shape
-    assert mix.Nu == at and mix.uni[:6].sum() == at
+    # the unigram: every revealed token, plus RECENT_K x the last RECENT revealed (steps in order, a
+    # step's positions ascending)
+    revealed = [tok[q] for i in range(0, at, 1) for q in [order[i]]]
+    assert mix.seen.sum() == at and np.array_equal(mix.seen[:6], np.bincount(revealed, minlength=6))
+    assert mix.recent.sum() == min(at, mixing.RECENT) and mix.Nu == int(mix.uni.sum())
+    assert np.array_equal(mix.uni, mix.seen + mixing.RECENT_K * mix.recent)
+
+
+def test_recent_window_keeps_the_last_tokens_in_reveal_order(monkeypatch):
+    monkeypatch.setattr(mixing, "RECENT", 5)
+    mix = mixing.Mixer(20, 10)
+    mix.reveal(np.array([7, 3, 5]), np.array([1, 2, 3]))  # in position order: 2 (at 3), 3 (at 5), 1 (at 7)
+    mix.reveal(np.array([9, 1, 0]), np.array([4, 5, 6]))  # 6 (at 0), 5 (at 1), 4 (at 9)
+    assert mix.fifo == [3, 1, 6, 5, 4] and mix.recent.tolist() == [0, 1, 0, 1, 1, 1, 1, 0, 0, 0]
+    assert mix.Nu == 6 + mixing.RECENT_K * 5
 
 
 def test_slot_keeps_the_most_counted_tokens(monkeypatch):
