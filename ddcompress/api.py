@@ -417,6 +417,9 @@ def _decode_mdm(c: Container, model, device, progress, batch_chunks: int) -> byt
         raise ModelError(f"file uses tokenizer {h['tokenizer_id']}, this ddc has {tok.id[:8]}")
     # the layout is built a group at a time, and before any model is loaded each group's payload must be
     # able to code the tokens the header gives it: a header's claim sizes nothing the data does not prove
+    most = h["tokens"] * _max_token_bytes(tok) * (2 if h["transform"] == "crlf" else 1)
+    if h["original_bytes"] > most:  # (else the whole decode would run before the length check)
+        raise IntegrityError(f"corrupt ddc file: {h['tokens']} tokens cannot make {h['original_bytes']} bytes")
     groups = Layout(h["tokens"], h["seq_len"], h["group_size"])
     for k, size in enumerate(c.group_sizes):
         if groups.coded_in(k) > max_coded_tokens(size, h["format_version"]):
@@ -435,6 +438,14 @@ def _decode_mdm(c: Container, model, device, progress, batch_chunks: int) -> byt
     tokens = decode_all(coder, None, groups, list(c.payloads), crcs, batch_chunks, progress)  # grows as it decodes
     data = tok.decode(tokens)
     return data.replace(b"\n", b"\r\n") if h["transform"] == "crlf" else data
+
+
+def _max_token_bytes(tok) -> int:
+    """The longest token's bytes (GPT-2: 128): n tokens decode to at most n times this."""
+    if not hasattr(tok, "_ddc_max_bytes"):
+        ids = getattr(tok, "_id_bytes", None)  # (the tokenizer's table of each token's bytes)
+        tok._ddc_max_bytes = max(map(len, ids)) if ids else max(len(tok.decode([i])) for i in range(VOCAB_SIZE))
+    return tok._ddc_max_bytes
 
 
 def random_seed() -> int:
