@@ -53,7 +53,15 @@ def _ppl_rows(report: dict) -> list[tuple[str, list[str], str]]:
     rows.append((f"{name} NELBO bound", [f"{by[d]['elbo_ppl']:.2f} ± {by[d]['elbo_stderr']:.2f}" if d in by else "-" for d in DATASETS], "measured"))
     for s in report["settings"]["steps"]:
         rows.append((f"{name} coded, {s} steps", [_f(by[d]["coded_ppl"].get(str(s))) if d in by else "-" for d in DATASETS], "measured"))
+        if any(_unmixed(r, s) is not None for r in by.values()):  # (reports before format 5 have no such row)
+            rows.append((f"{name} without mixing, {s} steps (ideal)", [_f(_unmixed(by[d], s)) if d in by else "-"
+                                                                          for d in DATASETS], "measured"))
     return rows
+
+
+def _unmixed(rec: dict, steps: int) -> float | None:
+    """The denoiser's own code length (no context mixing) as a perplexity, at `steps` steps."""
+    return next((c.get("unmixed_ppl") for c in rec["coded"] if c["steps"] == steps), None)
 
 
 def _baseline_names(report: dict) -> list[str]:

@@ -1,7 +1,8 @@
 """Masked-diffusion entropy coding of token sequences (the MD4 view, no bits-back).
 
 Tokens are cut into chunks of the model length L. For each chunk a data-independent unmasking order
-(permutation) and per-step reveal counts come from the seed stored in the file. At each reverse step
+(a permutation, in format 5 spread so that one step's positions are not neighbours) and per-step
+reveal counts come from the seed stored in the file. At each reverse step
 the denoiser runs on the partly revealed chunks; the tokens revealed at that step are range-coded with
 the probabilities mu_theta(x_t) at their positions. The probabilities come from the exact integer
 denoiser (`exact.ExactDenoiser`, numerics "int8-exact-1"): integer frequencies that every machine
@@ -37,6 +38,7 @@ from .checkpoint import LoadedModel
 from .layout import Chunk, Layout
 from .schedule import reveal_counts
 
+SPREAD_GAP = 2  # format 5: no two positions of one step within 2 tokens, where the counts allow
 ROW_BLOCK = 512  # rows of the output head computed (and coded) at once: bounds memory at V = 50257
 SECONDS: Counter = Counter()  # wall time spent in the denoiser ("model") and the entropy coder ("coder")
 
@@ -95,9 +97,16 @@ class Coder:
 
     # -- the shared walk ----------------------------------------------------------------------------
     def _orders(self, chunks: list[Chunk]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Per chunk: its window positions in reveal order and its tokens revealed per step."""
-        perms = [c.known + prng.permutation(self.seed, c.index, c.coded) for c in chunks]
-        return perms, [reveal_counts(c.coded, self.steps, self.grid) for c in chunks]
+        """Per chunk: its window positions in reveal order and its tokens revealed per step (format 5:
+        the seed's order spread so that one step's positions lie more than SPREAD_GAP apart)."""
+        counts = [reveal_counts(c.coded, self.steps, self.grid) for c in chunks]
+        perms = [self.order(self.seed, c.index, c.coded, k) for c, k in zip(chunks, counts)]
+        return [c.known + p for c, p in zip(chunks, perms)], counts
+
+    def order(self, seed: int, chunk_index: int, n: int, counts: np.ndarray) -> np.ndarray:
+        """The reveal order of a chunk's n coded tokens (offsets after its known context)."""
+        perm = prng.permutation(seed, chunk_index, n)
+        return prng.spread(perm, counts, SPREAD_GAP) if self.version >= 5 else perm
 
     @torch.inference_mode()
     def _walk(self, x: torch.Tensor, perms: list[np.ndarray], counts: list[np.ndarray], indices: bool = False):
@@ -534,13 +543,14 @@ def decode_all(coder: Coder, tokens: np.ndarray | None, groups: Layout | list[li
 def path_code_lengths(lm: LoadedModel, tokens: np.ndarray, steps: int, grid: str, seeds, chunk_index: int = 0,
                       device: str = "cpu") -> np.ndarray:
     """Exact code length in bits (sum of -log2 mu_theta) of one chunk along the unmasking path of each
-    seed, without entropy coding: what the coder achieves up to ~0.01 bit/token. The seeds' walks go
+    seed (format 5's spread order), without entropy coding: what the coder achieves up to ~0.01 bit/token. The seeds' walks go
     through the denoiser as one batch; its batch invariance makes each row's probabilities those of
     its own walk (tests/test_codec.py checks it against one walk at a time)."""
     coder = Coder(lm, steps, grid, 0, device)
     tokens = np.asarray(tokens, dtype=np.int64)
     n = len(tokens)
-    perms = np.stack([prng.permutation(s, chunk_index, n) for s in seeds])
+    counts = reveal_counts(n, steps, grid)
+    perms = np.stack([coder.order(s, chunk_index, n, counts) for s in seeds])
     bits = np.zeros(len(perms))
     for _, cs, r0, sym, probs in coder._known_walk(tokens, [Chunk(chunk_index, 0, n, 0)] * len(perms), perms=perms):
         probs = probs.cpu().numpy()

@@ -43,3 +43,30 @@ def uniforms(seed: int, stream: int, n: int) -> np.ndarray:
     with np.errstate(over="ignore"):
         bits = splitmix64(key + np.arange(n, dtype=np.uint64) * _GOLDEN)
     return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def spread(perm: np.ndarray, counts: np.ndarray, gap: int) -> np.ndarray:
+    """The reveal order `perm` rearranged so that the positions of one step are more than `gap` apart
+    where possible: step by step, the remaining positions in `perm`'s order are taken when no position
+    already taken in this step lies within `gap`; if a step is still short, the first remaining
+    positions in that order fill it. Neighbours then come from earlier steps, where the denoiser and
+    the count models see them, instead of being revealed blind together."""
+    rest = [int(p) for p in perm]
+    out: list[int] = []
+    for k in counts.tolist():
+        taken: set[int] = set()
+        picked: list[int] = []
+        left: list[int] = []
+        for p in rest:
+            if len(picked) < k and all(p + d not in taken for d in range(-gap, gap + 1)):
+                picked.append(p)
+                taken.add(p)
+            else:
+                left.append(p)
+        if len(picked) < k:
+            need = k - len(picked)
+            picked += left[:need]
+            left = left[need:]
+        out += picked
+        rest = left
+    return np.array(out, dtype=np.int64)

@@ -81,6 +81,9 @@ def test_json_fields_consistent(report, tiny_ckpt):
             assert r["bpb"][str(c["steps"])] * r["bytes"] == pytest.approx(c["coded_bits"])
             assert r["coded_ppl"][str(c["steps"])] == pytest.approx(2 ** (c["coded_bits"] / n))
             assert c["ratio_to_nelbo"] == pytest.approx(c["coded_bits"] / r["nelbo_bits"])
+            # with and without format 5's mixing: the denoiser's own ideal bits, as a perplexity too
+            assert c["denoiser_bits"] > 0 and c["unmixed_ppl"] == pytest.approx(2 ** (c["denoiser_bits"] / n))
+            assert c["mixing_saved"] == pytest.approx(1 - c["ideal_bits"] / c["denoiser_bits"])
         assert r["coded"][0]["verified"] is True and r["coded"][1]["verified"] is None
         for name, b in r["baselines"].items():
             assert b is None or b["bpb"] == pytest.approx(8 * b["bytes"] / r["bytes"]), name

@@ -301,7 +301,7 @@ def constriction_payloads(lm, tokens: np.ndarray, groups, steps: int, grid: str,
     Categorical(perfect=False) on the same walk's float32 frequencies."""
     import constriction
 
-    coder, family = Coder(lm, steps, grid, seed), constriction.stream.model.Categorical(perfect=False)
+    coder, family = Coder(lm, steps, grid, seed, format_version=3), constriction.stream.model.Categorical(perfect=False)
     out = []
     for g in groups:
         enc = constriction.stream.queue.RangeEncoder()
