@@ -16,9 +16,13 @@ revealed, in any order):
     sees right neighbours too), a table from the revealed context tokens to the counts of the token
     that followed them, kept to the `SLOT` most frequent tokens; an instance (context + target) is
     counted once, at the step where its last position is revealed;
-  * a unigram model of every revealed token (dense: one cumulative row per step, shared by the rows);
-  * the mixer: one weight per (model, evidence bucket, denoiser-confidence bucket); a row's weights
+  * product components: the denoiser's row restricted to a context's tokens, times their counts, and
+    renormalized (the tokens both the denoiser and the file's statistics like);
+  * a unigram of every revealed token plus the recent ones (dense: one cumulative row per step,
+    shared by the step's rows);
+  * the mixer: one weight per (component, evidence bucket, denoiser-confidence bucket); a row's weights
     split the 2^24 - V quantization budget, every token keeping its floor of 1 (rans.py).
+The reference for tuning and ablations: benchmarks/results/mixing-ablation.md.
 """
 from __future__ import annotations
 
