@@ -196,6 +196,8 @@ def _summary(name: str, n_in: int, blob: bytes, secs: float) -> None:
     extra = ""
     if h.get("ideal_bits"):
         extra = f", {h['tokens']} tokens, {h['steps']} steps, coded/ideal {8 * len(blob) / h['ideal_bits']:.4f}"
+        if h.get("mixer") and h.get("denoiser_bits"):
+            extra += f", mixing saved {100 * (1 - h['ideal_bits'] / h['denoiser_bits']):.1f}%"
         extra += _arithmetic()
     click.echo(f"{name}: {n_in} -> {len(blob)} bytes, {bpb} [{h['method']}{extra}], {n_in / 1024 / max(secs, 1e-9):.2f} KB/s", err=True)
 
