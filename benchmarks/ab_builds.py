@@ -29,8 +29,9 @@ CHILD = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 import ddcompress
-from ddcompress import codec, registry
-from ddcompress.container import parse
+from ddcompress.codec import coder as codec
+from ddcompress.model import registry
+from ddcompress.codec.container import parse
 data = open(sys.argv[2], 'rb').read()[: int(sys.argv[3])]
 lm = registry.resolve(None)
 ddcompress.compress(data[:3000], level=1, model=lm, method="mdm")  # warm-up: kernels built, weights packed
@@ -112,7 +113,7 @@ def main() -> None:
 
 
 def _cpu() -> str:
-    from ddcompress.bench_cli import cpu_name
+    from ddcompress.bench.cli import cpu_name
 
     return f"{cpu_name()}, {os.cpu_count()} logical CPUs"
 

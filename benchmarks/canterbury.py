@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 import ddcompress
-from ddcompress import registry
+from ddcompress.model import registry
 
 ROOT = Path(__file__).resolve().parent
 

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ddcompress.bench import _codecs  # noqa: E402  (gzip/bzip2/xz/zstd/brotli/PPMd as ddc bench runs them)
-from ddcompress.bench_cli import cpu_name  # noqa: E402
+from ddcompress.bench.run import _codecs  # noqa: E402  (gzip/bzip2/xz/zstd/brotli/PPMd as ddc bench runs them)
+from ddcompress.bench.cli import cpu_name  # noqa: E402
 
 
 def zpaq(data: bytes) -> tuple[int, float, float]:

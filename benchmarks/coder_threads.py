@@ -3,7 +3,7 @@ streams can be coded concurrently by a thread pool or need processes.
 
     python benchmarks/coder_threads.py [--rows 512] [--reps 4] [--threads 1 2] [--out DIR]
 
-Coders: ddc's rANS of format 4 (`ddcompress/rans.py`; the C kernels when they load, as ddc runs it)
+Coders: ddc's rANS of format 4 (`ddcompress/codec/rans.py`; the C kernels when they load, as ddc runs it)
 and constriction's range coder of formats 2 and 3 (read for old files). Each thread encodes and
 decodes its own stream of --rows tokens over the full vocabulary (V = 50257 integer frequencies per
 token, as ddc codes them) --reps times. Prints microseconds per token on one thread and the throughput
@@ -22,7 +22,7 @@ from pathlib import Path
 import constriction
 import numpy as np
 
-from ddcompress import rans
+from ddcompress.codec import rans
 
 RESULTS = Path(__file__).resolve().parent / "results"
 V = 50257
@@ -114,7 +114,7 @@ def _timed(fn) -> float:
 
 
 def _cpu() -> str:
-    from ddcompress.bench_cli import cpu_name
+    from ddcompress.bench.cli import cpu_name
 
     return f"{cpu_name()}, {os.cpu_count()} logical CPUs"
 

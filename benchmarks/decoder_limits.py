@@ -1,6 +1,6 @@
 """Peak memory and time of decoding crafted hostile files (issue 22): the chunk-count and group-size
-attacks of tests/test_fuzz.py (`attack_files`), made for a real model (default ddc-small, L = 1024), each
-decoded in a fresh process (`test_fuzz.probe`) under an address-space limit of what the loaded model
+attacks of tests/support/fuzz.py (`attack_files`), made for a real model (default ddc-small, L = 1024), each
+decoded in a fresh process (`fuzz.probe`) under an address-space limit of what the loaded model
 maps plus --headroom-gib.
 
     python benchmarks/decoder_limits.py [--model ddc-small] [--groups 16384] [--headroom-gib 8]
@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-import test_fuzz as tf  # noqa: E402  (the attacks and the probe)
+from support import fuzz as tf  # noqa: E402  (the attacks and the probe)
 
 RESULTS = ROOT / "benchmarks" / "results"
 WHAT = {
@@ -36,7 +36,7 @@ WHAT = {
 
 
 def run(args, name: str, path: Path, tree: Path) -> dict:
-    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import test_fuzz as t; "
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from support import fuzz as t; "
             "print(json.dumps(t.probe(sys.argv[2], sys.argv[3], float(sys.argv[4]))))")
     env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS="1")
     t0 = time.perf_counter()
@@ -64,9 +64,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=RESULTS / "decoder-limits")
     args = ap.parse_args()
 
-    from ddcompress import registry
-    from ddcompress.bench_cli import cpu_name
-    from ddcompress.tokenizer import get_tokenizer
+    from ddcompress.model import registry
+    from ddcompress.bench.cli import cpu_name
+    from ddcompress.codec.tokenizer import get_tokenizer
 
     lm = registry.resolve(args.model)
     files = tf.attack_files(lm.id, get_tokenizer().id[:8], lm.cfg.seq_len, n_groups=args.groups)
@@ -105,7 +105,7 @@ def main() -> int:
             return f.format(r[k]) if k in r else "-"
         lines.append(f"| {r['tree']} ({r['git']}) | {r['attack']} | {r['file_bytes']:,} | {r['outcome']} | {num('wall_s')} | "
                      f"{num('cpu_s')} | {num('peak_rss_mib', '{:.0f}')} | {num('rss_growth_mib', '{:.0f}')} |")
-    lines += ["", "Attacks (`tests/test_fuzz.py: attack_files`, every header check passes: valid CRCs, consistent "
+    lines += ["", "Attacks (`tests/support/fuzz.py: attack_files`, every header check passes: valid CRCs, consistent "
               "fields, the table the layout implies):", ""] + [f"* `{k}`: {v}" for k, v in WHAT.items()]
     lines += ["", "Messages of the last run of each tree:", ""]
     lines += [f"* {r['tree']}, `{r['attack']}`: {r.get('message', '')}" for r in report["runs"]]

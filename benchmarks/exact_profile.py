@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from ddcompress import registry
+from ddcompress.model import registry
 
 VALID = Path(os.environ.get("DDC_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data" / "eval" / "wikitext2" / "wiki.valid.tokens"
 
@@ -83,7 +83,7 @@ def main() -> None:
 def tokens(n: int, g: torch.Generator, vocab: int, random: bool, path: Path = VALID) -> torch.Tensor:
     """n tokens of a text (from its start, repeated if it is shorter), or random ids."""
     if not random and path.is_file():
-        from ddcompress.tokenizer import get_tokenizer
+        from ddcompress.codec.tokenizer import get_tokenizer
 
         ids = get_tokenizer().encode(path.read_bytes()[: 8 * n])  # ~4 bytes per token
         if len(ids):

@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ddcompress import prng, registry
+from ddcompress.codec import prng
+from ddcompress.model import registry
 from ddcompress.api import crlf_transform_applies
-from ddcompress.schedule import reveal_counts
-from ddcompress.tokenizer import get_tokenizer
+from ddcompress.codec.reveal import reveal_counts
+from ddcompress.codec.tokenizer import get_tokenizer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval"
 INPUTS = {"alice29.txt": SHARED / "canterbury" / "alice29.txt", "wiki.valid.tokens[200000:]": SHARED / "wikitext2" / "wiki.valid.tokens"}

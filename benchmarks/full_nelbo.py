@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from ddcompress import registry
-from ddcompress.bench import usable_length
-from ddcompress.elbo import estimate_nelbo_chunks
-from ddcompress.datasets_eval import load_corpus, token_stream
+from ddcompress.model import registry
+from ddcompress.bench.run import usable_length
+from ddcompress.train.elbo import estimate_nelbo_chunks
+from ddcompress.bench.corpora import load_corpus, token_stream
 
 ROOT = Path(__file__).resolve().parent
 

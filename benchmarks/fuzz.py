@@ -1,14 +1,14 @@
-"""Fuzzing at scale (issue 11): the two harnesses of tests/test_fuzz.py, run many times.
+"""Fuzzing at scale (issue 11): the two harnesses of tests/test_fuzz.py (their library: tests/support/fuzz.py), run many times.
 
     python benchmarks/fuzz.py --roundtrips 10000 --mutations 10000 [--jobs 2] [--seed 0] [--budget-min 25]
     python benchmarks/fuzz.py --repro mutation:1234 [--seed 0]      # rerun one case, with its traceback
 
 * mutations: a random valid file (store, xz, mdm one group / several groups with a tail chunk / CRLF,
   concatenated frames), 1-3 mutations of its header fields and table entries with the header CRC
-  recomputed (`test_fuzz.random_mutation`); decompress and info must give the right data or a one-line
+  recomputed (`fuzz.random_mutation`); decompress and info must give the right data or a one-line
   DDCError, within 2 s, allocating no more than a little (tracemalloc peak, growth of the resident set).
-* round trips: random bytes (`test_fuzz.random_input`) through compress / decompress with random
-  method, level or steps, seed and group size (`test_fuzz.random_params`).
+* round trips: random bytes (`fuzz.random_input`) through compress / decompress with random
+  method, level or steps, seed and group size (`fuzz.random_params`).
 
 Everything runs on a tiny randomly initialised model (L = 64, 2 layers, d = 32): the coding logic does
 not depend on the model's quality. Case k of kind K draws from `random.Random(f"{K}:{seed}:{k}")`, so a
@@ -35,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-import test_fuzz as tf  # noqa: E402  (the shared generators and checks)
+from support import fuzz as tf  # noqa: E402  (the shared generators and checks: tests/support/fuzz.py)
 
 RESULTS = ROOT / "benchmarks" / "results"
 KINDS = ("mutation", "roundtrip")
@@ -48,9 +48,9 @@ _W: dict = {}  # per worker process: model, bases, frames
 def build_model():
     import torch
 
-    from ddcompress.model import Denoiser, DenoiserConfig
+    from ddcompress.model.denoiser import Denoiser, DenoiserConfig
 
-    from ddcompress.checkpoint import from_module
+    from ddcompress.model.checkpoint import from_module
 
     torch.manual_seed(0)
     return from_module(Denoiser(DenoiserConfig(seq_len=64, n_layer=2, n_head=2, d_model=32, d_mlp=64)))
@@ -112,7 +112,7 @@ def machine() -> dict:
     import numpy
     import torch
 
-    from ddcompress.bench_cli import cpu_name
+    from ddcompress.bench.cli import cpu_name
 
     cpu = cpu_name()
 

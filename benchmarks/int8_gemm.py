@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ddcompress import native
+from ddcompress.native import kernels as native
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # (rows, K, N): qkv, proj, gate_up, down on a block of 512 rows; the output head on 64 rows

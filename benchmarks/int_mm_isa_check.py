@@ -3,7 +3,7 @@
     for isa in ALL AVX512_CORE AVX2 SSE41; do ONEDNN_MAX_CPU_ISA=$isa python benchmarks/int_mm_isa_check.py; done
 
 Worst-case operands (rows of +-127) make 16-bit pair sums saturate in kernels without VNNI; the exact
-path therefore does not use _int_mm on CPU (see ddcompress/intlinear.py). Prints one line per run.
+path therefore does not use _int_mm on CPU (see ddcompress/numerics/intlinear.py). Prints one line per run.
 """
 import os
 

@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 import ddcompress
-from ddcompress.bench_cli import cpu_name
-from ddcompress.container import parse
+from ddcompress.bench.cli import cpu_name
+from ddcompress.codec.container import parse
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 import ddcompress
-from ddcompress import registry
+from ddcompress.model import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DDC_SHARED", ROOT.parent / "shared")) / "data" / "eval"

@@ -40,11 +40,11 @@ import torch
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
-from ddcompress.data import WindowSampler, load_tokens  # noqa: E402
-from ddcompress.model import DenoiserConfig
-from ddcompress.checkpoint import save_checkpoint  # noqa: E402
-from ddcompress.tokenizer import EOS_ID  # noqa: E402
-from ddcompress.train import TrainConfig, evaluate, setup, train_step  # noqa: E402
+from ddcompress.train.data import WindowSampler, load_tokens  # noqa: E402
+from ddcompress.model.denoiser import DenoiserConfig
+from ddcompress.model.checkpoint import save_checkpoint  # noqa: E402
+from ddcompress.codec.tokenizer import EOS_ID  # noqa: E402
+from ddcompress.train.loop import TrainConfig, evaluate, setup, train_step  # noqa: E402
 
 RECIPES: dict[str, dict] = {
     "adamw-cosine": {},

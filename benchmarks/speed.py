@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 
 import ddcompress
-from ddcompress import codec, registry
-from ddcompress.container import parse
+from ddcompress.codec import coder as codec
+from ddcompress.model import registry
+from ddcompress.codec.container import parse
 
 SHARED = Path(os.environ.get("DDC_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data" / "eval"
 DEFAULT_FILES = [SHARED / "canterbury" / "lcet10.txt", SHARED / "wikitext2" / "wiki.test.raw"]
@@ -33,7 +34,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def machine(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
-    from ddcompress.bench_cli import cpu_name
+    from ddcompress.bench.cli import cpu_name
 
     return f"{cpu_name()}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads"
 
@@ -100,7 +101,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     lm = registry.resolve(args.model)
     try:
-        from ddcompress.exact import int_mm_is_exact
+        from ddcompress.numerics.exact import int_mm_is_exact
     except ImportError:  # ddc 0.1: the float path
         def int_mm_is_exact(device):
             return False

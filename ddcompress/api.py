@@ -15,13 +15,13 @@ import secrets
 import zlib
 from typing import Callable, Iterator
 
-from . import registry
-from .checkpoint import LoadedModel
-from .container import Container, info, parse_frames  # noqa: F401 (info: part of the API)
+from .model import registry
+from .model.checkpoint import LoadedModel
+from .codec.container import Container, info, parse_frames  # noqa: F401 (info: part of the API)
 from .errors import DDCError, FormatError, IntegrityError, ModelError
-from .layout import MAX_GROUP_SIZE, Chunk, Layout, layout_counts
-from .plan import DEFAULT_LEVEL, LEVELS, default_batch_chunks, default_group_size, steps_for  # noqa: F401 (LEVELS: part of the API)
-from .tokenizer import VOCAB_SIZE, get_tokenizer
+from .codec.layout import MAX_GROUP_SIZE, Chunk, Layout, layout_counts
+from .codec.plan import DEFAULT_LEVEL, LEVELS, default_batch_chunks, default_group_size, steps_for  # noqa: F401 (LEVELS: part of the API)
+from .codec.tokenizer import VOCAB_SIZE, get_tokenizer
 
 METHODS = ("auto", "mdm", "xz", "store")
 
@@ -261,8 +261,8 @@ def compress(
     if method == "auto" and (len(data) < MIN_MODEL_BYTES or looks_binary(data)):
         return _fallback(data, "xz")
     alt = _fallback(data, "xz") if method == "auto" else None  # xz first: the model has to beat it
-    from .codec import Coder, encode_all  # torch: only where the model runs (stored/xz frames need none)
-    from .exact import NUMERICS
+    from .codec.coder import Coder, encode_all  # torch: only where the model runs (stored/xz frames need none)
+    from .numerics.exact import NUMERICS
 
     lm = registry.resolve(model)
     tok = get_tokenizer()
@@ -409,7 +409,7 @@ def _decode_frame(c: Container, model, device, progress, batch_chunks=None) -> b
 
 
 def _decode_mdm(c: Container, model, device, progress, batch_chunks: int) -> bytes:
-    from .codec import Coder, decode_all
+    from .codec.coder import Coder, decode_all
 
     h = c.header
     tok = get_tokenizer()

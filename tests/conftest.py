@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddcompress.checkpoint import load_checkpoint, save_checkpoint
-from ddcompress.model import Denoiser, DenoiserConfig
+from ddcompress.model.checkpoint import load_checkpoint, save_checkpoint
+from ddcompress.model.denoiser import Denoiser, DenoiserConfig
 
 # pytest-xdist runs the suite in several processes (setup.cfg: -n auto): share the cores between them
 # rather than have each run torch with one thread per core (oversubscribed cores spin and stall); the

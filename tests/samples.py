@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 
-from ddcompress.container import leb128  # the writer's varints, for crafted files
+from ddcompress.codec.container import leb128  # the writer's varints, for crafted files
 
 __all__ = ["CONTENT", "leb128", "read_leb128", "words"]
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ddcompress.bench import baselines, usable_length
-from ddcompress.bench_cli import parse_steps
+from ddcompress.bench.run import baselines, usable_length
+from ddcompress.bench.cli import parse_steps
 from ddcompress.cli import main
-from ddcompress.datasets_eval import SEP, DatasetUnavailable, load_corpus, stream_bytes, token_stream, wikitext_articles
-from ddcompress.tokenizer import EOS_ID
+from ddcompress.bench.corpora import SEP, DatasetUnavailable, load_corpus, stream_bytes, token_stream, wikitext_articles
+from ddcompress.codec.tokenizer import EOS_ID
 
 MAX_TOKENS = 150  # -> 128 tokens: two chunks of the tiny model's L = 64
 
@@ -182,7 +182,7 @@ def test_without_the_bench_extra_messages_name_it(monkeypatch, tmp_path):
     """Plain installs lack `datasets`: hub corpora and hf: training sources say which extra to install."""
     import importlib.util
 
-    from ddcompress.data import iter_documents
+    from ddcompress.train.data import iter_documents
     from ddcompress.errors import DDCError
 
     real = importlib.util.find_spec

@@ -19,9 +19,9 @@ import torch
 from click.testing import CliRunner
 
 from ddcompress.cli import main
-from ddcompress.container import FORMAT_VERSION, parse
-from ddcompress.model import Denoiser, DenoiserConfig
-from ddcompress.checkpoint import save_checkpoint
+from ddcompress.codec.container import FORMAT_VERSION, parse
+from ddcompress.model.denoiser import Denoiser, DenoiserConfig
+from ddcompress.model.checkpoint import save_checkpoint
 from samples import CONTENT as SAMPLES
 from samples import read_leb128, words
 
@@ -107,7 +107,7 @@ def test_canterbury_binary(tmp_path, tiny_ckpt, eval_dir):
 
 
 def test_info_json_fields(tmp_path, tiny_ckpt):
-    from ddcompress.checkpoint import load_checkpoint
+    from ddcompress.model.checkpoint import load_checkpoint
 
     data = words(2 * L + 3)
     h = roundtrip_files(tmp_path, data, tiny_ckpt, "--method", "mdm", "-5")
@@ -297,7 +297,7 @@ def test_bad_fallback_payload(tmp_path, method):
 
 def test_wrong_model(tmp_path, tiny_ckpt, other_ckpt, good_file):
     f = _write(tmp_path / "g.txt.ddc", good_file)
-    from ddcompress.checkpoint import load_checkpoint
+    from ddcompress.model.checkpoint import load_checkpoint
 
     line = assert_one_line_error(ddc("-d", f, "--model", other_ckpt), "wrong model")
     assert load_checkpoint(tiny_ckpt).id in line and line.startswith(f"ddc: {f}: ")
@@ -334,7 +334,8 @@ def test_other_errors(tmp_path, tiny_ckpt):
 
 
 def test_verbose_summary(tmp_path, tiny_ckpt):
-    from ddcompress import native, rans
+    from ddcompress.native import kernels as native
+    from ddcompress.codec import rans
 
     src = _write(tmp_path / "v.txt", words(100))
     res = ok(ddc(src, "-v", "-1", "--method", "mdm", "--model", tiny_ckpt))
@@ -398,7 +399,7 @@ def test_real_process(tmp_path, tiny_ckpt, other_ckpt):
 
 
 def test_models_lists_the_shipped_default_with_its_id():
-    from ddcompress import registry
+    from ddcompress.model import registry
 
     res = ddc("models")
     assert res.exit_code == 0, res.output

@@ -26,6 +26,8 @@ from click.testing import CliRunner
 import ddcompress.api as api
 from ddcompress.cli import main
 
+pytestmark = pytest.mark.slow  # a system test (setup.cfg: markers)
+
 DATA = b"the keeper lit the lamp at dusk and wrote the wind in his log.\n" * 3000  # 192,000 bytes
 GOLDEN = Path(__file__).resolve().parent / "golden"
 ROOT = Path(__file__).resolve().parents[1]
@@ -462,7 +464,7 @@ def test_sigterm_during_the_final_write_leaves_no_temp_file(tmp_path):
 
 @pytest.mark.parametrize("version", ["v2", "v4"])
 def test_info_on_concatenated_frames_shows_sums(version):
-    from ddcompress.container import parse_frames
+    from ddcompress.codec.container import parse_frames
 
     path = GOLDEN / version / "concatenated.ddc"
     blob = path.read_bytes()

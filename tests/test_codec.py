@@ -1,4 +1,4 @@
-"""The core codec through the library API: lossless round trips, chunk/group layout, coded size vs the
+"""The coder (codec/coder.py) through the library API: lossless round trips, coded size vs the
 ideal code length, determinism. Everything uses the tiny random model (L = 64), so multi-chunk and
 multi-group inputs cost a few hundred tokens."""
 from __future__ import annotations
@@ -12,14 +12,14 @@ import pytest
 import torch
 
 import ddcompress
-from ddcompress import codec
-from ddcompress.codec import Coder
-from ddcompress.layout import Chunk, chunk_layout, group_layout
-from ddcompress.container import FORMAT_VERSION, Container, parse
+from ddcompress.codec import coder as codec
+from ddcompress.codec.coder import Coder
+from ddcompress.codec.layout import Chunk, chunk_layout, group_layout
+from ddcompress.codec.container import FORMAT_VERSION, Container, parse
 from ddcompress.errors import DDCError, IntegrityError, ModelError
-from ddcompress.model import Denoiser, DenoiserConfig
-from ddcompress.checkpoint import from_module
-from ddcompress.tokenizer import get_tokenizer
+from ddcompress.model.denoiser import Denoiser, DenoiserConfig
+from ddcompress.model.checkpoint import from_module
+from ddcompress.codec.tokenizer import get_tokenizer
 from samples import CONTENT, leb128, read_leb128, words
 
 L = 64
@@ -32,35 +32,6 @@ def roundtrip(data: bytes, lm, **kw) -> bytes:
     blob = ddcompress.compress(data, model=lm, **kw)
     assert ddcompress.decompress(blob, model=lm) == data
     return blob
-
-
-# -- layout ------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 127, 128, 197, 5 * 64 + 7])
-def test_chunk_layout_codes_every_token_once(n):
-    chunks = chunk_layout(n, L)
-    coded = np.zeros(n, dtype=int)
-    for i, c in enumerate(chunks):
-        assert c.index == i
-        assert 0 <= c.start and c.start + c.width <= n
-        assert c.width == min(n, L)
-        coded[c.start + c.known : c.start + c.width] += 1
-    assert (coded == 1).all()
-    rest = n % L
-    if n > L and rest:  # the tail: the last L tokens, the earlier ones known context
-        tail = chunks[-1]
-        assert (tail.start, tail.width, tail.known, tail.coded) == (n - L, L, L - rest, rest)
-    assert len(chunks) == -(-n // L)
-
-
-def test_group_layout():
-    chunks = chunk_layout(5 * L + 7, L)
-    groups = group_layout(chunks, 2)
-    assert [[c.index for c in g] for g in groups] == [[0, 1], [2, 3], [4], [5]]
-    assert groups[-1][0].known == L - 7
-    assert group_layout(chunk_layout(30, L), 8) == [[Chunk(0, 0, 30, 0)]]
-    assert group_layout([], 8) == []
 
 
 # -- round trips through the API ---------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""The .ddc byte layout (docs/FORMAT.md, format versions 2 to 4) and everything a decoder must reproduce bit
-for bit: framing, checksums, the PRNG that draws unmasking orders, and the reveal counts. Known-answer
-values pin the format: if one of these changes, files written by earlier versions no longer decode."""
+"""The .ddc container (codec/container.py, docs/FORMAT.md, format versions 2 to 5): framing, headers,
+tables and checksums, damaged and crafted files, concatenated frames. Known-answer values pin the format:
+if one of these changes, files written by earlier versions no longer decode (the PRNG's and the reveal
+counts' known answers are in test_prng.py and test_reveal.py)."""
 from __future__ import annotations
 
 import gzip
@@ -8,17 +9,14 @@ import json
 import lzma
 import random
 import struct
-import time
 import zlib
 
 import numpy as np
 import pytest
 
-from ddcompress import prng
-from ddcompress.container import FORMAT_VERSION, MAGIC, NUMERICS, Container, is_ddc, parse, parse_frames
+from ddcompress.codec.container import FORMAT_VERSION, MAGIC, NUMERICS, Container, is_ddc, parse, parse_frames
 from ddcompress.errors import FormatError, IntegrityError
-from ddcompress.layout import MAX_GROUP_SIZE, layout_counts
-from ddcompress.schedule import reveal_counts, time_grid
+from ddcompress.codec.layout import MAX_GROUP_SIZE, layout_counts
 
 MDM = {"method": "mdm", "original_bytes": 300, "original_crc32": 0x12345678, "numerics": "int8-exact-1",
        "model_id": "f513e2f185caa3f2", "tokenizer_id": "0123abcd", "seq_len": 8, "steps": 4, "grid": "sine",
@@ -296,11 +294,9 @@ CRAFTED = {  # frames with a valid CRC whose header is nonsense -> (FormatError 
 def test_crafted_headers(name):
     """Valid CRC, nonsense inside: the right one-line FormatError, before any work sized by the header."""
     blob, message = CRAFTED[name]
-    t = time.perf_counter()
     with pytest.raises(FormatError, match=message) as err:
         parse(blob)
     assert type(err.value) is FormatError and "\n" not in str(err.value)
-    assert time.perf_counter() - t < 1.0
 
 
 def test_writer_refuses_group_size_over_the_limit():
@@ -337,9 +333,7 @@ def test_parse_frames():
     with pytest.raises(FormatError, match="^not a ddc file"):
         parse_frames(b"")
     many = store(b"").to_bytes() * 10_000  # linear in the number of frames
-    t = time.perf_counter()
     assert len(parse_frames(many)) == 10_000
-    assert time.perf_counter() - t < 2.0
     bad = bytearray(blob)
     bad[len(a.to_bytes()) + 12] ^= 1  # in the second frame's header
     with pytest.raises(FormatError, match="checksum mismatch"):
@@ -375,58 +369,3 @@ def test_writer_rejects_inconsistent_tables():
         Container({"method": "store", "original_bytes": 0, "original_crc32": 0, "seed": 1}, [0], [], [b""]).to_bytes()
     with pytest.raises(ValueError):
         Container({"method": "store", "original_bytes": 0}, [0], [], [b""]).to_bytes()
-
-
-# -- the PRNG and reveal counts: pinned known answers ---------------------------------------------
-
-
-def test_splitmix64_known_answers():
-    # SplitMix64 seeded with 0: first output (Vigna's reference implementation)
-    assert int(prng.splitmix64(np.array([0], dtype=np.uint64))[0]) == 0xE220A8397B1DCDAF
-    assert int(prng.stream_key(0, 0)) == 0xA706DD2F4D197E6F
-    assert int(prng.stream_key(12345, 7)) == 0xFBDF4C68FA8AFDEC
-
-
-def _splitmix64_int(x: int) -> int:
-    m = (1 << 64) - 1
-    z = (x + 0x9E3779B97F4A7C15) & m
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
-    return z ^ (z >> 31)
-
-
-def test_prng_matches_plain_integer_definition():
-    """The definition in docs/FORMAT.md, in plain Python integers, gives the same orders."""
-    m = (1 << 64) - 1
-    for seed, chunk, n in ((0, 0, 10), (2**63 - 1, 5, 33), (123456789, 1000, 64)):
-        key = _splitmix64_int(_splitmix64_int(seed & m) ^ chunk)
-        assert int(prng.stream_key(seed, chunk)) == key
-        keys = [_splitmix64_int((key + i * 0x9E3779B97F4A7C15) & m) for i in range(n)]
-        assert prng.permutation(seed, chunk, n).tolist() == sorted(range(n), key=lambda i: keys[i])
-        u = prng.uniforms(seed, chunk, n)
-        assert u.tolist() == [(k >> 11) / 2**53 for k in keys]
-
-
-def test_permutation_known_answers():
-    assert prng.permutation(0, 0, 10).tolist() == [0, 7, 8, 2, 5, 9, 4, 6, 3, 1]
-    assert prng.permutation(1, 3, 10).tolist() == [5, 3, 9, 6, 7, 4, 1, 0, 2, 8]
-    p = prng.permutation(42, 0, 1024)
-    assert sorted(p.tolist()) == list(range(1024))
-
-
-def test_reveal_counts_known_answers():
-    assert reveal_counts(64, 2, "sine").tolist() == [19, 45]
-    assert reveal_counts(64, 3, "sine").tolist() == [9, 23, 32]
-    assert reveal_counts(64, 16, "sine").tolist() == [1, 2, 2, 3, 3, 4, 4, 4, 5, 6, 6, 5, 7, 6, 6]
-    assert reveal_counts(1024, 16, "sine").tolist() == [5, 15, 24, 34, 43, 52, 59, 68, 74, 81, 86, 91, 95, 97, 100, 100]
-    assert reveal_counts(5, 16, "sine").tolist() == [1, 1, 1, 2]  # steps capped at n
-    assert reveal_counts(10, 4, "uniform").tolist() == [2, 3, 3, 2]  # np.rint: half to even
-    assert reveal_counts(64, 64, "uniform").tolist() == [1] * 64
-    assert reveal_counts(0, 5, "sine").tolist() == []
-    for n in (1, 7, 64, 1000):
-        for steps in (1, 2, 5, 16, 64, 2000):
-            for grid in ("sine", "uniform"):
-                c = reveal_counts(n, steps, grid)
-                assert c.sum() == n and (c > 0).all() and len(c) <= min(n, steps)
-    t = time_grid(4, "sine")
-    assert t[0] == 0.0 and t[-1] == 1.0 and np.all(np.diff(t) > 0)

@@ -1,5 +1,5 @@
 """Detokenizers of the zero-shot protocol on known strings."""
-from ddcompress.detokenize import (
+from ddcompress.bench.detokenize import (
     DETOKENIZERS,
     lambada_detokenizer,
     lm1b_detokenizer,

@@ -21,12 +21,13 @@ import numpy as np
 import pytest
 import torch
 
-from ddcompress import codec, elbo
-from ddcompress.codec import Coder
-from ddcompress.layout import chunk_layout, group_layout
-from ddcompress.model import Denoiser, DenoiserConfig
-from ddcompress.checkpoint import from_module
-from ddcompress.schedule import LINEAR, MaskingSchedule
+from ddcompress.codec import coder as codec
+from ddcompress.train import elbo
+from ddcompress.codec.coder import Coder
+from ddcompress.codec.layout import chunk_layout, group_layout
+from ddcompress.model.denoiser import Denoiser, DenoiserConfig
+from ddcompress.model.checkpoint import from_module
+from ddcompress.train.schedule import LINEAR, MaskingSchedule
 
 V, L, PERIOD = 16, 16, 8
 LN2 = math.log(2.0)

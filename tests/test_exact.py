@@ -9,10 +9,10 @@ import sys
 import pytest
 import torch
 
-from ddcompress import fixedpoint as fp
-from ddcompress import native
-from ddcompress.exact import FP32_K, ExactLinear
-from ddcompress.layout import chunk_layout, group_layout, layout_counts
+from ddcompress.numerics import fixedpoint as fp
+from ddcompress.native import kernels as native
+from ddcompress.numerics.exact import FP32_K, ExactLinear
+from ddcompress.codec.layout import chunk_layout, group_layout, layout_counts
 
 # SHA-256 prefix of the exp, attention-exp, sigmoid and RoPE tables of numerics int8-exact-1 for L=1024,
 # D=64, theta=1e4. If this changes, files made with the shipped model no longer decode: never update it
@@ -44,7 +44,7 @@ def test_tables_are_pinned_and_close_to_the_functions():
 def test_split_gemm_is_exact_at_the_bound(monkeypatch, int_mm):
     """Running sums above 2^24 (1100 products of 127^2) that cancel to a small odd total: one fp32 GEMM
     over all of K would round its partial sums; the split into blocks of FP32_K must not (nor int32)."""
-    from ddcompress import intlinear
+    from ddcompress.numerics import intlinear
 
     if int_mm and not intlinear.int_mm_is_exact(torch.device("cpu")):
         pytest.skip("torch._int_mm does not sum exactly on this CPU (the float path is used)")
@@ -65,9 +65,10 @@ def _probe_script(ckpt: str) -> str:
     """Prints one line per (threads, GEMM path): kernel level, threads, int_mm, probe hash."""
     return f"""
 import hashlib, torch
-from ddcompress import exact, intlinear
-from ddcompress.checkpoint import load_checkpoint
-from ddcompress.exact import ExactDenoiser
+from ddcompress.numerics import exact
+from ddcompress.numerics import intlinear
+from ddcompress.model.checkpoint import load_checkpoint
+from ddcompress.numerics.exact import ExactDenoiser
 lm = load_checkpoint({ckpt!r})
 g = torch.Generator().manual_seed(1)
 x = torch.randint(0, lm.cfg.vocab_size, (2, lm.cfg.seq_len), generator=g)
@@ -109,14 +110,14 @@ def test_probe_hash_identical_across_cpu_kernels_and_threads(tiny_ckpt):
 
 
 def _int_mm_here() -> bool:
-    from ddcompress.intlinear import int_mm_is_exact
+    from ddcompress.numerics.intlinear import int_mm_is_exact
 
     return int_mm_is_exact(torch.device("cpu"))
 
 
 def test_int_mm_check_rejects_a_saturating_kernel(monkeypatch):
     """The check feeds inputs whose 16-bit pair sums overflow: a kernel that saturates them is refused."""
-    from ddcompress import intlinear
+    from ddcompress.numerics import intlinear
 
     def saturating(a, b):  # what oneDNN's s8s8 kernels do without VNNI: u8 = a + 128, pairs saturate
         u = a.long() + 128
@@ -164,7 +165,7 @@ def test_blank_chunks_share_the_first_steps_rows(tiny_lm, one_thread):
 def test_row_blocks_and_batched_heads_never_change_a_result(tiny_lm, one_thread, monkeypatch):
     """Row blocks of the row-wise layers and of the head, query-row blocks of attention (uneven ones
     included) and all heads batched (as on a GPU) instead of per worker thread give the same integers."""
-    from ddcompress import exact
+    from ddcompress.numerics import exact
 
     em = tiny_lm.exact("cpu")
     L = tiny_lm.cfg.seq_len

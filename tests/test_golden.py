@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import ddcompress
-from ddcompress import registry
+from ddcompress.model import registry
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 VERSIONS = sorted(p for p in GOLDEN.glob("v*") if (p / "MANIFEST.json").is_file())
@@ -19,7 +19,7 @@ CASES = [(v, name) for v in VERSIONS for name in json.loads((v / "MANIFEST.json"
 
 
 def test_every_format_version_has_golden_files():
-    from ddcompress.container import FORMAT_VERSION
+    from ddcompress.codec.container import FORMAT_VERSION
 
     assert {int(v.name[1:]) for v in VERSIONS} >= {FORMAT_VERSION}
 

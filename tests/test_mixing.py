@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import ddcompress
-from ddcompress import mixing
-from ddcompress.container import parse
+from ddcompress.codec import mixing
+from ddcompress.codec.container import parse
 
 from samples import words
 
@@ -174,7 +174,7 @@ def test_mixing_learns_a_files_repeats(tiny_lm):
 def test_mixed_files_decode_with_the_numpy_definitions(tiny_lm, monkeypatch):
     """A file made with the C kernels decodes with the numpy definitions of the mixed rows and the
     Python rANS, and the other way round."""
-    from ddcompress import rans
+    from ddcompress.codec import rans
 
     data = words(150, seed=9) * 2
     blob = ddcompress.compress(data, model=tiny_lm, method="mdm", level=2)

@@ -6,8 +6,10 @@ import dataclasses
 import pytest
 import torch
 
-from ddcompress import exact, intlinear, native
-from ddcompress.exact import ExactDenoiser
+from ddcompress.numerics import exact
+from ddcompress.numerics import intlinear
+from ddcompress.native import kernels as native
+from ddcompress.numerics.exact import ExactDenoiser
 
 needs_kernels = pytest.mark.skipif(native.library() is None,
                                    reason="the C kernels could not be built here (no compiler): the torch operations run")
@@ -141,8 +143,8 @@ def test_heads_computing_their_own_qkv_match_the_torch_operations(tmp_path, one_
     if not intlinear.int_mm_is_exact(torch.device("cpu")):
         pytest.skip("torch._int_mm does not sum exactly on this CPU")
     monkeypatch.setitem(intlinear._INT_MM_OK, "cpu", True)
-    from ddcompress.checkpoint import load_checkpoint, save_checkpoint
-    from ddcompress.model import Denoiser, DenoiserConfig
+    from ddcompress.model.checkpoint import load_checkpoint, save_checkpoint
+    from ddcompress.model.denoiser import Denoiser, DenoiserConfig
 
     torch.manual_seed(1)
     save_checkpoint(Denoiser(DenoiserConfig(seq_len=320, n_layer=2, n_head=2, d_model=64, d_mlp=96)), tmp_path / "m")

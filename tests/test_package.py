@@ -24,7 +24,9 @@ from pathlib import Path
 import pytest
 
 import nested_venv
-from ddcompress import native
+from ddcompress.native import kernels as native
+
+pytestmark = pytest.mark.slow  # a system test (setup.cfg: markers)
 
 ROOT = Path(__file__).resolve().parents[1]
 # what the build reads: the package, the models (package data) and the metadata files
@@ -84,17 +86,19 @@ def installed(tmp_path_factory) -> tuple[Path, dict, Path]:
 
 def test_the_wheel_carries_the_models_and_imports_from_the_venv(installed):
     bindir, env, work = installed
-    res = run([bindir / "python", "-c", "import ddcompress.registry as r; print(r.__file__); print(r.shipped_dir())"],
+    res = run([bindir / "python", "-c", "import ddcompress.model.registry as r; print(r.__file__); print(r.shipped_dir())"],
               work, env)
     module, shipped = map(Path, res.stdout.decode().split("\n")[:2])
     venv_dir = bindir.parent
     assert venv_dir in module.parents, f"the venv imports {module}, not the installed wheel"
-    assert shipped == module.parent / "models" and (shipped / "ddc-small" / "config.json").is_file()
+    assert shipped == module.parents[1] / "models" and (shipped / "ddc-small" / "config.json").is_file()
     # the C kernels' source ships too, and builds from the installed copy where this machine can build
-    code = "from ddcompress import native; print(native.SOURCE); print(native.library() is not None)"
+    code = "from ddcompress.native import kernels as k; print(*k.SOURCES, sep=','); print(k.library() is not None)"
     res = run([bindir / "python", "-c", code], work, dict(env, DDC_CACHE_DIR=str(work / "cache")))
-    source, built = res.stdout.decode().split("\n")[:2]
-    assert Path(source) == module.parent / "kernels.c" and Path(source).is_file()
+    sources, built = res.stdout.decode().split("\n")[:2]
+    native_dir = module.parents[1] / "native"
+    assert [Path(s) for s in sources.split(",")] == [native_dir / "denoiser.c", native_dir / "coder.c"]
+    assert all(Path(s).is_file() for s in sources.split(","))
     assert built == str(native.library() is not None)
 
 

@@ -1,4 +1,4 @@
-"""The coding plan has one home (ddcompress/plan.py): the docs' level tables and the CLI help agree with it."""
+"""The coding plan has one home (ddcompress/codec/plan.py): the docs' level tables and the CLI help agree with it."""
 from __future__ import annotations
 
 import re
@@ -7,7 +7,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from ddcompress.cli import main
-from ddcompress.plan import DEFAULT_LEVEL, GROUP_SIZE, LEVELS, steps_for
+from ddcompress.codec.plan import DEFAULT_LEVEL, GROUP_SIZE, LEVELS, steps_for
 
 ROOT = Path(__file__).resolve().parents[1]
 

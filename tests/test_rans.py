@@ -1,11 +1,11 @@
-"""Format 4's entropy coder (ddcompress/rans.py): the integer quantization and rANS as defined there,
+"""Format 4's entropy coder (ddcompress/codec/rans.py): the integer quantization and rANS as defined there,
 the C kernels word for word against the Python definition, and corrupt streams refused."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from ddcompress import rans
+from ddcompress.codec import rans
 
 M = 1 << 24
 

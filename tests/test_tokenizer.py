@@ -6,8 +6,8 @@ import random
 import numpy as np
 import pytest
 
-from ddcompress import tokenizer as T
-from ddcompress.tokenizer import EOS_ID, VOCAB_SIZE, get_tokenizer
+from ddcompress.codec import tokenizer as T
+from ddcompress.codec.tokenizer import EOS_ID, VOCAB_SIZE, get_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 import ddcompress
-from ddcompress import registry
-from ddcompress.train import TrainConfig, train
+from ddcompress.model import registry
+from ddcompress.train.loop import TrainConfig, train
 
 TEXT = ("The quick brown fox jumps over the lazy dog. " * 40 + "\n") * 6
 
@@ -89,8 +89,8 @@ def test_auto_keeps_the_shipped_model_where_it_beats_xz(eval_dir):
 
 
 def test_sharded_checkpoint_loads_with_the_same_id(tmp_path):
-    from ddcompress.model import Denoiser, DenoiserConfig
-    from ddcompress.checkpoint import load_checkpoint, save_checkpoint, weight_files
+    from ddcompress.model.denoiser import Denoiser, DenoiserConfig
+    from ddcompress.model.checkpoint import load_checkpoint, save_checkpoint, weight_files
 
     torch.manual_seed(0)
     m = Denoiser(DenoiserConfig(seq_len=32, n_layer=2, n_head=2, d_model=32, d_mlp=64))
@@ -107,7 +107,7 @@ def test_sharded_checkpoint_loads_with_the_same_id(tmp_path):
     assert one == many == a.id == b.id
     assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
     assert registry.resolve(str(tmp_path / "many")).id == one
-    from ddcompress.checkpoint import describe  # the same id read from the files, without torch
+    from ddcompress.model.checkpoint import describe  # the same id read from the files, without torch
 
     bf16 = save_checkpoint(m, tmp_path / "bf16", "bfloat16")
     fp32 = save_checkpoint(m, tmp_path / "fp32", "float32")
@@ -125,7 +125,7 @@ def test_sharded_checkpoint_loads_with_the_same_id(tmp_path):
 def test_arguments_are_checked_before_any_data_is_loaded(tmp_path, monkeypatch):
     import click
 
-    from ddcompress import train as train_mod
+    from ddcompress.train import loop as train_mod
 
     monkeypatch.setattr(train_mod, "load_tokens", lambda *a, **k: pytest.fail("data loaded before the arguments were checked"))
     cfg = TrainConfig(data=[str(tmp_path / "missing.txt")], out=str(tmp_path / "run"), steps=0, max_minutes=0, optimizer="sgd",
@@ -140,7 +140,7 @@ def test_arguments_are_checked_before_any_data_is_loaded(tmp_path, monkeypatch):
 
 
 def test_wsd_schedule_holds_then_decays():
-    from ddcompress.optim import lr_at
+    from ddcompress.train.optim import lr_at
 
     cfg = TrainConfig(lr=1e-3, warmup=10, lr_schedule="wsd", decay_frac=0.2, min_lr_frac=0.0)
     assert lr_at(cfg, 0, 0.0) == pytest.approx(1e-4)
@@ -149,8 +149,8 @@ def test_wsd_schedule_holds_then_decays():
 
 
 def test_document_aligned_windows_start_where_the_coder_cuts(tmp_path):
-    from ddcompress.data import WindowSampler, document_chunk_starts
-    from ddcompress.tokenizer import EOS_ID
+    from ddcompress.train.data import WindowSampler, document_chunk_starts
+    from ddcompress.codec.tokenizer import EOS_ID
 
     docs = [np.arange(1, 1 + n, dtype=np.uint16) for n in (5, 12, 3, 9)]
     tokens = np.concatenate([np.append(d, EOS_ID) for d in docs]).astype(np.uint16)
@@ -165,6 +165,7 @@ def test_document_aligned_windows_start_where_the_coder_cuts(tmp_path):
     assert np.array_equal(s.batch(5, 1), WindowSampler(tokens, 4, "docs", seed=3).batch(5, 1))
 
 
+@pytest.mark.slow
 def test_muon_wsd_docs_recipe_trains_and_resumes_exactly(tmp_path):
     kw = dict(steps=8, optimizer="muon", lr_schedule="wsd", packing="docs", lr=3e-3, ema=0.9)
     (tmp_path / "a").mkdir()
@@ -195,7 +196,7 @@ def _campaign(tmp_path: Path, resume: Path, run: str, eval_dir: Path) -> dict:
     """prepare -> start (a real detached trainer) -> add -> finish -> collect, all on CPU at tiny scale."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("gpu_campaign", Path(__file__).parents[1] / "benchmarks" / "gpu_campaign.py")
+    spec = importlib.util.spec_from_file_location("gpu_campaign", Path(__file__).parents[1] / "tools" / "campaign" / "gpu_campaign.py")
     gc = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gc)
     stage, work, out = tmp_path / f"stage-{run}", tmp_path / f"work-{run}", tmp_path / f"out-{run}"
@@ -218,12 +219,13 @@ def _campaign(tmp_path: Path, resume: Path, run: str, eval_dir: Path) -> dict:
     return rep | {"dest": dest}
 
 
+@pytest.mark.slow
 def test_campaign_end_to_end_and_resume_on_cpu(tmp_path, eval_dir):
     import random
 
-    from ddcompress.model import Denoiser, DenoiserConfig
+    from ddcompress.model.denoiser import Denoiser, DenoiserConfig
 
-    from ddcompress.checkpoint import load_checkpoint, save_checkpoint
+    from ddcompress.model.checkpoint import load_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
     start_id = save_checkpoint(Denoiser(DenoiserConfig(seq_len=32, n_layer=1, n_head=2, d_model=32, d_mlp=64)), tmp_path / "start",

@@ -36,8 +36,8 @@ def _recv_exact(conn: socket.socket, n: int) -> bytes:
 def serve(path: str) -> None:
     import ddcompress.api  # noqa: F401  (the imports every model command needs, done once)
     import ddcompress.cli
-    import ddcompress.codec  # noqa: F401
-    import ddcompress.exact  # noqa: F401
+    import ddcompress.codec.coder  # noqa: F401
+    import ddcompress.numerics.exact  # noqa: F401
     import torch  # noqa: F401
 
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -4,11 +4,11 @@ import sys, time, json, lzma, os
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import numpy as np, torch
-from ddcompress import registry
-from ddcompress.tokenizer import get_tokenizer
-from ddcompress.codec import Coder
-from ddcompress.layout import chunk_layout, group_layout
-from ddcompress.plan import steps_for
+from ddcompress.model import registry
+from ddcompress.codec.tokenizer import get_tokenizer
+from ddcompress.codec.coder import Coder
+from ddcompress.codec.layout import chunk_layout, group_layout
+from ddcompress.codec.plan import steps_for
 src, out, ngroups = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if src.startswith('valid:'):
     shared = Path(os.environ.get("DDC_SHARED", Path(__file__).resolve().parents[3] / "shared"))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from ddcompress import mixing as mx  # noqa: E402
+from ddcompress.codec import mixing as mx  # noqa: E402
 
 
 def run(prefix: str, V: int = 50257) -> tuple[float, float]:

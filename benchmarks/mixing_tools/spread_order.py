@@ -9,7 +9,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from ddcompress import api, codec, container  # noqa: E402
+from ddcompress import api  # noqa: E402
+from ddcompress.codec import coder as codec
+from ddcompress.codec import container
 
 SHARED = Path(os.environ.get("DDC_SHARED", ROOT.parent / "shared"))
 docs = [json.loads(line) for line in lzma.open(SHARED / "data/train/valid.jsonl.xz", "rt")]

@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import replay  # noqa: E402
 
-from ddcompress import mixing as mx  # noqa: E402
+from ddcompress.codec import mixing as mx  # noqa: E402
 
 for spec in sys.argv[2:]:
     saved = {}

@@ -1,0 +1,4 @@
+"""`python -m ddcompress.cli`: the `ddc` command."""
+from .commands import main
+
+main()
