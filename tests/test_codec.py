@@ -14,7 +14,7 @@ import torch
 import ddcompress
 from ddcompress.codec import coder as codec
 from ddcompress.codec.coder import Coder
-from ddcompress.codec.layout import Chunk, chunk_layout, group_layout
+from ddcompress.codec.layout import chunk_layout, group_layout
 from ddcompress.codec.container import FORMAT_VERSION, Container, parse
 from ddcompress.errors import DDCError, IntegrityError, ModelError
 from ddcompress.model.denoiser import Denoiser, DenoiserConfig

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ddcompress.codec.layout import chunk_layout, group_layout
+from ddcompress.codec.layout import Chunk, chunk_layout, group_layout
 
 L = 64
 

@@ -33,7 +33,7 @@ def random_row(rng, V=V):
 
 @pytest.mark.parametrize("native", [True, False], ids=["C", "numpy"])
 def test_find_gives_the_interval_that_holds_the_quantile(native, monkeypatch):
-    """The decoder's search (kernels.c mix_find, or its numpy definition) finds the symbol whose
+    """The decoder's search (native/coder.c mix_find, or its numpy definition) finds the symbol whose
     interval under the encoder's definition (Row.interval) holds q, for any q, edges included."""
     if not native:
         monkeypatch.setattr(mixing, "_lib", lambda: None)

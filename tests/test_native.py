@@ -1,4 +1,4 @@
-"""The fused C kernels (native.py, kernels.c) give the torch operations' bits, or are not used."""
+"""The fused C kernels (native/kernels.py: denoiser.c and coder.c) give the torch operations' bits, or are not used."""
 from __future__ import annotations
 
 import dataclasses

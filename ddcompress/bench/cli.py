@@ -1,5 +1,5 @@
 """`ddc bench`'s command line: options -> BenchOptions, rich progress from the measuring side's callback,
-reports written where the user asks (bench.py measures, bench_report.py renders)."""
+reports written where the user asks (run.py measures, report.py renders)."""
 from __future__ import annotations
 
 import datetime as dt

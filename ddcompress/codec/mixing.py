@@ -259,8 +259,8 @@ def _add(table: dict, key: tuple, t: int) -> None:
                 del slot[u]
 
 
-# -- the denoiser rows' side: C kernels (kernels.c mix_*) with numpy definitions as fallback ------------
-BLOCK = 64  # kernels.c RANS_BLOCK
+# -- the denoiser rows' side: C kernels (native/coder.c mix_*) with numpy definitions as fallback ------------
+BLOCK = 64  # native/coder.c RANS_BLOCK
 
 
 def _lib():

@@ -17,7 +17,7 @@ else the data is corrupt) and per symbol takes q = x mod 2^24, the s with cdf(s)
 x = width * (x >> 24) + q - start, and when x < L reads x = x << 32 | next word.
 A whole stream ends at x = L with every word read: a check on top of the token CRCs.
 
-The C kernels (kernels.c, `rans_*`) compute the same integers several times faster and release the
+The C kernels (native/coder.c, `rans_*`) compute the same integers several times faster and release the
 GIL; the Python here is the definition and the fallback (DDC_NATIVE=0, no compiler).
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ PRECISION = 24
 M = 1 << PRECISION
 L = 1 << 31
 WORD_MASK = (1 << 32) - 1
-BLOCK = 64  # the C decoder's search blocks (kernels.c RANS_BLOCK)
+BLOCK = 64  # the C decoder's search blocks (native/coder.c RANS_BLOCK)
 
 _NATIVE: dict[str, object] = {}
 

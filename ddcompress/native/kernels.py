@@ -1,4 +1,5 @@
-"""Fused CPU kernels for the exact denoiser (`kernels.c`), compiled for this machine on first use.
+"""Fused CPU kernels, compiled for this machine on first use into one library: the exact denoiser's
+(`denoiser.c`) and the entropy coder's (`coder.c`: format 4's rANS, format 5's mixed rows).
 
 Optional and invisible in the output: each kernel computes the same IEEE operations in the same order
 as the torch operations it replaces (exact.py keeps those as the fallback), so files are the same
@@ -81,9 +82,9 @@ RESTYPES = {"rans_symbols_f32": ctypes.c_int, "mix_row_stats": ctypes.c_int, "mi
             "attention_head_amx": ctypes.c_int, "attention_head_qkv_workspace": ctypes.c_int64,
             "attention_head_qkv_amx": ctypes.c_int, "amx_gemm_glu_q8": ctypes.c_int}
 
-VNNI_ONLY = {"pack_keys", "att_scores_digits"}  # the fused score kernel (kernels.c, #if AVX512VNNI)
+VNNI_ONLY = {"pack_keys", "att_scores_digits"}  # the fused score kernel (denoiser.c, #if AVX512VNNI)
 AMX_ONLY = {"amx_enable", "amx_pack", "amx_gemm", "amx_gemm_scaled", "amx_gemm_add_fixed", "attention_head_workspace",
-            "attention_head_amx", "attention_head_qkv_workspace", "attention_head_qkv_amx", "amx_gemm_glu_q8"}  # int8 GEMMs on the tile unit (kernels.c, #if AMX)
+            "attention_head_amx", "attention_head_qkv_workspace", "attention_head_qkv_amx", "amx_gemm_glu_q8"}  # int8 GEMMs on the tile unit (denoiser.c, #if AMX)
 AMX_K, AMX_N = 64, 32  # amx_pack pads K and N to multiples of these
 
 _LIB: dict[str, object] = {}
@@ -309,7 +310,7 @@ class Kernels:
         return out
 
 
-    SCORE_ROWS = 16  # query rows per pass of the fused score kernel (SROWS in kernels.c)
+    SCORE_ROWS = 16  # query rows per pass of the fused score kernel (SROWS in denoiser.c)
 
     def pack_keys(self, k8: torch.Tensor) -> torch.Tensor:
         """One head's int8 keys (L, D) in the layout of scores_digits (unsigned, k + 128)."""

@@ -313,8 +313,3 @@ def export(run: Run, log=print, extra: dict | None = None) -> dict:
 def _shard_bytes(cfg: TrainConfig) -> int | None:
     return int(cfg.max_shard_mb * 1e6) if cfg.max_shard_mb > 0 else None
 
-
-if __name__ == "__main__":
-    from .cli import train_command
-
-    train_command()

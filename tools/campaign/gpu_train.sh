@@ -10,7 +10,7 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 DATA=()
 for f in .stage5/train-*.u16.xz; do DATA+=(--data "$f"); done
-python3 -m ddcompress.train.loop "${DATA[@]}" --valid .stage5/valid.u16.npy --out /tmp/run \
+python3 -m ddcompress.train "${DATA[@]}" --valid .stage5/valid.u16.npy --out /tmp/run \
   --d-model 512 --n-layer 8 --n-head 8 --seq-len 1024 --batch-size 32 \
   --lr 1e-3 --warmup 200 --ema 0.999 --max-minutes "$MIN" \
   --eval-every 1000 --eval-windows 128 --eval-passes 2 --save-every 0 --log-every 100 \
