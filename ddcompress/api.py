@@ -61,6 +61,7 @@ def _fallback(data: bytes, method: str) -> bytes:
     return stored
 
 
+XZ_MEMLIMIT = 256 << 20  # xz's own memory (its dictionary): ddc writes preset 9e (64 MiB); a crafted frame asking more fails
 XZ_PIECE = 1 << 20  # bytes of xz output held at once by `iter_decompress` (besides lzma's own dictionary)
 
 
@@ -68,7 +69,7 @@ def _unxz_pieces(payload: bytes, original_bytes: int, piece: int = XZ_PIECE) -> 
     """xz payload -> its output in pieces of at most `piece` bytes, never more in all than the header
     promised (checked as it goes: a crafted frame could otherwise expand a few KB into gigabytes before
     the length check), ending exactly at original_bytes with the stream's end."""
-    d = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+    d = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT)
     done, data = 0, payload
     try:
         while not d.eof:

@@ -381,7 +381,7 @@ def test_rm_never_removes_the_input_on_failure(tmp_path, monkeypatch):
     assert res.exit_code == 1 and res.stderr.startswith("ddc: y.ddc: ")
     _write(tmp_path / "z.ddc", blob)
     with monkeypatch.context() as m:
-        m.setattr(api, "decompress", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+        m.setattr(api, "iter_decompress", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))  # (ddc -d streams)
         assert ddc("-d", "--rm", "z.ddc").exit_code == 130
     assert names(tmp_path) == ["x.txt", "x.txt.ddc", "y.ddc", "z.ddc"]
 

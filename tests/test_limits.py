@@ -308,3 +308,26 @@ def test_auto_after_a_sample_writes_the_file_mdm_writes(tiny_lm, monkeypatch):
     assert ddcompress.compress(data, model=tiny_lm, seed=2) == want
     assert seen[0] == 1 and sum(seen) == 1 + 7
     assert ddcompress.decompress(want, model=tiny_lm) == data
+
+
+def test_xz_frame_asking_for_a_huge_dictionary_is_refused():
+    """xz's own memory is bounded too (api.XZ_MEMLIMIT): a frame whose stream asks for a 1.5 GiB
+    dictionary fails with a one-line error before xz allocates it; ddc's own frames (preset 9e, a
+    64 MiB dictionary) decode."""
+    import lzma
+    import zlib
+
+    from ddcompress import api
+    from ddcompress.codec.container import Container
+    from ddcompress.errors import IntegrityError
+
+    data = b"hello " * 100
+    for dict_size, ok in ((1536 << 20, False), (64 << 20, True)):
+        packed = lzma.compress(data, format=lzma.FORMAT_XZ, filters=[{"id": lzma.FILTER_LZMA2, "dict_size": dict_size}])
+        blob = Container({"method": "xz", "original_bytes": len(data), "original_crc32": zlib.crc32(data)},
+                         [len(packed)], [], [packed]).to_bytes()
+        if ok:
+            assert api.decompress(blob) == data
+        else:
+            with pytest.raises(IntegrityError, match="Memory usage limit"):
+                api.decompress(blob)

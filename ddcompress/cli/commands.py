@@ -239,16 +239,22 @@ def _decompress_one(name: str, output: str | None, to_stdout: bool, force: bool,
 
     prog = _Progress(f"decompress {_display(name)}", not quiet)
     t0 = time.monotonic()
-    try:
-        data = api.decompress(blob, **run, progress=prog.advance, on_start=prog.start)
+    size = [0]
+
+    def pieces():  # xz frames come 1 MiB at a time (a small frame may expand to gigabytes): written as they come
+        for piece in api.iter_decompress(blob, **run, progress=prog.advance, on_start=prog.start):
+            size[0] += len(piece)
+            yield piece
+
+    try:  # a frame's length and CRC32 are checked before its last piece; an error removes a file's temp file
+        _emit(pieces(), out, force, src)
     finally:
         prog.close()
-    _emit(data, out, force, src)  # api.decompress has checked the length and CRC32 of the original
     if removing:
         _remove_input(name, src, "decompressed")
     if verbose:
         how = f" [{_arithmetic()[2:]}]" if _arithmetic() and "mdm" in _info(blob).get("methods", ()) else ""
-        click.echo(f"{_display(name)}: {len(blob)} -> {len(data)} bytes{how}, {len(data) / 1024 / max(time.monotonic() - t0, 1e-9):.2f} KB/s", err=True)
+        click.echo(f"{_display(name)}: {len(blob)} -> {size[0]} bytes{how}, {size[0] / 1024 / max(time.monotonic() - t0, 1e-9):.2f} KB/s", err=True)
 
 
 @main.command("test")
@@ -268,9 +274,9 @@ def test_cmd(files, model, device, batch, quiet, verbose):
             from .. import api
 
             prog = _Progress(f"test {_display(name)}", not quiet)
-            try:
-                data = api.decompress(blob, model=model, device=device, batch_chunks=batch, progress=prog.advance,
-                                      on_start=prog.start)
+            try:  # pieces counted and dropped: an xz frame is never held whole
+                n = sum(len(p) for p in api.iter_decompress(blob, model=model, device=device, batch_chunks=batch,
+                                                            progress=prog.advance, on_start=prog.start))
             finally:
                 prog.close()
         except (DDCError, OSError) as err:
@@ -278,7 +284,7 @@ def test_cmd(files, model, device, batch, quiet, verbose):
             failed += 1
             continue
         if not quiet:
-            click.echo(f"{_display(name)}: OK ({len(data)} bytes)")
+            click.echo(f"{_display(name)}: OK ({n} bytes)")
     _finish(failed)
 
 

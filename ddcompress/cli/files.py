@@ -216,7 +216,12 @@ def _new_file_mode(src: os.stat_result | None) -> int:
     return 0o666 & ~umask
 
 
-def _write_atomic(path: Path, data: bytes, force: bool, src: os.stat_result | None = None) -> None:
+def _pieces(data) -> list:
+    """Output given as bytes, or as an iterable of pieces (a decoder's, written as they come)."""
+    return [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
+
+
+def _write_atomic(path: Path, data, force: bool, src: os.stat_result | None = None) -> None:
     """Write a temp file in the same directory, give it the input's mode and times, then name it:
     without -f by a hard link, which fails when the name exists (two ddc writing one output: the
     second fails; nothing is replaced), with -f by a rename. Never a partial or clobbered file; the
@@ -226,7 +231,8 @@ def _write_atomic(path: Path, data: bytes, force: bool, src: os.stat_result | No
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
         try:
-            _write_all(fd, data)
+            for piece in _pieces(data):  # (an error while decoding a piece removes the temp file too)
+                _write_all(fd, piece)
             os.fchmod(fd, _new_file_mode(src))
             if src is not None:
                 os.utime(fd, ns=(src.st_atime_ns, src.st_mtime_ns))
@@ -269,12 +275,13 @@ def _link_no_replace(tmp: str, path: Path) -> None:
         raise
 
 
-def _write_into(path: Path, data: bytes) -> None:
+def _write_into(path: Path, data) -> None:
     """An existing device or FIFO (-f, or /dev/null) is written into by opening it, never replaced."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
         try:
-            _write_all(fd, data)
+            for piece in _pieces(data):
+                _write_all(fd, piece)
         finally:
             os.close(fd)
     except OSError as err:
@@ -294,10 +301,12 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-def _emit(data: bytes, out: Path | None, force: bool, src: os.stat_result | None = None) -> None:
-    """`data` to stdout (out None) or to the file `out` with the input's mode and times (`src`)."""
+def _emit(data, out: Path | None, force: bool, src: os.stat_result | None = None) -> None:
+    """`data` (bytes, or pieces as a decoder yields them: an xz frame never held whole) to stdout (out
+    None) or to the file `out` with the input's mode and times (`src`)."""
     if out is None:
-        _write_stdout(data)
+        for piece in _pieces(data):
+            _write_stdout(piece)
         return
     try:
         st = os.stat(out)
