@@ -37,5 +37,12 @@ def reveal_counts(n: int, steps: int, grid: str = "sine") -> np.ndarray:
     t = time_grid(steps, grid)
     masked = np.rint(n * t).astype(np.int64)  # masked count at each grid time
     masked[0], masked[-1] = 0, n
+    if grid == "sine" and steps % 3 == 0:
+        # sin(pi/6) = 1/2 is the grid's only rational point inside (0, 1) (Niven): for odd n, n t is a
+        # tie that a libm 1 ulp either side would round differently; pinned to n // 2 (what x86-64's
+        # glibc and numpy give: the float argument lies just above pi/3). Everywhere else n t stays at
+        # least 1.7e-10 from a half-integer for n, steps <= 1024 (tests/test_reveal.py), far beyond any
+        # libm's error, so every machine rounds it the same way.
+        masked[steps // 3] = n // 2
     counts = (masked[1:] - masked[:-1])[::-1]
     return counts[counts > 0]
