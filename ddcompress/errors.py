@@ -15,3 +15,7 @@ class IntegrityError(DDCError):
 
 class ModelError(DDCError):
     """Model not found, or not the one the file was made with."""
+
+
+class UsageError(DDCError):
+    """Arguments that cannot work (together): the command line shows them as a usage error (exit 2)."""

@@ -123,14 +123,13 @@ def test_sharded_checkpoint_loads_with_the_same_id(tmp_path):
 
 
 def test_arguments_are_checked_before_any_data_is_loaded(tmp_path, monkeypatch):
-    import click
-
+    from ddcompress.errors import UsageError
     from ddcompress.train import loop as train_mod
 
     monkeypatch.setattr(train_mod, "load_tokens", lambda *a, **k: pytest.fail("data loaded before the arguments were checked"))
     cfg = TrainConfig(data=[str(tmp_path / "missing.txt")], out=str(tmp_path / "run"), steps=0, max_minutes=0, optimizer="sgd",
                       lr_schedule="linear", n_head=3, device="cpu", init_from=str(tmp_path))
-    with pytest.raises(click.UsageError) as err:
+    with pytest.raises(UsageError) as err:  # (the library never raises click's errors; `ddc train` translates)
         train(cfg, log=lambda *_: None)
     msg = str(err.value)
     for part in ("no such data source", "--steps or --max-minutes", "--optimizer must be one of adamw, muon",
@@ -251,3 +250,16 @@ def test_campaign_end_to_end_and_resume_on_cpu(tmp_path, eval_dir):
     assert h[2]["cumulative_tokens"] == h[1]["cumulative_tokens"] + h[2]["tokens_seen"]
     assert second["baseline"]["valid128"]["nelbo"] == pytest.approx(first["final"]["valid128"]["nelbo"], abs=1e-6)
     assert json.loads((second["dest"] / "config.json").read_text())["info"]["config"]["seed"] == 2  # new batches each run
+
+
+def test_ddc_train_shows_the_librarys_argument_errors_as_a_usage_error(tmp_path):
+    """The library raises ddcompress.errors.UsageError (never click's); `ddc train` shows it as a usage
+    error: exit 2 and the reasons."""
+    from click.testing import CliRunner
+
+    from ddcompress.cli import main
+
+    res = CliRunner().invoke(main, ["train", "--data", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "run"),
+                                    "--steps", "0", "--max-minutes", "0"])
+    assert res.exit_code == 2 and "no such data source" in res.output, res.output
+    assert not (tmp_path / "run").exists()

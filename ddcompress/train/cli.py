@@ -5,6 +5,7 @@ import dataclasses
 
 import click
 
+from ..errors import UsageError
 from .config import TrainConfig
 
 
@@ -31,4 +32,7 @@ def train_command(**kwargs):
     from .loop import train  # torch: only once the arguments parse
 
     kwargs["data"] = list(kwargs["data"])
-    train(TrainConfig(**kwargs))
+    try:
+        train(TrainConfig(**kwargs))
+    except UsageError as err:  # the library's argument errors, shown the command line's way (exit 2)
+        raise click.UsageError(str(err)) from None

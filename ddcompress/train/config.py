@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import click
 
+from ..errors import UsageError
 from ..model.checkpoint import CONFIG_FILE, weight_files
 from .data import WindowSampler
 from .schedule import SCHEDULES
@@ -128,4 +128,4 @@ def check_args(cfg: TrainConfig) -> None:
     elif cfg.init_from and cfg.model_config().qk_norm:
         bad.append(f"--init-from {cfg.init_from}: a QK-norm model, which the exact coder cannot run (no export)")
     if bad:
-        raise click.UsageError("; ".join(bad))
+        raise UsageError("; ".join(bad))

@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable
 
-import click
 import numpy as np
 import torch
 
+from ..errors import UsageError
 from ..model.checkpoint import load_checkpoint, save_checkpoint, tensors_to_fp32
 from .data import WindowSampler, eval_windows, load_tokens
 from .elbo import antithetic_times, estimate_nelbo_chunks, nelbo_per_sequence
@@ -271,7 +271,7 @@ def export(run: Run, log=print, extra: dict | None = None) -> dict:
     cfg, step, out = run.cfg, run.step, run.out
     B, L = cfg.batch_size, run.model.cfg.seq_len
     if run.model.cfg.qk_norm:
-        raise click.UsageError("qk_norm models cannot be exported: the exact coder (exact.py) does not implement QK-norm")
+        raise UsageError("qk_norm models cannot be exported: the exact coder (exact.py) does not implement QK-norm")
     train_time = run.elapsed()
     n_tokens = len(run.sampler.tokens)
     info = {

@@ -11,9 +11,9 @@ import json
 import math
 from pathlib import Path
 
-import click
 import torch
 
+from ..errors import UsageError
 from ..model.denoiser import Denoiser
 from .config import TrainConfig
 
@@ -92,7 +92,7 @@ def load_state(path: Path, model, ema, opts, gen, device) -> dict:
     gen.set_state(flat.pop("generator_state"))
     groups = [meta["param_groups"], *meta.get("more_param_groups", [])]
     if len(groups) != len(opts):
-        raise click.UsageError(f"{path} holds {len(groups)} optimizer(s), this run has {len(opts)}: same --optimizer to resume")
+        raise UsageError(f"{path} holds {len(groups)} optimizer(s), this run has {len(opts)}: same --optimizer to resume")
     states: list[dict] = [{} for _ in opts]
     for key, is_tensor in meta["optim_layout"].items():
         i, rest = (int(key[1:key.index(":")]), key[key.index(":") + 1:]) if key.startswith("o") else (0, key)
