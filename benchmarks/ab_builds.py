@@ -29,9 +29,13 @@ CHILD = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 import ddcompress
-from ddcompress.codec import coder as codec
-from ddcompress.model import registry
-from ddcompress.codec.container import parse
+try:  # the package's layout since issue 23
+    from ddcompress.codec import coder as codec
+    from ddcompress.model import registry
+    from ddcompress.codec.container import parse
+except ImportError:  # a revision from before it (flat modules)
+    from ddcompress import codec, registry
+    from ddcompress.container import parse
 data = open(sys.argv[2], 'rb').read()[: int(sys.argv[3])]
 lm = registry.resolve(None)
 ddcompress.compress(data[:3000], level=1, model=lm, method="mdm")  # warm-up: kernels built, weights packed
