@@ -129,9 +129,10 @@ def _check_model_arg(model) -> None:
         raise DDCError(f"model must be None, a model name, a checkpoint directory or a LoadedModel, got {_got(model)}")
 
 
-def check_device(device) -> str:
+def check_device(device, label: str | None = None) -> str:
     """The device as a string, or a DDCError naming it when torch cannot use it here (torch is
-    imported only for a device other than "cpu")."""
+    imported only for a device other than "cpu"). label: how the message names it (the command line
+    says `--device X`)."""
     if isinstance(device, str) and device == "cpu":
         return device
     if not isinstance(device, str):
@@ -140,22 +141,24 @@ def check_device(device) -> str:
         device = str(device)
     import torch
 
+    name = label or f"device {device!r}"
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise DDCError(f"device {device!r} is not a device (use cpu, cuda or cuda:N)") from None
+        how = f"{label}: not" if label else f"{name} is not"
+        raise DDCError(f"{how} a device (use cpu, cuda or cuda:N)") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             why = "CUDA is not available in this torch build" if torch.version.cuda is None else "no CUDA device found"
-            raise DDCError(f"device {device!r}: {why}")
+            raise DDCError(f"{name}: {why}")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise DDCError(f"device {device!r}: no such device ({torch.cuda.device_count()} CUDA devices)")
+            raise DDCError(f"{name}: no such device ({torch.cuda.device_count()} CUDA devices)")
     elif dev.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
-            raise DDCError(f"device {device!r}: MPS is not available")
+            raise DDCError(f"{name}: MPS is not available")
     elif dev.type != "cpu":
-        raise DDCError(f"device {device!r}: unsupported device type (use cpu or cuda)")
+        raise DDCError(f"{name}: unsupported device type (use cpu or cuda)")
     return device
 
 

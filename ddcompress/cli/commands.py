@@ -38,30 +38,11 @@ SUFFIX = ".ddc"
 
 
 def _check_device(device: str) -> None:
-    """A device torch cannot use is a one-line error before any work (torch is imported only here)."""
-    if device == "cpu":
-        return
-    import torch
+    """A device torch cannot use is a one-line error before any work (api.check_device, which imports
+    torch only for a device other than cpu)."""
+    from .. import api
 
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise DDCError(f"--device {device}: not a device (use cpu, cuda or cuda:N)") from None
-    if dev.type == "cpu":
-        return
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            why = "CUDA is not available in this torch build" if torch.version.cuda is None else "no CUDA device found"
-            raise DDCError(f"--device {device}: {why}")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise DDCError(f"--device {device}: no such device ({torch.cuda.device_count()} CUDA devices)")
-        return
-    if dev.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise DDCError(f"--device {device}: MPS is not available")
-        return
-    raise DDCError(f"--device {device}: unsupported device type (use cpu or cuda)")
+    api.check_device(device, label=f"--device {device}")
 
 
 def _plan(files, output, to_stdout, keep, rm) -> tuple[tuple[str, ...], str | None, bool]:
