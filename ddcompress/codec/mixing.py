@@ -108,19 +108,11 @@ class Mixer:
     def predict(self, p: int, T: int, fmax: int, freq=None) -> Row:
         """The mixture for position p, given its denoiser row's total T, largest frequency and, for the
         product components, the row itself (freq[t]: the denoiser's integer frequency of token t)."""
-        tok, known, n = self.tok, self.known, len(self.tok)
         db = _bucket(T // fmax, D_BUCKETS) if fmax else D_BUCKETS - 1
         comps = []  # (weight table, cell, {token: integer weight}, total): the sparse components
         for k, shape in enumerate(SHAPES):
-            ok = True
-            for o in shape:
-                q = p + o
-                if q < 0 or q >= n or not known[q]:
-                    ok = False
-                    break
-            if not ok:
-                continue
-            slot = self.tables[k].get(tuple(int(tok[p + o]) for o in shape))
+            key = self._context(p, shape)
+            slot = None if key is None else self.tables[k].get(key)
             if slot:
                 N = sum(slot.values())
                 cell = _bucket(N, N_BUCKETS) + N_BUCKETS * (len(slot) == 1)
@@ -155,6 +147,15 @@ class Mixer:
         row.incs = [incs[t] for t in row.toks]
         row.comps = comps
         return row
+
+    def _context(self, p: int, shape: tuple[int, ...]) -> tuple | None:
+        """The tokens at p + offsets of `shape` when all of them are known, else None."""
+        tok, known, n = self.tok, self.known, len(self.tok)
+        for o in shape:
+            q = p + o
+            if q < 0 or q >= n or not known[q]:
+                return None
+        return tuple(int(tok[p + o]) for o in shape)
 
     # -- learning ------------------------------------------------------------------------------
     def learn(self, row: Row, s: int, F: int, T: int) -> None:
@@ -218,16 +219,10 @@ class Mixer:
                     targets.add(q - o)
             table = self.tables[k]
             for t in sorted(targets):
-                if t < 0 or t >= n or not known[t]:
-                    continue
-                ok = True
-                for o in shape:
-                    q = t + o
-                    if q < 0 or q >= n or not known[q]:
-                        ok = False
-                        break
-                if ok:
-                    _add(table, tuple(int(tok[t + o]) for o in shape), int(tok[t]))
+                if 0 <= t < n and known[t]:
+                    key = self._context(t, shape)
+                    if key is not None:
+                        _add(table, key, int(tok[t]))
             if len(table) > MAX_CONTEXTS:
                 for key in list(table)[: len(table) - MAX_CONTEXTS // 2]:
                     del table[key]
