@@ -1,11 +1,29 @@
-"""Inputs shared by the codec and CLI tests."""
+"""Inputs and helpers shared by the codec and CLI tests."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
+from click.testing import CliRunner
+
+from ddcompress.cli import main
 from ddcompress.codec.container import leb128  # the writer's varints, for crafted files
 
-__all__ = ["CONTENT", "leb128", "read_leb128", "words"]
+__all__ = ["CONTENT", "ddc", "leb128", "names", "ok", "read_leb128", "words"]
+
+
+def ddc(*args, input: bytes | None = None):
+    """The command line in-process (click's runner): its result has exit_code, stdout and stderr."""
+    return CliRunner().invoke(main, [str(a) for a in args], input=input)
+
+
+def ok(res):
+    assert res.exit_code == 0, (res.exit_code, res.stderr, res.exception)
+    return res
+
+
+def names(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir())
 
 
 def words(n: int, seed: int = 0) -> bytes:

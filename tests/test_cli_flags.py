@@ -13,29 +13,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 import ddcompress.api as api
 import ddcompress.cli.commands as cli
 from ddcompress.cli import main
 from ddcompress.errors import IntegrityError
-from samples import words
+from samples import ddc, names, ok, words
 
 MAGIC = b"\x89DDC"
 DATA = b"some text to keep, some text to keep. " * 20
-
-
-def ddc(*args, input: bytes | None = None):
-    return CliRunner().invoke(main, [str(a) for a in args], input=input)
-
-
-def ok(res):
-    assert res.exit_code == 0, (res.exit_code, res.stderr, res.exception)
-    return res
-
-
-def names(d: Path) -> list[str]:
-    return sorted(p.name for p in d.iterdir())
 
 
 def _write(p: Path, data: bytes) -> Path:

@@ -21,29 +21,16 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 import ddcompress.api as api
 from ddcompress.cli import main
+from samples import ddc, names, ok
 
 pytestmark = pytest.mark.slow  # a system test (setup.cfg: markers)
 
 DATA = b"the keeper lit the lamp at dusk and wrote the wind in his log.\n" * 3000  # 192,000 bytes
 GOLDEN = Path(__file__).resolve().parent / "golden"
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def ddc(*args, input: bytes | None = None):
-    return CliRunner().invoke(main, [str(a) for a in args], input=input)
-
-
-def ok(res):
-    assert res.exit_code == 0, (res.exit_code, res.stderr, res.exception)
-    return res
-
-
-def names(d: Path) -> list[str]:
-    return sorted(p.name for p in d.iterdir())
 
 
 def stored(tmp_path: Path, data: bytes = DATA, name: str = "a.txt.ddc") -> Path:
