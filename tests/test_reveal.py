@@ -1,9 +1,12 @@
-"""The reveal counts per step (codec/reveal.py): pinned known answers, every token revealed once."""
+"""The reveal counts per step (codec/reveal.py): integers only, pinned known answers, every token revealed
+once, and the same counts as the float64 grid that formats 2-5 were written with."""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
-from ddcompress.codec.reveal import reveal_counts, time_grid
+from ddcompress.codec.reveal import FRAC, PI_FIXED, _masked, reveal_counts, sine_fixed, sine_table, time_grid
 
 
 def test_reveal_counts_known_answers():
@@ -12,7 +15,8 @@ def test_reveal_counts_known_answers():
     assert reveal_counts(64, 16, "sine").tolist() == [1, 2, 2, 3, 3, 4, 4, 4, 5, 6, 6, 5, 7, 6, 6]
     assert reveal_counts(1024, 16, "sine").tolist() == [5, 15, 24, 34, 43, 52, 59, 68, 74, 81, 86, 91, 95, 97, 100, 100]
     assert reveal_counts(5, 16, "sine").tolist() == [1, 1, 1, 2]  # steps capped at n
-    assert reveal_counts(10, 4, "uniform").tolist() == [2, 3, 3, 2]  # np.rint: half to even
+    assert reveal_counts(10, 4, "uniform").tolist() == [2, 3, 3, 2]  # half to even: 2.5 -> 2, 7.5 -> 8
+    assert _masked(45, 10, "uniform")[7] == 32  # 31.5 -> 32 exactly (float64 0.7 * 45 lies below it)
     assert reveal_counts(64, 64, "uniform").tolist() == [1] * 64
     assert reveal_counts(0, 5, "sine").tolist() == []
     for n in (1, 7, 64, 1000):
@@ -24,27 +28,31 @@ def test_reveal_counts_known_answers():
     assert t[0] == 0.0 and t[-1] == 1.0 and np.all(np.diff(t) > 0)
 
 
-def test_reveal_counts_do_not_depend_on_the_machines_cos():
-    """The counts decide a file's bytes, so they must not depend on the last bit of np.cos (numpy's SIMD
-    cos and other libms differ by an ulp or more): n t_i is never within 1e-10 of a half-integer for
-    chunk sizes n <= 1024 and every step count <= 256, except at the grid's one rational point
-    t = sin(pi/6) = 1/2 (steps divisible by 3), which is pinned to n // 2."""
-    import numpy as np
+def test_the_fixed_point_sine_is_pinned_and_accurate():
+    assert hex(PI_FIXED) == "0x3243f6a8885a308d313198a2e03707344"  # floor(pi 2^128): a typo changes files
+    assert sine_fixed(0, 7) == 0
+    assert abs(sine_fixed(5, 5) - (1 << FRAC)) < 16 and abs(sine_fixed(1, 3) - (1 << (FRAC - 1))) < 16
+    assert sine_fixed(1, 2) == 0xB504F333F9DE6484597D89B3754ABEA1  # sqrt(2)/2 (its last digits ...BE9F): a change of the series shows
+    for steps in (2, 3, 16, 24, 256, 1023):
+        for i, s in enumerate(sine_table(steps)):
+            assert abs(s / 2**FRAC - math.sin(math.pi * i / (2 * steps))) < 1e-15
 
-    from ddcompress.codec.reveal import reveal_counts, time_grid
 
-    n = np.arange(1, 1025, dtype=np.float64)[:, None]
-    for steps in range(2, 257):
-        t = time_grid(steps, "sine")
-        inner = [i for i in range(1, steps) if not (steps % 3 == 0 and i == steps // 3)]
-        x = n * t[inner][None, :]
-        assert np.abs(x - np.floor(x) - 0.5).min() > 1e-10, steps
-    # the tie: a cos a hair above 1/2 would round n t up for odd n; the counts stay those of n // 2
-    for steps in (3, 12, 24):
-        for m in (25, 101, 1023):  # (odd, and at least the steps: reveal_counts caps the steps at n)
-            t = time_grid(steps, "sine")
-            want = np.rint(m * t).astype(np.int64)
-            want[0], want[-1], want[steps // 3] = 0, m, m // 2
-            counts = (want[1:] - want[:-1])[::-1]
-            assert reveal_counts(m, steps, "sine").tolist() == counts[counts > 0].tolist()
-            assert abs(t[steps // 3] - 0.5) < 1e-15
+def _float_counts(n: int, steps: int) -> tuple[int, ...]:
+    """M_i as formats 2-5 computed them until the integer table: np.rint(n cos(pi/2 (1 - i/T)))."""
+    i = np.arange(steps + 1, dtype=np.float64)
+    m = np.rint(n * np.cos(0.5 * np.pi * (1.0 - i / steps))).astype(np.int64)
+    m[0], m[-1] = 0, n
+    if steps % 3 == 0:
+        m[steps // 3] = n // 2
+    return tuple(m.tolist())
+
+
+def test_integer_counts_are_those_files_were_written_with():
+    """Every level's step count and every chunk size of the shipped model (n t_i stays more than 1e-10 from
+    a half-integer there, so float64 and the integer table agree; the one tie is pinned in both)."""
+    for steps in (2, 3, 4, 5, 8, 12, 16, 24, 64, 256):
+        for n in range(steps, 1025):
+            assert _masked(n, steps, "sine") == _float_counts(n, steps), (n, steps)
+    for n in range(1, 1025):  # the uniform grid ddc writes: T = n, one token per step
+        assert _masked(n, n, "uniform") == tuple(range(n + 1))
