@@ -40,19 +40,34 @@ data = open(sys.argv[2], 'rb').read()[: int(sys.argv[3])]
 lm = registry.resolve(None)
 ddcompress.compress(data[:3000], level=1, model=lm, method="mdm")  # warm-up: kernels built, weights packed
 out = {"ddcompress": ddcompress.__file__, "version": ddcompress.__version__}
+
+
+def coder_seconds(fn, *args, **kw):  # fn's result and the entropy coder's seconds: the API's timings, or codec.SECONDS (older revisions)
+    if hasattr(codec, "SECONDS"):
+        codec.SECONDS.clear()
+        return fn(*args, **kw), codec.SECONDS["coder"]
+    t = {}
+    return fn(*args, timings=t, **kw), t.get("coder", 0.0)
+
+
+def field(h, name):  # the header: a dict before issue 23's typed header, then an object
+    return h[name] if isinstance(h, dict) else getattr(h, name)
+
+
 for level in map(int, sys.argv[4].split(",")):
     getattr(lm.exact("cpu"), "_blank", {}).clear()  # as a fresh run
-    codec.SECONDS.clear(); t0 = time.perf_counter()
-    blob = ddcompress.compress(data, level=level, model=lm, method="mdm")
-    tc, cc = time.perf_counter() - t0, codec.SECONDS["coder"]
-    codec.SECONDS.clear(); t0 = time.perf_counter()
-    assert ddcompress.decompress(blob, model=lm) == data
-    td, cd = time.perf_counter() - t0, codec.SECONDS["coder"]
+    t0 = time.perf_counter()
+    blob, cc = coder_seconds(ddcompress.compress, data, level=level, model=lm, method="mdm")
+    tc = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    back, cd = coder_seconds(ddcompress.decompress, blob, model=lm)
+    td = time.perf_counter() - t0
+    assert back == data
     c = parse(blob)
     out[level] = {"compress_kbs": len(data) / 1024 / tc, "decompress_kbs": len(data) / 1024 / td,
                   "compress_coder_s": cc, "decompress_coder_s": cd, "bytes": len(blob),
-                  "format": c.header["format_version"], "tokens": c.header["tokens"],
-                  "payload_bits": 8 * sum(map(len, c.payloads)), "ideal_bits": c.header["ideal_bits"]}
+                  "format": field(c.header, "format_version"), "tokens": field(c.header, "tokens"),
+                  "payload_bits": 8 * sum(map(len, c.payloads)), "ideal_bits": field(c.header, "ideal_bits")}
 print(json.dumps(out))
 """
 

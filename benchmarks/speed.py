@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 
 import ddcompress
-from ddcompress.codec import coder as codec
 from ddcompress.model import registry
 from ddcompress.codec.container import parse
 
@@ -45,21 +44,16 @@ def peak_mib(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-SECONDS = getattr(codec, "SECONDS", {})  # absent in ddc 0.1 (the float path): shares are then not reported
-
-
-def run_one(data: bytes, level: int, device: str, lm) -> dict:
+def run_one(data: bytes, level: int, device: str, lm, device_decode: bool = False, mixer: str | None = "cm1") -> dict:
     getattr(lm.exact(device), "_blank", {}).clear()  # (absent before the shared first step)
-    SECONDS.clear()
+    enc, dec = {}, {}  # seconds in the denoiser ("model") and the entropy coder ("coder")
     t0 = time.perf_counter()
-    blob = ddcompress.compress(data, level=level, model=lm, device=device, method="mdm")
+    blob = ddcompress.compress(data, level=level, model=lm, device=device, method="mdm", timings=enc,
+                                mixer=mixer)
     t_c = time.perf_counter() - t0
-    enc = dict(SECONDS)
-    SECONDS.clear()
     t0 = time.perf_counter()
-    out = ddcompress.decompress(blob, model=lm, device=device)
+    out = ddcompress.decompress(blob, model=lm, device=device, timings=dec, device_decode=device_decode)
     t_d = time.perf_counter() - t0
-    dec = dict(SECONDS)
     c = parse(blob)
     kb = len(data) / 1024
     return {
@@ -94,6 +88,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--model", default=None)
+    ap.add_argument("--device-decode", action="store_true",
+                    help="GPU: decode the rANS streams on the device (only files without a mixer: with --no-mixer)")
+    ap.add_argument("--no-mixer", action="store_true", help="code with the denoiser alone (format 5, mixer none)")
     ap.add_argument("--tag", default="")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
@@ -121,7 +118,7 @@ def main() -> None:
         data = f.read_bytes()
         data = data[: args.bytes] if args.bytes else data
         for level in args.levels:
-            r = run_one(data, level, args.device, lm) | {"file": f.name}
+            r = run_one(data, level, args.device, lm, args.device_decode, None if args.no_mixer else "cm1") | {"file": f.name}
             rows.append(r)
             print(json.dumps(r), flush=True)
             # written after every row: a run cut short by a time limit keeps what it measured

@@ -20,7 +20,7 @@ from .model.checkpoint import LoadedModel
 from .codec.container import Container, info, parse_frames  # noqa: F401 (info: part of the API)
 from .errors import DDCError, FormatError, IntegrityError, ModelError
 from .codec.layout import MAX_GROUP_SIZE, Chunk, Layout, layout_counts
-from .codec.plan import DEFAULT_LEVEL, LEVELS, default_batch_chunks, default_group_size, steps_for  # noqa: F401 (LEVELS: part of the API)
+from .codec.plan import DEFAULT_LEVEL, LEVELS, Plan, default_batch_chunks, default_group_size, plan_for  # noqa: F401 (LEVELS: part of the API)
 from .codec.tokenizer import VOCAB_SIZE, get_tokenizer
 
 METHODS = ("auto", "mdm", "xz", "store")
@@ -124,6 +124,18 @@ def _check_callable(name: str, v) -> None:
         raise DDCError(f"{name} must be None or a callable, got {_got(v)}")
 
 
+def _check_timings(v) -> None:
+    if v is not None and not isinstance(v, dict):
+        raise DDCError(f"timings must be None or a dict, got {_got(v)}")
+
+
+def _add_timings(timings: dict | None, coder) -> None:
+    """Add a coder's wall seconds ("model": the denoiser, "coder": the entropy coder and the mixer) to timings."""
+    if timings is not None:
+        for k, v in coder.seconds.items():
+            timings[k] = timings.get(k, 0.0) + v
+
+
 def _check_model_arg(model) -> None:
     if model is not None and not isinstance(model, (str, os.PathLike, LoadedModel)):
         raise DDCError(f"model must be None, a model name, a checkpoint directory or a LoadedModel, got {_got(model)}")
@@ -177,7 +189,7 @@ def check_compress_args(level=None, steps=None, model=None, device="cpu", seed=0
     _check_callable("progress", progress)
     _check_callable("on_start", on_start)
     device = check_device(device)
-    steps_for(level, steps, 1 << 30)
+    plan_for(level, steps, 1 << 30)
     return dict(level=level, steps=steps, model=model, device=device, seed=seed, group_size=group_size, method=method,
                 progress=progress, on_start=on_start, batch_chunks=batch_chunks)
 
@@ -232,6 +244,7 @@ def compress(
     on_start: Callable[[int], None] | None = None,
     batch_chunks: int | None = None,
     mixer: str | None = "cm1",
+    timings: dict | None = None,
 ) -> bytes:
     """Compress bytes with a masked diffusion model.
 
@@ -242,7 +255,8 @@ def compress(
     method "auto" sends binary-looking input straight to xz, and keeps the model's output only when it
     is smaller than xz's (or a stored copy); "mdm" always uses the model; "xz" / "store" skip it.
     group_size (chunks per rANS stream) is recorded in the file; batch_chunks (chunks per forward
-    pass, whole groups) is not: it changes speed and memory, never the output.
+    pass, whole groups) is not: it changes speed and memory, never the output. timings: a dict to which
+    the wall seconds spent in the denoiser ("model") and in the entropy coder ("coder") are added.
 
     Every argument is checked first (a DDCError naming it), before any work. In "auto" mode xz runs
     first; the model runs on the whole input only when it can plausibly win: not when its best case
@@ -252,6 +266,7 @@ def compress(
     _check_bytes("data", data)
     if mixer not in (None, "cm1"):
         raise DDCError(f"mixer must be 'cm1' or None, got {mixer!r}")
+    _check_timings(timings)
     args = check_compress_args(level, steps, model, device, seed, group_size, method, progress, on_start, batch_chunks)
     level, steps, device, seed, group_size, batch_chunks = (args[k] for k in ("level", "steps", "device", "seed",
                                                                            "group_size", "batch_chunks"))
@@ -271,27 +286,29 @@ def compress(
     lm = registry.resolve(model)
     tok = get_tokenizer()
     L = lm.cfg.seq_len
-    n_steps, grid = steps_for(level, steps, L)
+    plan = plan_for(level, steps, L)
     group_size = group_size or default_group_size(device)
     transform = "crlf" if crlf_transform_applies(data) else None
     tokens = tok.encode(data.replace(b"\r\n", b"\n") if transform else data)
     groups = Layout(len(tokens), L, group_size)
     if alt is not None and _min_mdm_bytes(len(tokens), L, group_size) >= len(alt):
         return alt  # even the model's best case loses to xz
-    coder = Coder(lm, n_steps, grid, seed, device, mixer=mixer)
+    coder = Coder(lm.exact(device), plan, seed, mixer=mixer)
     if alt is not None and _sample_says_xz(coder, tokens, L, group_size, len(alt)):
         return alt
     if on_start:
         on_start(len(tokens))
+    coder.seconds.clear()  # (the sample's time is not the file's)
     results = encode_all(coder, tokens, groups, batch_chunks or default_batch_chunks(device), progress)
+    _add_timings(timings, coder)
     header = _base_header(data, "mdm") | {
         "numerics": NUMERICS,
         "model_id": lm.id,
         "tokenizer_id": tok.id[:8],
         "seq_len": L,
-        "steps": n_steps,
-        "grid": grid,
-        "level": None if steps is not None else (level or DEFAULT_LEVEL),
+        "steps": plan.steps,
+        "grid": plan.grid,
+        "level": plan.level,
         "transform": transform,
         "seed": seed,
         "group_size": group_size,
@@ -349,12 +366,17 @@ def decompress(
     on_start: Callable[[int], None] | None = None,
     batch_chunks: int | None = None,
     max_output: int | None = None,
+    timings: dict | None = None,
+    device_decode: bool = False,
 ) -> bytes:
     """The original bytes of a ddc file (or of concatenated ddc files). batch_chunks: chunks per
     forward pass at most (default by device), whatever group size the file was made with. max_output:
     refuse (a DDCError, before decoding anything) a file whose frames claim more bytes than this in all;
-    the result is held in memory whole (`iter_decompress` streams it)."""
-    return b"".join(iter_decompress(blob, model, device, progress, on_start, batch_chunks, max_output))
+    the result is held in memory whole (`iter_decompress` streams it). timings: as for `compress`.
+    device_decode (a GPU experiment; files without a mixer): the rANS streams decode on the device, one
+    batched step per symbol, instead of on host threads."""
+    return b"".join(iter_decompress(blob, model, device, progress, on_start, batch_chunks, max_output, timings,
+                                    device_decode))
 
 
 def iter_decompress(
@@ -365,6 +387,8 @@ def iter_decompress(
     on_start: Callable[[int], None] | None = None,
     batch_chunks: int | None = None,
     max_output: int | None = None,
+    timings: dict | None = None,
+    device_decode: bool = False,
 ) -> Iterator[bytes]:
     """`decompress` in pieces: a stored frame's data, an xz frame's output XZ_PIECE bytes at a time (so
     a small xz frame that expands to gigabytes is never held whole), an mdm frame whole. Every argument
@@ -378,6 +402,7 @@ def iter_decompress(
     _check_callable("on_start", on_start)
     batch_chunks = _check_int("batch_chunks", batch_chunks, 1)
     max_output = _check_int("max_output", max_output, 0)
+    _check_timings(timings)
     frames = parse_frames(blob)  # concatenated frames decode to the concatenation, as gzip/xz/zstd do
     claimed = sum(c.header["original_bytes"] for c in frames)
     if max_output is not None and claimed > max_output:
@@ -385,10 +410,11 @@ def iter_decompress(
     if on_start:
         on_start(sum(c.header.get("tokens", 0) for c in frames))
     for c in frames:
-        yield from _decode_frame_pieces(c, model, device, progress, batch_chunks)
+        yield from _decode_frame_pieces(c, model, device, progress, batch_chunks, timings, bool(device_decode))
 
 
-def _decode_frame_pieces(c: Container, model, device, progress, batch_chunks=None) -> Iterator[bytes]:
+def _decode_frame_pieces(c: Container, model, device, progress, batch_chunks=None, timings=None,
+                         device_decode=False) -> Iterator[bytes]:
     h = c.header
     method = h["method"]
     if method == "store":
@@ -396,7 +422,8 @@ def _decode_frame_pieces(c: Container, model, device, progress, batch_chunks=Non
     elif method == "xz":
         pieces = _unxz_pieces(c.payloads[0], h["original_bytes"])
     else:
-        pieces = iter([_decode_mdm(c, model, device, progress, batch_chunks or default_batch_chunks(device))])
+        pieces = iter([_decode_mdm(c, model, device, progress, batch_chunks or default_batch_chunks(device), timings,
+                                   device_decode)])
     size, crc, held = 0, 0, None
     for piece in pieces:  # one piece held back, so that the last comes out only once the frame checks out
         if held is not None:
@@ -408,11 +435,7 @@ def _decode_frame_pieces(c: Container, model, device, progress, batch_chunks=Non
         yield held
 
 
-def _decode_frame(c: Container, model, device, progress, batch_chunks=None) -> bytes:
-    return b"".join(_decode_frame_pieces(c, model, device, progress, batch_chunks))
-
-
-def _decode_mdm(c: Container, model, device, progress, batch_chunks: int) -> bytes:
+def _decode_mdm(c: Container, model, device, progress, batch_chunks: int, timings=None, device_decode=False) -> bytes:
     from .codec.coder import Coder, decode_all
 
     h = c.header
@@ -433,13 +456,15 @@ def _decode_mdm(c: Container, model, device, progress, batch_chunks: int) -> byt
     if h["seq_len"] != lm.cfg.seq_len:  # the encoder always chunks at the model's length
         raise FormatError(f"corrupt ddc file: chunk length {h['seq_len']} is not model "
                           f"{lm.id}'s {lm.cfg.seq_len}")
-    coder = Coder(lm, h["steps"], h["grid"], h["seed"], device, h["format_version"], h["mixer"])
+    coder = Coder(lm.exact(device), Plan(h["steps"], h["grid"], h["level"]), h["seed"], h["format_version"], h["mixer"],
+                  device_decode)
     if h["format_version"] == 2:  # a token CRC per chunk (the table holds them: no more than the file proves)
         crcs = [c.token_crcs[groups.first_chunk(k) : groups.first_chunk(k) + groups.chunks_in(k)]
                 for k in range(len(groups))]
     else:  # one per group
         crcs = [[crc] for crc in c.token_crcs]
     tokens = decode_all(coder, None, groups, list(c.payloads), crcs, batch_chunks, progress)  # grows as it decodes
+    _add_timings(timings, coder)
     data = tok.decode(tokens)
     return data.replace(b"\n", b"\r\n") if h["transform"] == "crlf" else data
 

@@ -15,6 +15,7 @@ import ddcompress
 from ddcompress.codec import coder as codec
 from ddcompress.codec.coder import Coder
 from ddcompress.codec.layout import chunk_layout, group_layout
+from ddcompress.codec.plan import Plan
 from ddcompress.codec.container import FORMAT_VERSION, Container, parse
 from ddcompress.errors import DDCError, IntegrityError, ModelError
 from ddcompress.model.denoiser import Denoiser, DenoiserConfig
@@ -210,7 +211,7 @@ def test_ideal_bits_equals_path_code_length(tiny_lm):
     for n, kw in ((L, {"level": 1}), (50, {"steps": 7}), (40, {"level": 9})):
         tokens = get_tokenizer().encode(words(n, seed=n))
         h = ddcompress.info(ddcompress.compress(words(n, seed=n), model=tiny_lm, method="mdm", seed=5, **kw))
-        ref = codec.path_code_length(tiny_lm, tokens, steps=h["steps"], grid=h["grid"], seed=5)
+        ref = codec.path_code_length(tiny_lm.exact(), tokens, Plan(h["steps"], h["grid"]), seed=5)
         assert h["denoiser_bits"] == pytest.approx(ref, rel=1e-6)  # stored as float32
 
 
@@ -220,8 +221,8 @@ def test_path_code_lengths_of_many_seeds_walked_as_one_batch(tiny_lm):
     tokens = get_tokenizer().encode(words(L, seed=3))[:L]
     seeds = [0, 1, 7, 123456789]
     for steps, grid in ((L, "uniform"), (3, "sine")):
-        together = codec.path_code_lengths(tiny_lm, tokens, steps, grid, seeds, chunk_index=2)
-        alone = [codec.path_code_length(tiny_lm, tokens, steps, grid, s, chunk_index=2) for s in seeds]
+        together = codec.path_code_lengths(tiny_lm.exact(), tokens, Plan(steps, grid), seeds, chunk_index=2)
+        alone = [codec.path_code_length(tiny_lm.exact(), tokens, Plan(steps, grid), s, chunk_index=2) for s in seeds]
         np.testing.assert_allclose(together, alone, rtol=1e-12)
         assert len(set(np.round(together, 6))) == len(seeds)  # the orders do differ
 
@@ -272,7 +273,7 @@ def constriction_payloads(lm, tokens: np.ndarray, groups, steps: int, grid: str,
     Categorical(perfect=False) on the same walk's float32 frequencies."""
     import constriction
 
-    coder, family = Coder(lm, steps, grid, seed, format_version=3), constriction.stream.model.Categorical(perfect=False)
+    coder, family = Coder(lm.exact(), Plan(steps, grid), seed, format_version=3), constriction.stream.model.Categorical(perfect=False)
     out = []
     for g in groups:
         enc = constriction.stream.queue.RangeEncoder()
@@ -368,7 +369,7 @@ def test_coder_group_roundtrip_direct(tiny_lm):
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, 50257, size=2 * L + 10).astype(np.uint32)
     chunks = chunk_layout(len(tokens), L)
-    coder = Coder(tiny_lm, 4, "sine", seed=9)
+    coder = Coder(tiny_lm.exact(), Plan(4, "sine"), seed=9)
     groups = group_layout(chunks, 2)
     results = [coder.encode_group(tokens, g) for g in groups]
     out = np.zeros(len(tokens), dtype=np.int64)
@@ -393,7 +394,7 @@ def test_encoder_intervals_on_device_give_the_same_file(tiny_lm):
     the same payloads and ideal bits as quantizing on the host (run here with CPU tensors)."""
     tokens = np.random.default_rng(3).integers(0, 50257, size=3 * L + 10)
     groups = group_layout(chunk_layout(len(tokens), L), 2)
-    host, dev = Coder(tiny_lm, 4, "sine", seed=5), Coder(tiny_lm, 4, "sine", seed=5)
+    host, dev = Coder(tiny_lm.exact(), Plan(4, "sine"), seed=5), Coder(tiny_lm.exact(), Plan(4, "sine"), seed=5)
     dev.intervals_on_device = True
     a, b = codec.encode_all(host, tokens, groups, 8), codec.encode_all(dev, tokens, groups, 8)
     assert [r.payload for r in a] == [r.payload for r in b]
@@ -405,7 +406,7 @@ def decoded_with(lm, n_tokens: int, seed: int, **coder_attrs):
     paths, run here with CPU tensors): the same tokens. Returns (coder, groups, results)."""
     tokens = np.random.default_rng(seed).integers(0, 50257, size=n_tokens)
     groups = group_layout(chunk_layout(len(tokens), L), 2)
-    coder = Coder(lm, 4, "sine", seed=seed + 2)
+    coder = Coder(lm.exact(), Plan(4, "sine"), seed=seed + 2)
     res = codec.encode_all(coder, tokens, groups, 8)
     for name, value in coder_attrs.items():
         setattr(coder, name, value)

@@ -25,6 +25,7 @@ from ddcompress.codec import coder as codec
 from ddcompress.train import elbo
 from ddcompress.codec.coder import Coder
 from ddcompress.codec.layout import chunk_layout, group_layout
+from ddcompress.codec.plan import Plan
 from ddcompress.model.denoiser import Denoiser, DenoiserConfig
 from ddcompress.model.checkpoint import from_module
 from ddcompress.train.schedule import LINEAR, MaskingSchedule
@@ -72,7 +73,7 @@ def eval_sequences() -> list[np.ndarray]:
 
 
 def code_lengths(lm, tokens, steps: int, grid: str, seeds) -> np.ndarray:
-    return codec.path_code_lengths(lm, tokens, steps, grid, list(seeds))
+    return codec.path_code_lengths(lm.exact(), tokens, Plan(steps, grid), list(seeds))
 
 
 def mean_se(x: np.ndarray) -> tuple[float, float]:
@@ -82,7 +83,7 @@ def mean_se(x: np.ndarray) -> tuple[float, float]:
 def test_model_learned_the_context(trained):
     """Sanity for the tests below: predictions depend strongly on what is revealed."""
     x0 = eval_sequences()[0]
-    all_at_once = codec.path_code_length(trained, x0, steps=1, grid="uniform", seed=0)
+    all_at_once = codec.path_code_length(trained.exact(), x0, Plan(1, "uniform"), seed=0)
     one_by_one = code_lengths(trained, x0, L, "uniform", range(50)).mean()
     assert all_at_once > 3 * one_by_one, (all_at_once, one_by_one)
 
@@ -113,7 +114,7 @@ def test_full_mask_nelbo_term_is_the_one_step_code(trained):
     assert float(LINEAR.nelbo_weight(t)) == 1.0
     with torch.no_grad():
         nats = float(elbo.nelbo_per_sequence(trained.model, torch.as_tensor(x0[None], dtype=torch.long), t))
-    bits = codec.path_code_length(trained, x0, steps=1, grid="uniform", seed=0)
+    bits = codec.path_code_length(trained.exact(), x0, Plan(1, "uniform"), seed=0)
     assert nats / LN2 == pytest.approx(bits, rel=2e-3)
 
 
@@ -133,7 +134,7 @@ def test_coder_on_trained_model(trained):
     chunks = chunk_layout(len(tokens), L)
     groups = group_layout(chunks, 3)
     for steps, grid in ((L, "uniform"), (4, "sine"), (1, "sine")):
-        coder = Coder(trained, steps, grid, seed=11)
+        coder = Coder(trained.exact(), Plan(steps, grid), seed=11)
         results = [coder.encode_group(tokens, grp) for grp in groups]
         out = np.zeros(len(tokens), dtype=np.int64)
         for grp, r in zip(groups, results):
@@ -143,7 +144,8 @@ def test_coder_on_trained_model(trained):
         payload_bits = 8 * sum(len(r.payload) for r in results)
         assert payload_bits <= 1.01 * ideal + 64 * len(groups), (steps, payload_bits, ideal)
         full = [c for c in chunks if c.known == 0]
-        per_chunk = sum(codec.path_code_length(trained, tokens[c.start : c.start + L], steps, grid, seed=11, chunk_index=c.index)
+        per_chunk = sum(codec.path_code_length(trained.exact(), tokens[c.start : c.start + L], Plan(steps, grid), seed=11,
+                                              chunk_index=c.index)
                         for c in full)
         # (not bit-equal: a batch of 3 chunks rounds differently from one chunk alone, which is why the
         # decoder must repeat the encoder's batch composition exactly)

@@ -7,7 +7,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from ddcompress.cli import main
-from ddcompress.codec.plan import DEFAULT_LEVEL, GROUP_SIZE, LEVELS, steps_for
+from ddcompress.codec.plan import DEFAULT_LEVEL, GROUP_SIZE, LEVELS, Plan, plan_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +33,9 @@ def test_help_reads_the_plan():
     assert re.search(rf"default {GROUP_SIZE['cpu']}\s+on\s+CPU,\s+{GROUP_SIZE['cuda']}\s+on\s+CUDA", out)
 
 
-def test_steps_for():
-    assert steps_for(None, None, 1024) == (LEVELS[DEFAULT_LEVEL], "sine")
-    assert steps_for(9, None, 1024) == (1024, "uniform") == steps_for(None, 5000, 1024)
-    assert steps_for(1, None, 1) == (1, "uniform")  # a level's steps never exceed L
+def test_plan_for():
+    assert plan_for(None, None, 1024) == Plan(LEVELS[DEFAULT_LEVEL], "sine", DEFAULT_LEVEL)
+    assert plan_for(9, None, 1024) == Plan(1024, "uniform", 9)
+    assert plan_for(None, 5000, 1024) == Plan(1024, "uniform", None)  # an explicit step count names no level
+    assert plan_for(3, 7, 1024) == Plan(7, "sine", None)  # (and wins over a level)
+    assert plan_for(1, None, 1) == Plan(1, "uniform", 1)  # a level's steps never exceed L

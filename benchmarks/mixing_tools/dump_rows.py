@@ -8,7 +8,7 @@ from ddcompress.model import registry
 from ddcompress.codec.tokenizer import get_tokenizer
 from ddcompress.codec.coder import Coder
 from ddcompress.codec.layout import chunk_layout, group_layout
-from ddcompress.codec.plan import steps_for
+from ddcompress.codec.plan import plan_for
 src, out, ngroups = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if src.startswith('valid:'):
     shared = Path(os.environ.get("DDC_SHARED", Path(__file__).resolve().parents[3] / "shared"))
@@ -19,9 +19,9 @@ else:
 lm = registry.resolve(None); tok = get_tokenizer()
 tokens = np.asarray(tok.encode(data), dtype=np.int64)
 L = lm.cfg.seq_len
-steps, grid = steps_for(5, None, L)
+plan = plan_for(5, None, L)
 groups = group_layout(chunk_layout(len(tokens), L), 8)[:ngroups]
-coder = Coder(lm, steps, grid, 0, 'cpu', format_version=4)  # the plain order (replay.py's rows)
+coder = Coder(lm.exact('cpu'), plan, 0, format_version=4)  # the plain order (replay.py's rows)
 table = coder.denoiser.exp32.cpu().numpy().astype(np.int64)
 nrows = sum(c.coded for g in groups for c in g)
 V = lm.cfg.vocab_size

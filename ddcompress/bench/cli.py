@@ -40,7 +40,7 @@ class _RawArgsCommand(click.Command):
 
 def parse_steps(values: tuple[str, ...], L: int) -> list[tuple[int, str]]:
     """'16', '16,64', 'L' (one token per step) -> [(steps, grid)] as ddc codes them, deduplicated."""
-    from ..codec.plan import DEFAULT_LEVEL, LEVELS, steps_for
+    from ..codec.plan import DEFAULT_LEVEL, LEVELS, plan_for
 
     raw = [v for s in values for v in re.split(r"[,\s]+", s.strip()) if v] or [str(LEVELS[DEFAULT_LEVEL])]
     out: list[tuple[int, str]] = []
@@ -49,7 +49,8 @@ def parse_steps(values: tuple[str, ...], L: int) -> list[tuple[int, str]]:
             v = str(L)
         if not v.isdigit():
             raise click.BadParameter(f"{v!r} is not a step count", param_hint="--steps")
-        sg = steps_for(None, int(v), L)
+        p = plan_for(None, int(v), L)
+        sg = (p.steps, p.grid)
         if sg not in out:
             out.append(sg)
     return out

@@ -68,10 +68,10 @@ def code_stream(lm, tokens: np.ndarray, steps: int, grid: str, seed: int, device
     from ..codec.coder import Coder, decode_all, encode_all
     from ..errors import IntegrityError
     from ..codec.layout import chunk_layout, group_layout
-    from ..codec.plan import default_batch_chunks
+    from ..codec.plan import Plan, default_batch_chunks
 
     groups = group_layout(chunk_layout(len(tokens), lm.cfg.seq_len), group_size)
-    coder = Coder(lm, steps, grid, seed, device)
+    coder = Coder(lm.exact(device), Plan(steps, grid), seed)
     batch = default_batch_chunks(device)
     t0 = time.monotonic()
     results = encode_all(coder, tokens, groups, batch, advance)

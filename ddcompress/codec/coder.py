@@ -34,13 +34,13 @@ import torch
 from . import mixing, prng, rans
 from .container import FORMAT_VERSION
 from ..errors import IntegrityError
-from ..model.checkpoint import LoadedModel
+from ..numerics.exact import ExactDenoiser
 from .layout import Chunk, Layout
+from .plan import Plan
 from .reveal import reveal_counts
 
 SPREAD_GAP = 2  # format 5: no two positions of one step within 2 tokens, where the counts allow
 ROW_BLOCK = 512  # rows of the output head computed (and coded) at once: bounds memory at V = 50257
-SECONDS: Counter = Counter()  # wall time spent in the denoiser ("model") and the entropy coder ("coder")
 
 
 def _family():
@@ -72,26 +72,28 @@ def _coded(tokens: np.ndarray, group: list[Chunk]) -> np.ndarray:
 class Coder:
     """Runs the reverse process over groups of chunks, encoding or decoding as it goes."""
 
-    def __init__(self, lm: LoadedModel, steps: int, grid: str, seed: int, device: str = "cpu",
-                 format_version: int = FORMAT_VERSION, mixer: str | None = mixing.NAME):
-        self.lm, self.steps, self.grid, self.seed = lm, steps, grid, seed
-        # format 5: the denoiser's frequencies mixed with file-adaptive count models (mixing.py); the
-        # state (self.mix) belongs to one file and starts afresh with the group of chunk 0
+    def __init__(self, denoiser: ExactDenoiser, plan: Plan, seed: int, format_version: int = FORMAT_VERSION,
+                 mixer: str | None = mixing.NAME, device_decode: bool = False):
+        """denoiser: mu_theta in exact integers (on any device: the bytes do not depend on it); plan: steps
+        and grid; seed: of the reveal orders. mixer (format 5): the denoiser's frequencies mixed with
+        file-adaptive count models (mixing.py), whose state (self.mix) belongs to one file and starts afresh
+        with the group of chunk 0. device_decode: see below."""
+        self.denoiser, self.steps, self.grid, self.seed = denoiser, plan.steps, plan.grid, seed
         self.mixer = mixer if format_version >= 5 else None
         self.mix: mixing.Mixer | None = None
-        self.device = torch.device(device)
-        self.denoiser = lm.exact(self.device)
-        self.mask_id = lm.cfg.mask_id
-        self.version = format_version  # 4: ddc's rANS; 2, 3: constriction (decode only)
+        self.device = denoiser.device
+        self.mask_id, self.vocab_size = denoiser.cfg.mask_id, denoiser.cfg.vocab_size
+        self.version = format_version  # 4, 5: ddc's rANS; 2, 3: constriction (decode only)
+        self.seconds: Counter = Counter()  # wall time in the denoiser ("model") and the entropy coder ("coder")
         self._threads = None  # (pid, ThreadPoolExecutor) decoding several streams at once
         # On a GPU the encoder's intervals are computed where the rows are (rans.intervals_torch: 4 numbers
         # per token cross to the host, not V). The decoder's rows cross to the host, where the C rANS
-        # decodes the streams on threads; rans.DeviceDecoder (DDC_DEVICE_DECODE=1) decodes them on the
-        # device instead, one batched step per symbol of a stream: it wins only with many short streams
+        # decodes the streams on threads; rans.DeviceDecoder (device_decode; formats 4 and 5 without a
+        # mixer) decodes them on the device instead, one batched step per symbol of a stream: it wins only with many short streams
         # per batch, which a GPU run has yet to measure (tools/campaign/gpu_check.sh).
         # The rows that do cross go as int16 exp-table indices (half of fp32's bytes) into pinned memory.
         self.intervals_on_device = self.device.type != "cpu"
-        self.decode_on_device = self.device.type != "cpu" and os.environ.get("DDC_DEVICE_DECODE") == "1"
+        self.decode_on_device = self.device.type != "cpu" and device_decode
         self.indices_to_host = self.device.type != "cpu"
         self._pinned: torch.Tensor | None | bool = None  # the host buffer of _to_host (False: no pinning)
 
@@ -142,7 +144,7 @@ class Coder:
             h8, scale = h8.reshape(-1, h8.shape[-1]), scale.reshape(-1, 1)
             for r0 in range(0, len(h8), ROW_BLOCK):
                 freq = self.denoiser.frequencies(h8[r0 : r0 + ROW_BLOCK], scale[r0 : r0 + ROW_BLOCK], indices=indices)
-                SECONDS["model"] += time.perf_counter() - t0
+                self.seconds["model"] += time.perf_counter() - t0
                 yield pos, cs, r0, freq
                 t0 = time.perf_counter()
 
@@ -205,18 +207,18 @@ class Coder:
             if self.intervals_on_device:  # the intervals where the rows are: 4 numbers per token move
                 iv = [t.cpu().numpy() for t in rans.intervals_torch(probs, torch.from_numpy(sym))]
                 t1 = time.perf_counter()
-                SECONDS["model"] += t1 - t0  # (mostly waiting for the device's forward pass)
+                self.seconds["model"] += t1 - t0  # (mostly waiting for the device's forward pass)
                 for k, a, b in _pieces(_group_rows(cs, first), r0, r0 + len(sym)):
                     ideal[k] += encs[k].add_intervals(*(v[a:b] for v in iv))
-                SECONDS["coder"] += time.perf_counter() - t1
+                self.seconds["coder"] += time.perf_counter() - t1
                 continue
             probs = probs.numpy()
             for k, a, b in _pieces(_group_rows(cs, first), r0, r0 + len(sym)):
                 ideal[k] += encs[k].add(probs[a:b], sym[a:b])
-            SECONDS["coder"] += time.perf_counter() - t0
+            self.seconds["coder"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         payloads = [enc.payload() for enc in encs]
-        SECONDS["coder"] += time.perf_counter() - t0
+        self.seconds["coder"] += time.perf_counter() - t0
         return [GroupResult(p, bits, [token_crc(_coded(tokens, g))]) for p, bits, g in zip(payloads, ideal, groups)]
 
     def decode_groups(self, tokens: np.ndarray, groups: list[list[Chunk]], payloads: list[bytes], crcs: list[list[int]],
@@ -266,17 +268,17 @@ class Coder:
                     step_syms.append(dd.decode(probs, parts).cpu().numpy())
                 except rans.CorruptStream as err:
                     raise corrupt([k for k, _, _ in parts]) from err
-                SECONDS["coder"] += time.perf_counter() - t0
+                self.seconds["coder"] += time.perf_counter() - t0
             else:
                 probs = self._to_host(probs)
                 t1 = time.perf_counter()
-                SECONDS["model"] += t1 - t0  # (a device's rows reach the host)
+                self.seconds["model"] += t1 - t0  # (a device's rows reach the host)
                 pool = self._pool(len(parts)) if self.version >= 4 else None
                 if pool is None:
                     step_syms += [piece(k, a, b, probs) for k, a, b in parts]
                 else:  # each group's stream on its own thread (the C decoder releases the GIL)
                     step_syms += list(pool.map(lambda p: piece(*p, probs), parts))
-                SECONDS["coder"] += time.perf_counter() - t1
+                self.seconds["coder"] += time.perf_counter() - t1
             total = int(cs.sum())
             if r0 + n >= total:
                 sym = np.concatenate(step_syms)
@@ -290,7 +292,7 @@ class Coder:
     def _file_mixer(self, tokens: np.ndarray, group: list[Chunk]) -> mixing.Mixer:
         """The file's adaptive state; a new one at the group of chunk 0 (the first of every file)."""
         if self.mix is None or group[0].index == 0:
-            self.mix = mixing.Mixer(0 if tokens is None else len(tokens), self.lm.cfg.vocab_size)
+            self.mix = mixing.Mixer(0 if tokens is None else len(tokens), self.vocab_size)
         return self.mix
 
     def _encode_mixed(self, tokens: np.ndarray, groups: list[list[Chunk]], progress) -> list[GroupResult]:
@@ -318,12 +320,12 @@ class Coder:
                     dn_bits += math.log2(t / f) if f else math.inf
                 if r0 + len(sym) >= int(cs.sum()):
                     mix.reveal(np.array(fpos, dtype=np.int64), tokens[np.array(fpos, dtype=np.int64)])
-                SECONDS["coder"] += time.perf_counter() - t0
+                self.seconds["coder"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             enc = rans.Encoder()
             bits = enc.add_intervals(st, wd, np.full(len(wd), rans.M), wd)
             out.append(GroupResult(enc.payload(), bits, [token_crc(_coded(tokens, g))], dn_bits))
-            SECONDS["coder"] += time.perf_counter() - t0
+            self.seconds["coder"] += time.perf_counter() - t0
         return out
 
     def _decode_mixed(self, tokens: np.ndarray, group: list[Chunk], payload: bytes, crcs: list[int], progress) -> None:
@@ -355,7 +357,7 @@ class Coder:
                     raise corrupt() from err
                 mix.learn(row, s, F, t)
                 syms.append(s)
-            SECONDS["coder"] += time.perf_counter() - t0
+            self.seconds["coder"] += time.perf_counter() - t0
             total = int(cs.sum())
             if r0 + len(probs) >= total:
                 sym = np.array(syms, dtype=np.int64)
@@ -540,16 +542,15 @@ def decode_all(coder: Coder, tokens: np.ndarray | None, groups: Layout | list[li
 
 
 @torch.inference_mode()
-def path_code_lengths(lm: LoadedModel, tokens: np.ndarray, steps: int, grid: str, seeds, chunk_index: int = 0,
-                      device: str = "cpu") -> np.ndarray:
+def path_code_lengths(denoiser: ExactDenoiser, tokens: np.ndarray, plan: Plan, seeds, chunk_index: int = 0) -> np.ndarray:
     """Exact code length in bits (sum of -log2 mu_theta) of one chunk along the unmasking path of each
     seed (format 5's spread order), without entropy coding: what the coder achieves up to ~0.01 bit/token. The seeds' walks go
     through the denoiser as one batch; its batch invariance makes each row's probabilities those of
     its own walk (tests/test_codec.py checks it against one walk at a time)."""
-    coder = Coder(lm, steps, grid, 0, device)
+    coder = Coder(denoiser, plan, 0)
     tokens = np.asarray(tokens, dtype=np.int64)
     n = len(tokens)
-    counts = reveal_counts(n, steps, grid)
+    counts = reveal_counts(n, plan.steps, plan.grid)
     perms = np.stack([coder.order(s, chunk_index, n, counts) for s in seeds])
     bits = np.zeros(len(perms))
     for _, cs, r0, sym, probs in coder._known_walk(tokens, [Chunk(chunk_index, 0, n, 0)] * len(perms), perms=perms):
@@ -560,7 +561,6 @@ def path_code_lengths(lm: LoadedModel, tokens: np.ndarray, steps: int, grid: str
     return bits
 
 
-def path_code_length(lm: LoadedModel, tokens: np.ndarray, steps: int, grid: str, seed: int, chunk_index: int = 0,
-                     device: str = "cpu") -> float:
+def path_code_length(denoiser: ExactDenoiser, tokens: np.ndarray, plan: Plan, seed: int, chunk_index: int = 0) -> float:
     """path_code_lengths of one seed, walked alone."""
-    return float(path_code_lengths(lm, tokens, steps, grid, [seed], chunk_index, device)[0])
+    return float(path_code_lengths(denoiser, tokens, plan, [seed], chunk_index)[0])

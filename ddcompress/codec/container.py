@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from ..errors import FormatError, IntegrityError
 from .layout import MAX_GROUP_SIZE, layout_counts
-from .plan import steps_for
+from .plan import plan_for
 
 MAGIC = b"\x89DDC"
 MAGIC_V1 = b"\x89DDC\r\n\x1a\n"  # format 1 (JSON header, float numerics), ddc 0.1.x
@@ -328,9 +328,9 @@ def _check(h: dict) -> tuple[int, int]:
         raise _Bad(f"unknown grid {h['grid']!r}")
     if h["level"] is not None:
         _int(h, "level", 1, 9)
-        want = steps_for(h["level"], None, L)
-        if (h["steps"], h["grid"]) != want:  # a level names its steps and grid: ddc never writes others
-            raise _Bad(f"level {h['level']} means {want[0]} steps on the {want[1]} grid, not {h['steps']} on the {h['grid']}")
+        want = plan_for(h["level"], None, L)
+        if (h["steps"], h["grid"]) != (want.steps, want.grid):  # a level names its steps and grid: ddc never writes others
+            raise _Bad(f"level {h['level']} means {want.steps} steps on the {want.grid} grid, not {h['steps']} on the {h['grid']}")
     if h["transform"] not in TRANSFORMS:
         raise _Bad(f"unknown transform {h['transform']!r}")
     _int(h, "seed", 0, (1 << 64) - 1)

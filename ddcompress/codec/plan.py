@@ -3,6 +3,8 @@ size. One home for these numbers: the library, the command line's help, `ddc ben
 table (checked by tests/test_plan.py) read them from here. No torch."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..errors import DDCError
 
 # level -> reverse steps per chunk on the sine grid; None = one token per step (uniform grid): the ELBO
@@ -13,17 +15,28 @@ GROUP_SIZE = {"cpu": 8, "cuda": 64}  # chunks per rANS stream (recorded in the f
 BATCH_CHUNKS = {"cpu": 8, "cuda": 256}
 
 
-def steps_for(level: int | None, steps: int | None, seq_len: int) -> tuple[int, str]:
-    """(steps per chunk, grid) for a level or an explicit step count."""
+@dataclass(frozen=True)
+class Plan:
+    """How every chunk of a file is coded: `steps` reverse steps on a time `grid` ("sine" or "uniform"),
+    named by `level` (None: an explicit step count). Derived once, from a level or `--steps`, by `plan_for`;
+    the header records all three and the coder reads steps and grid."""
+    steps: int
+    grid: str
+    level: int | None = None
+
+
+def plan_for(level: int | None, steps: int | None, seq_len: int) -> Plan:
+    """The plan of a level (default DEFAULT_LEVEL) or of an explicit step count (which wins; level None),
+    for chunks of seq_len tokens: one token per step (steps = L, uniform grid) from L steps up."""
     if steps is not None:
         if steps < 1:
             raise DDCError("--steps must be at least 1")
-        return (seq_len, "uniform") if steps >= seq_len else (steps, "sine")
+        return Plan(seq_len, "uniform") if steps >= seq_len else Plan(steps, "sine")
     level = DEFAULT_LEVEL if level is None else level
     if level not in LEVELS:
         raise DDCError(f"level must be 1..9, got {level}")
     s = LEVELS[level]
-    return (seq_len, "uniform") if s is None or s >= seq_len else (s, "sine")
+    return Plan(seq_len, "uniform", level) if s is None or s >= seq_len else Plan(s, "sine", level)
 
 
 def default_group_size(device: str) -> int:

@@ -19,7 +19,7 @@
 #      (format 4: the encoder's intervals on the device; the decoder's rows cross to the host, whose
 #      C rANS decodes the streams on threads)
 #   2b. the same at level 5 on 100 KB of lcet10.txt with the streams decoded on the device
-#      (DDC_DEVICE_DECODE=1, rans.DeviceDecoder: no rows cross, one batched step per symbol)  (issue 9)
+#      (speed.py --device-decode --no-mixer, rans.DeviceDecoder: no rows cross, one batched step per symbol)  (issue 9)
 #   3. speed.py --device cuda, level 9 on the first 20 KB of lcet10.txt                       (issue 9)
 #   4. speed.py on the device machine's CPU with all its cores, levels 1 and 5, 30 KB       (issue 9)
 #   5. exact_profile.py on CUDA, 256 chunks: each part's share of one step (the log tail, no file)  (issue 9)
@@ -82,7 +82,7 @@ run() {
     echo "== portable: skipped in a dry run (needs CUDA)"
   fi
   step 185 speed-cuda python3 benchmarks/speed.py --device "$dev" --levels 1 5 --bytes "$big" --files "${files[@]}" --out "$OUT"
-  step 45 speed-cuda-devdecode env DDC_DEVICE_DECODE=1 python3 benchmarks/speed.py --device "$dev" --levels 5 \
+  step 45 speed-cuda-devdecode python3 benchmarks/speed.py --device "$dev" --device-decode --no-mixer --levels 5 \
     --bytes "$dd" --files "$STAGE/lcet10.txt" --out "$OUT" --tag devdecode
   step 60 speed-cuda-l9 python3 benchmarks/speed.py --device "$dev" --levels 9 --bytes "$l9" --files "$STAGE/lcet10.txt" --out "$OUT" --tag l9
   step 60 speed-cpu-all python3 benchmarks/speed.py --device cpu --levels 1 5 --bytes "$cpu_bytes" --files "$STAGE/lcet10.txt" --out "$OUT" --tag allcores
