@@ -59,9 +59,9 @@ def run(path: Path, level: int, head: int | None, baseline: bool, verify: bool, 
     blob = ddcompress.compress(data, level=level, method="mdm")
     secs = time.perf_counter() - t0
     h = parse(blob).header
-    row = {"file": path.name, "bytes": len(data), "tokens": h["tokens"], "level": level, "ddc_bytes": len(blob),
-           "bits_per_byte": 8 * len(blob) / len(data), "ideal_bits_mixed": h["ideal_bits"],
-           "ideal_bits_denoiser": h["denoiser_bits"], "saved": 1 - h["ideal_bits"] / h["denoiser_bits"],
+    row = {"file": path.name, "bytes": len(data), "tokens": h.tokens, "level": level, "ddc_bytes": len(blob),
+           "bits_per_byte": 8 * len(blob) / len(data), "ideal_bits_mixed": h.ideal_bits,
+           "ideal_bits_denoiser": h.denoiser_bits, "saved": 1 - h.ideal_bits / h.denoiser_bits,
            "compress_s": secs, "kb_per_s": len(data) / 1024 / secs}
     if baseline:
         t0 = time.perf_counter()

@@ -58,7 +58,7 @@ def run_one(data: bytes, level: int, device: str, lm, device_decode: bool = Fals
     kb = len(data) / 1024
     return {
         "level": level, "bytes": len(data), "compressed": len(blob), "framing": len(blob) - sum(c.group_sizes),
-        "tokens": c.header.get("tokens"), "bits_per_byte": 8 * len(blob) / len(data), "roundtrip": out == data,
+        "tokens": c.header.tokens, "bits_per_byte": 8 * len(blob) / len(data), "roundtrip": out == data,
         "compress_s": t_c, "decompress_s": t_d, "compress_kb_s": kb / t_c, "decompress_kb_s": kb / t_d,
         "compress_share": {k: v / t_c for k, v in enc.items()}, "decompress_share": {k: v / t_d for k, v in dec.items()},
         "peak_mib": peak_mib(device),

@@ -17,10 +17,10 @@ from typing import Callable, Iterator
 
 from .model import registry
 from .model.checkpoint import LoadedModel
-from .codec.container import Container, info, parse_frames  # noqa: F401 (info: part of the API)
+from .codec.container import Container, Header, info, parse_frames  # noqa: F401 (info: part of the API)
 from .errors import DDCError, FormatError, IntegrityError, ModelError
 from .codec.layout import MAX_GROUP_SIZE, Chunk, Layout, layout_counts
-from .codec.plan import DEFAULT_LEVEL, LEVELS, Plan, default_batch_chunks, default_group_size, plan_for  # noqa: F401 (LEVELS: part of the API)
+from .codec.plan import DEFAULT_LEVEL, LEVELS, default_batch_chunks, default_group_size, plan_for  # noqa: F401 (LEVELS: part of the API)
 from .codec.tokenizer import VOCAB_SIZE, get_tokenizer
 
 METHODS = ("auto", "mdm", "xz", "store")
@@ -45,8 +45,8 @@ def crlf_transform_applies(data: bytes) -> bool:
     return n > 0 and n == data.count(b"\r\n")
 
 
-def _base_header(data: bytes, method: str) -> dict:
-    return {"method": method, "original_bytes": len(data), "original_crc32": zlib.crc32(data)}
+def _base_header(data: bytes, method: str) -> Header:
+    return Header(method, len(data), zlib.crc32(data))
 
 
 def _fallback(data: bytes, method: str) -> bytes:
@@ -301,22 +301,23 @@ def compress(
     coder.seconds.clear()  # (the sample's time is not the file's)
     results = encode_all(coder, tokens, groups, batch_chunks or default_batch_chunks(device), progress)
     _add_timings(timings, coder)
-    header = _base_header(data, "mdm") | {
-        "numerics": NUMERICS,
-        "model_id": lm.id,
-        "tokenizer_id": tok.id[:8],
-        "seq_len": L,
-        "steps": plan.steps,
-        "grid": plan.grid,
-        "level": plan.level,
-        "transform": transform,
-        "seed": seed,
-        "group_size": group_size,
-        "tokens": int(len(tokens)),
-        "ideal_bits": sum(r.ideal_bits for r in results),
-        "mixer": coder.mixer,
-        "denoiser_bits": sum(r.ideal_bits if r.denoiser_bits is None else r.denoiser_bits for r in results),
-    }
+    header = Header(
+        "mdm", len(data), zlib.crc32(data),
+        numerics=NUMERICS,
+        model_id=lm.id,
+        tokenizer_id=tok.id[:8],
+        seq_len=L,
+        steps=plan.steps,
+        grid=plan.grid,
+        level=plan.level,
+        transform=transform,
+        seed=seed,
+        group_size=group_size,
+        tokens=int(len(tokens)),
+        ideal_bits=sum(r.ideal_bits for r in results),
+        mixer=coder.mixer,
+        denoiser_bits=sum(r.ideal_bits if r.denoiser_bits is None else r.denoiser_bits for r in results),
+    )
     blob = Container(header, [len(r.payload) for r in results], [c for r in results for c in r.token_crcs],
                      [r.payload for r in results]).to_bytes()
     if alt is not None and len(alt) < len(blob):  # never worse than xz (or a stored copy)
@@ -343,8 +344,8 @@ def _sample_says_xz(coder, tokens, L: int, group_size: int, xz_bytes: int) -> bo
     return predicted >= AUTO_MARGIN * xz_bytes
 
 
-def _check_model(header: dict, model: str | LoadedModel | None) -> LoadedModel:
-    want = header["model_id"]
+def _check_model(header: Header, model: str | LoadedModel | None) -> LoadedModel:
+    want = header.model_id
     if model is None:
         lm = registry.find_by_id(want)
         if lm is None:
@@ -404,11 +405,11 @@ def iter_decompress(
     max_output = _check_int("max_output", max_output, 0)
     _check_timings(timings)
     frames = parse_frames(blob)  # concatenated frames decode to the concatenation, as gzip/xz/zstd do
-    claimed = sum(c.header["original_bytes"] for c in frames)
+    claimed = sum(c.header.original_bytes for c in frames)
     if max_output is not None and claimed > max_output:
         raise DDCError(f"the file decodes to {claimed} bytes, over max_output {max_output} (--max-output)")
     if on_start:
-        on_start(sum(c.header.get("tokens", 0) for c in frames))
+        on_start(sum(c.header.tokens or 0 for c in frames))
     for c in frames:
         yield from _decode_frame_pieces(c, model, device, progress, batch_chunks, timings, bool(device_decode))
 
@@ -416,11 +417,11 @@ def iter_decompress(
 def _decode_frame_pieces(c: Container, model, device, progress, batch_chunks=None, timings=None,
                          device_decode=False) -> Iterator[bytes]:
     h = c.header
-    method = h["method"]
+    method = h.method
     if method == "store":
         pieces = iter([c.payloads[0]])
     elif method == "xz":
-        pieces = _unxz_pieces(c.payloads[0], h["original_bytes"])
+        pieces = _unxz_pieces(c.payloads[0], h.original_bytes)
     else:
         pieces = iter([_decode_mdm(c, model, device, progress, batch_chunks or default_batch_chunks(device), timings,
                                    device_decode)])
@@ -429,7 +430,7 @@ def _decode_frame_pieces(c: Container, model, device, progress, batch_chunks=Non
         if held is not None:
             yield held
         size, crc, held = size + len(piece), zlib.crc32(piece, crc), piece
-    if size != h["original_bytes"] or crc != h["original_crc32"]:
+    if size != h.original_bytes or crc != h.original_crc32:
         raise IntegrityError("checksum mismatch: decoded data differs from the original")
     if held:
         yield held
@@ -440,25 +441,25 @@ def _decode_mdm(c: Container, model, device, progress, batch_chunks: int, timing
 
     h = c.header
     tok = get_tokenizer()
-    if h["tokenizer_id"] != tok.id[:8]:
-        raise ModelError(f"file uses tokenizer {h['tokenizer_id']}, this ddc has {tok.id[:8]}")
+    if h.tokenizer_id != tok.id[:8]:
+        raise ModelError(f"file uses tokenizer {h.tokenizer_id}, this ddc has {tok.id[:8]}")
     # the layout is built a group at a time, and before any model is loaded each group's payload must be
     # able to code the tokens the header gives it: a header's claim sizes nothing the data does not prove
-    most = h["tokens"] * _max_token_bytes(tok) * (2 if h["transform"] == "crlf" else 1)
-    if h["original_bytes"] > most:  # (else the whole decode would run before the length check)
-        raise IntegrityError(f"corrupt ddc file: {h['tokens']} tokens cannot make {h['original_bytes']} bytes")
-    groups = Layout(h["tokens"], h["seq_len"], h["group_size"])
+    most = h.tokens * _max_token_bytes(tok) * (2 if h.transform == "crlf" else 1)
+    if h.original_bytes > most:  # (else the whole decode would run before the length check)
+        raise IntegrityError(f"corrupt ddc file: {h.tokens} tokens cannot make {h.original_bytes} bytes")
+    groups = Layout(h.tokens, h.seq_len, h.group_size)
     for k, size in enumerate(c.group_sizes):
-        if groups.coded_in(k) > max_coded_tokens(size, h["format_version"]):
+        if groups.coded_in(k) > max_coded_tokens(size, h.format_version):
             raise IntegrityError(f"corrupt ddc file: group {k}'s payload ({size} bytes) is too short for its "
                                  f"{groups.coded_in(k)} tokens")
     lm = _check_model(h, model)
-    if h["seq_len"] != lm.cfg.seq_len:  # the encoder always chunks at the model's length
-        raise FormatError(f"corrupt ddc file: chunk length {h['seq_len']} is not model "
+    if h.seq_len != lm.cfg.seq_len:  # the encoder always chunks at the model's length
+        raise FormatError(f"corrupt ddc file: chunk length {h.seq_len} is not model "
                           f"{lm.id}'s {lm.cfg.seq_len}")
-    coder = Coder(lm.exact(device), Plan(h["steps"], h["grid"], h["level"]), h["seed"], h["format_version"], h["mixer"],
+    coder = Coder(lm.exact(device), h.plan, h.seed, h.format_version, h.mixer,
                   device_decode)
-    if h["format_version"] == 2:  # a token CRC per chunk (the table holds them: no more than the file proves)
+    if h.format_version == 2:  # a token CRC per chunk (the table holds them: no more than the file proves)
         crcs = [c.token_crcs[groups.first_chunk(k) : groups.first_chunk(k) + groups.chunks_in(k)]
                 for k in range(len(groups))]
     else:  # one per group
@@ -466,7 +467,7 @@ def _decode_mdm(c: Container, model, device, progress, batch_chunks: int, timing
     tokens = decode_all(coder, None, groups, list(c.payloads), crcs, batch_chunks, progress)  # grows as it decodes
     _add_timings(timings, coder)
     data = tok.decode(tokens)
-    return data.replace(b"\n", b"\r\n") if h["transform"] == "crlf" else data
+    return data.replace(b"\n", b"\r\n") if h.transform == "crlf" else data
 
 
 def _max_token_bytes(tok) -> int:

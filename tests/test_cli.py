@@ -117,7 +117,7 @@ def test_info_json_fields(tmp_path, tiny_ckpt):
     assert h["original_bytes"] == len(data)
     assert h["compressed_bytes"] == len(blob)
     assert h["tokens"] == 2 * L + 3 and h["steps"] == 16 and h["chunks"] == 3
-    assert h["ideal_bits"] == parse(blob).header["ideal_bits"] > 0
+    assert h["ideal_bits"] == parse(blob).header.ideal_bits > 0
     assert h["bits_per_byte"] == pytest.approx(8 * len(blob) / len(data))
     assert h["file"] == str(tmp_path / "in.bin.ddc")
     # human-readable form mentions the same numbers

@@ -457,7 +457,7 @@ def test_info_on_concatenated_frames_shows_sums(version):
 
     path = GOLDEN / version / "concatenated.ddc"
     blob = path.read_bytes()
-    frames = [c.header for c in parse_frames(blob)]
+    frames = [c.header.as_dict() for c in parse_frames(blob)]
     mdm = [h for h in frames if h["method"] == "mdm"]
     assert len(frames) == 2 and len(mdm) == 1  # the golden file: an mdm frame and an xz frame
     h = json.loads(ok(ddc("info", "--json", path)).stdout)
@@ -497,9 +497,9 @@ def test_decompress_streams_an_xz_frame(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     big = 128 << 20
     packed = lzma.compress(bytes(big), preset=9 | lzma.PRESET_EXTREME)
-    from ddcompress.codec.container import Container
+    from ddcompress.codec.container import Container, Header
 
-    head = {"method": "xz", "original_bytes": big, "original_crc32": __import__("zlib").crc32(bytes(big))}
+    head = Header("xz", big, __import__("zlib").crc32(bytes(big)))
     (tmp_path / "z.ddc").write_bytes(Container(head, [len(packed)], [], [packed]).to_bytes())
     for args in (["-d", "-f", "-o", os.devnull, "z.ddc"], ["test", "z.ddc"]):
         tracemalloc.start()

@@ -3,6 +3,7 @@ ideal code length, determinism. Everything uses the tiny random model (L = 64), 
 multi-group inputs cost a few hundred tokens."""
 from __future__ import annotations
 
+import dataclasses
 import lzma
 import random
 import zlib
@@ -59,7 +60,7 @@ def test_roundtrip_several_groups(tiny_lm, kw):
     blob = roundtrip(data, tiny_lm, method="mdm", group_size=2, **LEVEL_KW[kw])
     c = parse(blob)
     assert len(c.payloads) == 4 and len(c.token_crcs) == 4  # a token CRC per group (format 3)
-    assert c.header["group_size"] == 2
+    assert c.header.group_size == 2
 
 
 @pytest.mark.parametrize("n", [3 * L + 5, 2 * L + 40, L + 1])
@@ -89,7 +90,7 @@ def test_roundtrip_default_group_size(tiny_lm):
     n = 8 * L + 3 * L + 3  # > 8 chunks: two groups with the CPU default group size, plus a tail
     blob = roundtrip(words(n, seed=5), tiny_lm, level=1, method="mdm")
     c = parse(blob)
-    assert c.header["method"] == "mdm" and c.header["group_size"] == 8
+    assert c.header.method == "mdm" and c.header.group_size == 8
     assert len(c.payloads) == 3 and len(c.token_crcs) == 3
 
 
@@ -195,8 +196,8 @@ def test_coded_size_close_to_ideal(tiny_lm, eval_dir):
     data = (eval_dir / "canterbury" / "alice29.txt").read_bytes()[:8000]
     blob = roundtrip(data, tiny_lm, method="mdm", level=5)
     c = parse(blob)
-    ideal = c.header["ideal_bits"]
-    assert c.header["tokens"] > 2000
+    ideal = c.header.ideal_bits
+    assert c.header.tokens > 2000
     payload = sum(c.group_sizes)
     framing = len(blob) - payload
     assert framing <= 44 + 7 * len(c.payloads) + 4 * len(c.token_crcs)  # compact: varints, no JSON
@@ -288,10 +289,10 @@ def as_old_format(blob: bytes, lm, version: int, token_crcs: list[int] | None = 
     it: constriction's payloads of the denoiser's frequencies alone, no format-5 fields (mixer,
     denoiser_bits), the table and header CRC to match."""
     c = parse(blob)
-    h = c.header | {"mixer": None}
+    h = dataclasses.replace(c.header, mixer=None)
     tokens = np.asarray(get_tokenizer().encode(ddcompress.decompress(blob, model=lm)), dtype=np.int64)
-    groups = group_layout(chunk_layout(len(tokens), h["seq_len"]), h["group_size"])
-    payloads = constriction_payloads(lm, tokens, groups, h["steps"], h["grid"], h["seed"])
+    groups = group_layout(chunk_layout(len(tokens), h.seq_len), h.group_size)
+    payloads = constriction_payloads(lm, tokens, groups, h.steps, h.grid, h.seed)
     new = Container(h, [len(p) for p in payloads], c.token_crcs, payloads).to_bytes()
     n, at = read_leb128(new, 5)
     crcs = c.token_crcs if token_crcs is None else token_crcs
@@ -307,7 +308,7 @@ def test_format_3_files_decode_with_constriction(tiny_lm):
     """ddc 0.3's files (constriction's range coder) still decode: several groups and a tail."""
     data = words(5 * L + 7, seed=11)
     v3 = as_old_format(ddcompress.compress(data, model=tiny_lm, method="mdm", group_size=2, level=1), tiny_lm, 3)
-    assert parse(v3).header["format_version"] == 3
+    assert parse(v3).header.format_version == 3
     assert ddcompress.decompress(v3, model=tiny_lm) == data
 
 
@@ -321,7 +322,7 @@ def test_format_2_files_decode_with_a_crc_per_chunk(tiny_lm):
     per_chunk = [codec.token_crc(tokens[k.start + k.known : k.start + k.width]) for k in chunk_layout(len(tokens), L)]
     assert len(c.token_crcs) == 4 and len(per_chunk) == 6
     v2 = as_old_format(blob, tiny_lm, 2, per_chunk)
-    assert parse(v2).header["format_version"] == 2 and parse(v2).token_crcs == per_chunk
+    assert parse(v2).header.format_version == 2 and parse(v2).token_crcs == per_chunk
     assert ddcompress.decompress(v2, model=tiny_lm) == data
     bad = list(per_chunk)
     bad[3] ^= 1  # the second chunk of group [2, 3]
@@ -332,8 +333,8 @@ def test_format_2_files_decode_with_a_crc_per_chunk(tiny_lm):
 def test_chunk_table_mismatch_detected(tiny_lm):
     c = parse(ddcompress.compress(words(3 * L + 5), model=tiny_lm, method="mdm", group_size=2))
     with pytest.raises(ValueError, match="cannot write"):  # the writer refuses a table that disagrees
-        Container(dict(c.header, group_size=8), c.group_sizes, c.token_crcs, c.payloads).to_bytes()
-    c3 = Container(dict(c.header, original_crc32=c.header["original_crc32"] ^ 1), c.group_sizes, c.token_crcs, c.payloads)
+        Container(dataclasses.replace(c.header, group_size=8), c.group_sizes, c.token_crcs, c.payloads).to_bytes()
+    c3 = Container(dataclasses.replace(c.header, original_crc32=c.header.original_crc32 ^ 1), c.group_sizes, c.token_crcs, c.payloads)
     with pytest.raises(IntegrityError):
         ddcompress.decompress(c3.to_bytes(), model=tiny_lm)
 

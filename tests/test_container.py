@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 import pytest
 
-from ddcompress.codec.container import FORMAT_VERSION, MAGIC, NUMERICS, Container, is_ddc, parse, parse_frames
+from ddcompress.codec.container import FORMAT_VERSION, MAGIC, NUMERICS, Container, Header, is_ddc, parse, parse_frames
 from ddcompress.errors import FormatError, IntegrityError
 from ddcompress.codec.layout import MAX_GROUP_SIZE, layout_counts
 
@@ -23,21 +23,23 @@ MDM = {"method": "mdm", "original_bytes": 300, "original_crc32": 0x12345678, "nu
        "level": 2, "transform": None, "seed": 5, "group_size": 2, "tokens": 20, "ideal_bits": 1.5}
 
 
+def H(**fields) -> Header:
+    return Header(**fields)
+
+
 def sample() -> Container:
     """20 tokens, L = 8, 2 chunks per group: chunks [0,8) [8,16) in group 0, the tail [12,20) alone;
     a token CRC per group."""
-    return Container(dict(MDM), [4, 2], [1, 0xDEADBEEF], [b"abcd", b"xy"])
+    return Container(H(**MDM), [4, 2], [1, 0xDEADBEEF], [b"abcd", b"xy"])
 
 
 def store(data: bytes) -> Container:
-    return Container({"method": "store", "original_bytes": len(data), "original_crc32": zlib.crc32(data)},
-                     [len(data)], [], [data])
+    return Container(Header("store", len(data), zlib.crc32(data)), [len(data)], [], [data])
 
 
 def xz(data: bytes) -> Container:
     packed = lzma.compress(data)
-    return Container({"method": "xz", "original_bytes": len(data), "original_crc32": zlib.crc32(data)},
-                     [len(packed)], [], [packed])
+    return Container(Header("xz", len(data), zlib.crc32(data)), [len(packed)], [], [packed])
 
 
 def uv(n: int) -> bytes:
@@ -111,7 +113,7 @@ def test_format_2_is_still_read():
         "616263647879"  # payloads
     )
     c = parse(blob)
-    assert c.header == MDM | {"format_version": 2, "chunks": 3, "mixer": None, "denoiser_bits": 1.5}
+    assert c.header == H(**MDM, format_version=2, chunks=3, mixer=None, denoiser_bits=1.5)
     assert c.token_crcs == [1, 2, 0xDEADBEEF] and c.payloads == [b"abcd", b"xy"]
     with pytest.raises(ValueError, match="writes format 5 only"):  # read, never written
         c.to_bytes()
@@ -130,27 +132,28 @@ def test_exact_layout_store():
 
 def test_roundtrip_all_methods():
     c = parse(sample().to_bytes())
-    assert c.header == MDM | {"format_version": 5, "chunks": 3, "mixer": None, "denoiser_bits": 1.5}
+    assert c.header == H(**MDM, format_version=5, chunks=3, mixer=None, denoiser_bits=1.5)
     assert c.group_sizes == [4, 2] and c.token_crcs == [1, 0xDEADBEEF] and c.payloads == [b"abcd", b"xy"]
     assert parse(Container(c.header, c.group_sizes, c.token_crcs, c.payloads).to_bytes()) == c  # derived keys accepted
     for data in (b"", b"abc", bytes(range(256)) * 10):
         for make in (store, xz):
             want = make(data)
             got = parse(want.to_bytes())
-            assert got.header == want.header | {"format_version": 5}
+            assert got.header == want.header and got.header.format_version == 5
             assert got.group_sizes == want.group_sizes and got.payloads == want.payloads and got.token_crcs == []
     odd = MDM | {"level": None, "transform": "crlf", "grid": "uniform", "seed": 2**64 - 1, "seq_len": 2**20,
                  "steps": 2**20, "group_size": MAX_GROUP_SIZE, "tokens": 2**40, "original_bytes": 2**48 - 1,
                  "original_crc32": 2**32 - 1, "ideal_bits": 0.1}
     chunks, groups = layout_counts(2**40, 2**20, MAX_GROUP_SIZE)
     assert (chunks, groups) == (2**20, 2**20 // MAX_GROUP_SIZE)
-    c = parse(Container(odd, [3] * groups, [7] * groups, [b"xyz"] * groups).to_bytes())
-    assert c.header == odd | {"format_version": 5, "chunks": chunks, "ideal_bits": float(np.float32(0.1)),
-                              "mixer": None, "denoiser_bits": float(np.float32(0.1))}
+    c = parse(Container(H(**odd), [3] * groups, [7] * groups, [b"xyz"] * groups).to_bytes())
+    assert c.header == H(**odd | {"format_version": 5, "chunks": chunks, "ideal_bits": float(np.float32(0.1)),
+                                  "mixer": None, "denoiser_bits": float(np.float32(0.1))})
     assert c.token_crcs == [7] * groups and c.payloads == [b"xyz"] * groups  # a million chunks: a token CRC a group
-    assert parse(Container(MDM | {"ideal_bits": np.float32(2.5)}, [4, 2], [1, 3], [b"abcd", b"xy"]).to_bytes()).header["ideal_bits"] == 2.5
-    c = parse(Container(MDM | {"mixer": "cm1", "denoiser_bits": 2.0}, [4, 2], [1, 3], [b"abcd", b"xy"]).to_bytes())
-    assert (c.header["mixer"], c.header["denoiser_bits"]) == ("cm1", 2.0)
+    assert parse(Container(H(**MDM | {"ideal_bits": np.float32(2.5)}), [4, 2], [1, 3], [b"abcd", b"xy"]).to_bytes()).header.ideal_bits == 2.5
+    c = parse(Container(H(**MDM | {"mixer": "cm1", "denoiser_bits": 2.0}), [4, 2], [1, 3], [b"abcd", b"xy"]).to_bytes())
+    assert (c.header.mixer, c.header.denoiser_bits) == ("cm1", 2.0)
+    assert c.header.plan.steps == 4 and c.header.plan.grid == "sine" and c.header.plan.level == 2
 
 
 def test_header_only_reads_a_prefix():
@@ -174,7 +177,7 @@ def test_framing_sizes():
     h = MDM | {"original_bytes": 4000, "seq_len": 1024, "steps": 16, "level": 5, "group_size": 8, "tokens": 1000,
                "ideal_bits": 12000.0}
     for seed, most in ((0, 61), (2**63 - 1, 69)):  # (format 5's mixer and denoiser_bits: 5 bytes)
-        blob = Container(h | {"seed": seed}, [1500], [0], [bytes(1500)]).to_bytes()
+        blob = Container(H(**h | {"seed": seed}), [1500], [0], [bytes(1500)]).to_bytes()
         assert len(blob) - 1500 <= most
 
 
@@ -302,12 +305,12 @@ def test_crafted_headers(name):
 def test_writer_refuses_group_size_over_the_limit():
     """The cap on chunks per group holds for writers too (docs/FORMAT.md): no ddc writes what it refuses."""
     with pytest.raises(ValueError, match="group_size 65 is over the limit of 64"):
-        Container(dict(MDM, group_size=MAX_GROUP_SIZE + 1), [0], [0], [b""]).to_bytes()
+        Container(H(**MDM | {"group_size": MAX_GROUP_SIZE + 1}), [0], [0], [b""]).to_bytes()
 
 
 def test_crafted_builder_matches_writer():
     """The test's own field-by-field builder writes what Container.to_bytes writes (so CRAFTED is real)."""
-    c = Container(dict(MDM), [0, 0], [0, 0], [b"", b""])
+    c = Container(H(**MDM), [0, 0], [0, 0], [b"", b""])
     assert frame(mdm_body()) == c.to_bytes()
 
 
@@ -318,7 +321,7 @@ def test_parse_frames():
     a, b, c = sample(), store(b"second"), xz(b"third" * 50)
     blob = a.to_bytes() + b.to_bytes() + c.to_bytes()
     frames = parse_frames(blob)
-    assert [f.header["method"] for f in frames] == ["mdm", "store", "xz"]
+    assert [f.header.method for f in frames] == ["mdm", "store", "xz"]
     assert [f.payloads for f in frames] == [a.payloads, b.payloads, c.payloads]
     assert parse_frames(a.to_bytes()) == [parse(a.to_bytes())]
     assert len(parse_frames(store(b"").to_bytes() * 2)) == 2
@@ -348,24 +351,34 @@ def test_parse_frames():
     {"seed": 2**64}, {"level": 0}, {"level": 10}, {"grid": "linear"}, {"transform": "lf"}, {"numerics": "float32"},
     {"model_id": "F513E2F185CAA3F2"}, {"model_id": "f513e2f1"}, {"tokenizer_id": "0123abcd0123abcd"},
     {"ideal_bits": float("nan")}, {"ideal_bits": 1e39}, {"ideal_bits": -1.0}, {"ideal_bits": True},
-    {"seq_len": 8.0}, {"tokens": np.int64(20)}, {"format_version": 1}, {"chunks": 4}, {"model_name": "ddc-small"}, {"method": "zstd"},
-    {"original_crc32": 2**32}, {"original_bytes": 2**48},
+    {"seq_len": 8.0}, {"tokens": np.int64(20)}, {"format_version": 1}, {"chunks": 4}, {"method": "zstd"},
+    {"original_crc32": 2**32}, {"original_bytes": 2**48}, {"seed": None}, {"ideal_bits": None}, {"mixer": "cm9"},
+    {"denoiser_bits": -2.0},
 ])
 def test_writer_rejects_nonsense_header(change):
     with pytest.raises(ValueError, match="^cannot write ddc file: "):
-        Container(MDM | change, [4, 2], [1, 3], [b"abcd", b"xy"]).to_bytes()
+        Container(H(**MDM | change), [4, 2], [1, 3], [b"abcd", b"xy"]).to_bytes()
+
+
+def test_the_header_is_typed():
+    with pytest.raises(TypeError):
+        Header(**MDM, model_name="ddc-small")  # a field the format does not have
+    with pytest.raises(ValueError, match="^cannot write ddc file: the header must be a Header, got dict$"):
+        Container(dict(MDM), [4, 2], [1, 3], [b"abcd", b"xy"]).to_bytes()
+    h = parse(sample().to_bytes()).header
+    assert h.as_dict()["chunks"] == 3 and set(h.as_dict()) == set(Header.__dataclass_fields__)
 
 
 def test_writer_rejects_inconsistent_tables():
     for groups, crcs, payloads in (([4], [1, 3], [b"abcd"]), ([4, 2], [1, 2, 3], [b"abcd", b"xy"]), ([4, 2], [1], [b"abcd", b"xy"]),
                                    ([4, 3], [1, 3], [b"abcd", b"xy"]), ([4, 2], [1, 2**32], [b"abcd", b"xy"])):
         with pytest.raises(ValueError):
-            Container(dict(MDM), groups, crcs, payloads).to_bytes()
+            Container(H(**MDM), groups, crcs, payloads).to_bytes()
     h = store(b"abc").header
     for groups, crcs, payloads in (([3], [], [b"abd"]), ([2], [], [b"ab"]), ([], [], []), ([3], [1], [b"abc"])):
         with pytest.raises(ValueError):
             Container(h, groups, crcs, payloads).to_bytes()
     with pytest.raises(ValueError):
-        Container({"method": "store", "original_bytes": 0, "original_crc32": 0, "seed": 1}, [0], [], [b""]).to_bytes()
+        Container(Header("store", 0, 0, seed=1), [0], [], [b""]).to_bytes()
     with pytest.raises(ValueError):
-        Container({"method": "store", "original_bytes": 0}, [0], [], [b""]).to_bytes()
+        Container(Header("store", 0, None), [0], [], [b""]).to_bytes()

@@ -196,11 +196,11 @@ def test_cli_bad_arguments_fail_before_the_model(args, name, tmp_path, tiny_ckpt
 def test_an_xz_frame_streams_in_bounded_pieces():
     """64 MiB of zeros in a ~10 KB xz frame: iter_decompress yields it a MiB at a time, holding no more
     than that and lzma's own dictionary (tracemalloc sees both; preset 0's is 256 KiB)."""
-    from ddcompress.codec.container import Container
+    from ddcompress.codec.container import Container, Header
 
     data = bytes(64 << 20)
     packed = lzma.compress(data, preset=0)
-    blob = Container({"method": "xz", "original_bytes": len(data), "original_crc32": zlib.crc32(data)}, [len(packed)], [],
+    blob = Container(Header("xz", len(data), zlib.crc32(data)), [len(packed)], [],
                      [packed]).to_bytes()
     assert len(blob) < 20_000
 
@@ -229,10 +229,10 @@ def test_an_xz_frame_that_lies_is_refused_without_its_last_piece():
     IntegrityError, and a streaming caller never receives the piece that would complete the lie."""
     data = random.Random(3).randbytes(3 * api.XZ_PIECE // 2)
     packed = lzma.compress(data, preset=1)
-    from ddcompress.codec.container import Container
+    from ddcompress.codec.container import Container, Header
 
     def frame(n, crc):
-        return Container({"method": "xz", "original_bytes": n, "original_crc32": crc}, [len(packed)], [], [packed]).to_bytes()
+        return Container(Header("xz", n, crc), [len(packed)], [], [packed]).to_bytes()
 
     for blob in (frame(len(data) - 1, zlib.crc32(data)), frame(len(data), zlib.crc32(data) ^ 1), frame(len(data) + 1, 0)):
         got = []
@@ -318,13 +318,13 @@ def test_xz_frame_asking_for_a_huge_dictionary_is_refused():
     import zlib
 
     from ddcompress import api
-    from ddcompress.codec.container import Container
+    from ddcompress.codec.container import Container, Header
     from ddcompress.errors import IntegrityError
 
     data = b"hello " * 100
     for dict_size, ok in ((1536 << 20, False), (64 << 20, True)):
         packed = lzma.compress(data, format=lzma.FORMAT_XZ, filters=[{"id": lzma.FILTER_LZMA2, "dict_size": dict_size}])
-        blob = Container({"method": "xz", "original_bytes": len(data), "original_crc32": zlib.crc32(data)},
+        blob = Container(Header("xz", len(data), zlib.crc32(data)),
                          [len(packed)], [], [packed]).to_bytes()
         if ok:
             assert api.decompress(blob) == data

@@ -165,8 +165,8 @@ def test_mixing_learns_a_files_repeats(tiny_lm):
     data = line * 8
     blob = ddcompress.compress(data, model=tiny_lm, method="mdm", level=1)
     h = parse(blob).header
-    assert h["mixer"] == "cm1" and h["ideal_bits"] < 0.6 * h["denoiser_bits"]
-    assert 8 * len(blob) < h["denoiser_bits"] * 0.6
+    assert h.mixer == "cm1" and h.ideal_bits < 0.6 * h.denoiser_bits
+    assert 8 * len(blob) < h.denoiser_bits * 0.6
     assert ddcompress.decompress(blob, model=tiny_lm) == data
 
 

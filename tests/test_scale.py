@@ -7,7 +7,7 @@ import zlib
 
 import pytest
 
-from ddcompress.codec.container import Container, parse
+from ddcompress.codec.container import Container, Header, parse
 from ddcompress.codec.layout import chunk_layout, group_layout, layout_counts
 
 pytestmark = pytest.mark.slow  # a system test (setup.cfg: markers)
@@ -41,11 +41,11 @@ def test_container_is_linear_at_a_hundred_thousand_chunks():
     tokens = n_chunks * L
     n_chunks_, n_groups = layout_counts(tokens, L, gs)
     payloads = [bytes([g % 251]) * 4 for g in range(n_groups)]
-    header = {"method": "mdm", "original_bytes": 5 * tokens, "original_crc32": 0, "numerics": "int8-exact-1",
-              "model_id": "f513e2f185caa3f2", "tokenizer_id": "e8796d36", "seq_len": L, "steps": 16, "grid": "sine",
-              "level": 5, "transform": None, "seed": 0, "group_size": gs, "tokens": tokens, "ideal_bits": 1.0}
+    header = Header("mdm", 5 * tokens, 0, numerics="int8-exact-1", model_id="f513e2f185caa3f2",
+                    tokenizer_id="e8796d36", seq_len=L, steps=16, grid="sine", level=5, transform=None, seed=0,
+                    group_size=gs, tokens=tokens, ideal_bits=1.0)
     crcs = [zlib.crc32(i.to_bytes(4, "little")) for i in range(n_groups)]  # a token CRC per group
     blob, t_write = timed(Container(header, [4] * n_groups, crcs, payloads).to_bytes)
     c, t_read = timed(parse, blob)
-    assert c.token_crcs == crcs and len(c.payloads) == n_groups and c.header["chunks"] == n_chunks
+    assert c.token_crcs == crcs and len(c.payloads) == n_groups and c.header.chunks == n_chunks
     assert t_write + t_read < 10.0, (t_write, t_read)  # ~0.5 s alone; generous for loaded CI machines

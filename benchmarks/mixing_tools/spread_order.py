@@ -24,5 +24,5 @@ else:  # the plain order, as format 4
 t = time.time()
 blob = api.compress(data, level=5, method="mdm")
 h = container.parse(blob).header
-print(json.dumps({"gap": gap, "bytes": len(blob), "tokens": h["tokens"], "denoiser_bpt": h["denoiser_bits"] / h["tokens"],
-                  "mixed_bpt": h["ideal_bits"] / h["tokens"], "secs": time.time() - t}), flush=True)
+print(json.dumps({"gap": gap, "bytes": len(blob), "tokens": h.tokens, "denoiser_bpt": h.denoiser_bits / h.tokens,
+                  "mixed_bpt": h.ideal_bits / h.tokens, "secs": time.time() - t}), flush=True)

@@ -21,11 +21,11 @@ import math
 import numbers
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from ..errors import FormatError, IntegrityError
 from .layout import MAX_GROUP_SIZE, layout_counts
-from .plan import plan_for
+from .plan import Plan, plan_for
 
 MAGIC = b"\x89DDC"
 MAGIC_V1 = b"\x89DDC\r\n\x1a\n"  # format 1 (JSON header, float numerics), ddc 0.1.x
@@ -41,11 +41,45 @@ MIXERS = {None: 0, "cm1": 1}  # format 5: the context mixing rule (mixing.py); N
 # inclusive upper bounds; group_size: a decoder holds a whole group in one batch (layout.MAX_GROUP_SIZE)
 LIMITS = {"seq_len": 1 << 20, "group_size": MAX_GROUP_SIZE, "tokens": 1 << 40}
 MAX_ORIGINAL = 1 << 48  # original_bytes < 2^48
-COMMON = ("method", "original_bytes", "original_crc32")
 MDM = ("numerics", "model_id", "tokenizer_id", "seq_len", "steps", "grid", "level", "transform", "seed",
-       "group_size", "tokens", "ideal_bits")
-MDM5 = ("mixer", "denoiser_bits")  # format 5; optional when writing: None and ideal_bits (the denoiser alone)
-DERIVED = ("format_version", "chunks")  # filled by parse; to_bytes accepts them if they agree
+       "group_size", "tokens", "ideal_bits", "mixer", "denoiser_bits", "chunks")  # None unless method "mdm"
+OPTIONAL = ("level", "transform", "mixer", "denoiser_bits", "chunks")  # may be None in an mdm header too
+
+
+@dataclass
+class Header:
+    """A frame's header (docs/FORMAT.md), typed: what every method has, then what an mdm frame adds (None
+    for "store" and "xz"). The reader fills `format_version` (a writer writes FORMAT_VERSION only) and
+    `chunks` (from tokens, seq_len and group_size; a writer accepts it when it agrees). Formats 2-4 read
+    back with mixer None and denoiser_bits = ideal_bits; a writer given denoiser_bits None writes ideal_bits."""
+    method: str
+    original_bytes: int
+    original_crc32: int
+    numerics: str | None = None  # the exact numerics that define mu_theta's integers
+    model_id: str | None = None  # 16 hex digits
+    tokenizer_id: str | None = None  # 8 hex digits
+    seq_len: int | None = None  # L, the chunk length (the model's)
+    steps: int | None = None  # reverse steps per chunk ...
+    grid: str | None = None  # ... on this time grid (`plan`)
+    level: int | None = None  # the level that named them (None: an explicit step count)
+    transform: str | None = None  # None or "crlf"
+    seed: int | None = None  # of the reveal orders
+    group_size: int | None = None  # chunks per rANS stream
+    tokens: int | None = None
+    ideal_bits: float | None = None  # sum of -log2 p of the coded tokens under what was coded
+    mixer: str | None = None  # format 5's context mixing rule (None: the denoiser alone)
+    denoiser_bits: float | None = None  # the same under the denoiser's frequencies alone
+    format_version: int = FORMAT_VERSION
+    chunks: int | None = None
+
+    @property
+    def plan(self) -> Plan:
+        """How the file's chunks were coded: steps and grid (and the level that named them)."""
+        return Plan(self.steps, self.grid, self.level)
+
+    def as_dict(self) -> dict:
+        """Every field (None where the method has none): `info` and `ddc info --json`."""
+        return asdict(self)
 
 
 class _Bad(Exception):
@@ -54,7 +88,7 @@ class _Bad(Exception):
 
 @dataclass
 class Container:
-    header: dict
+    header: Header
     group_sizes: list[int] = field(default_factory=list)  # payload bytes per group
     token_crcs: list[int] = field(default_factory=list)  # CRC32 of each group's coded tokens (mdm; format 2: each chunk's)
     payloads: list[bytes] = field(default_factory=list)
@@ -62,21 +96,22 @@ class Container:
     def to_bytes(self) -> bytes:
         try:
             h = self.header
-            if h.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
-                raise _Bad(f"this ddc writes format {FORMAT_VERSION} only, not {h['format_version']!r}")
+            if isinstance(h, Header) and h.format_version != FORMAT_VERSION:
+                raise _Bad(f"this ddc writes format {FORMAT_VERSION} only, not {h.format_version!r}")
             groups, chunks = _check(h)
             _check_tables(self, groups, chunks)
         except _Bad as e:
             raise ValueError(f"cannot write ddc file: {e}") from None
-        out = bytearray([METHODS[h["method"]]]) + leb128(h["original_bytes"]) + struct.pack("<I", h["original_crc32"])
-        if h["method"] == "mdm":
-            out += bytes([NUMERICS[h["numerics"]]]) + bytes.fromhex(h["model_id"]) + bytes.fromhex(h["tokenizer_id"])
-            out += leb128(h["seq_len"]) + leb128(h["steps"])
-            out += bytes([GRIDS[h["grid"]], h["level"] or 0, TRANSFORMS[h["transform"]]])
-            out += leb128(h["seed"]) + leb128(h["group_size"]) + leb128(h["tokens"])
-            out += struct.pack("<f", float(h["ideal_bits"]))
-            out += bytes([MIXERS[h.get("mixer")]]) + struct.pack("<f", float(h.get("denoiser_bits", h["ideal_bits"])))
-        if h["method"] != "store":
+        out = bytearray([METHODS[h.method]]) + leb128(h.original_bytes) + struct.pack("<I", h.original_crc32)
+        if h.method == "mdm":
+            out += bytes([NUMERICS[h.numerics]]) + bytes.fromhex(h.model_id) + bytes.fromhex(h.tokenizer_id)
+            out += leb128(h.seq_len) + leb128(h.steps)
+            out += bytes([GRIDS[h.grid], h.level or 0, TRANSFORMS[h.transform]])
+            out += leb128(h.seed) + leb128(h.group_size) + leb128(h.tokens)
+            out += struct.pack("<f", float(h.ideal_bits))
+            bits = h.ideal_bits if h.denoiser_bits is None else h.denoiser_bits
+            out += bytes([MIXERS[h.mixer]]) + struct.pack("<f", float(bits))
+        if h.method != "store":
             for p in self.payloads:
                 out += leb128(len(p)) + struct.pack("<I", zlib.crc32(p))
             out += struct.pack(f"<{len(self.token_crcs)}I", *self.token_crcs)
@@ -96,9 +131,7 @@ def info(blob: bytes) -> dict:
     frames, pos = [], 0
     for c in parse_frames(blob):  # every frame checked; then where each starts and ends (headers only)
         _, end = _frame(bytes(blob), pos, True)
-        h = dict(c.header)
-        for key in MDM + ("chunks",):
-            h.setdefault(key, None)
+        h = c.header.as_dict()
         n = h["original_bytes"]
         h.update(offset=pos, compressed_bytes=end - pos, bits_per_byte=8 * (end - pos) / n if n else None)
         frames.append(h)
@@ -225,39 +258,38 @@ def _frame(blob: bytes, pos: int, header_only: bool) -> tuple[Container, int]:
         raise FormatError(f"corrupt ddc file: invalid format version {version}")
     # 3. header fields: constant work, then every value is bounded before it sizes anything
     r = _Reader(blob, r.pos, end, "corrupt ddc file: header fields run past the header length")
-    h = {"format_version": version, "method": _enum(METHODS, r.u8(), "method"),
-         "original_bytes": r.varint("original_bytes"), "original_crc32": r.u32()}
-    if h["method"] == "mdm":
-        h["numerics"] = _enum(NUMERICS, r.u8(), "numerics")
-        h["model_id"] = r.take(8).hex()
-        h["tokenizer_id"] = r.take(4).hex()
-        h["seq_len"] = r.varint("seq_len")
-        h["steps"] = r.varint("steps")
-        h["grid"] = _enum(GRIDS, r.u8(), "grid")
-        h["level"] = r.u8() or None
-        h["transform"] = _enum(TRANSFORMS, r.u8(), "transform")
-        h["seed"] = r.varint("seed")
-        h["group_size"] = r.varint("group_size")
-        h["tokens"] = r.varint("tokens")
-        h["ideal_bits"] = struct.unpack("<f", r.take(4))[0]
+    h = Header(_enum(METHODS, r.u8(), "method"), r.varint("original_bytes"), r.u32(), format_version=version)
+    if h.method == "mdm":
+        h.numerics = _enum(NUMERICS, r.u8(), "numerics")
+        h.model_id = r.take(8).hex()
+        h.tokenizer_id = r.take(4).hex()
+        h.seq_len = r.varint("seq_len")
+        h.steps = r.varint("steps")
+        h.grid = _enum(GRIDS, r.u8(), "grid")
+        h.level = r.u8() or None
+        h.transform = _enum(TRANSFORMS, r.u8(), "transform")
+        h.seed = r.varint("seed")
+        h.group_size = r.varint("group_size")
+        h.tokens = r.varint("tokens")
+        h.ideal_bits = struct.unpack("<f", r.take(4))[0]
         if version >= 5:
-            h["mixer"] = _enum(MIXERS, r.u8(), "mixer")
-            h["denoiser_bits"] = struct.unpack("<f", r.take(4))[0]
+            h.mixer = _enum(MIXERS, r.u8(), "mixer")
+            h.denoiser_bits = struct.unpack("<f", r.take(4))[0]
         else:  # the denoiser alone
-            h["mixer"], h["denoiser_bits"] = None, h["ideal_bits"]
+            h.mixer, h.denoiser_bits = None, h.ideal_bits
     try:
         groups, chunks = _check(h)
     except _Bad as e:
         raise FormatError(f"corrupt ddc file: {e}") from None
-    if h["method"] == "mdm":
-        h["chunks"] = chunks
+    if h.method == "mdm":
+        h.chunks = chunks
     # 4. the table: its smallest size must fit in what is left before reading a single entry
     left = end - r.pos
-    n_tok = token_crc_count(h["method"], version, groups, chunks)
-    if h["method"] != "store" and 5 * groups + 4 * n_tok > left:
+    n_tok = token_crc_count(h.method, version, groups, chunks)
+    if h.method != "store" and 5 * groups + 4 * n_tok > left:
         raise FormatError(f"corrupt ddc file: {left}-byte table is too short for {groups} groups and {n_tok} token CRCs")
-    if h["method"] == "store":
-        sizes, crcs = [h["original_bytes"]], [h["original_crc32"]]
+    if h.method == "store":
+        sizes, crcs = [h.original_bytes], [h.original_crc32]
     else:
         sizes, crcs = [], []
         for _ in range(groups):
@@ -285,9 +317,9 @@ def _frame(blob: bytes, pos: int, header_only: bool) -> tuple[Container, int]:
 # -- checks shared by reader and writer ---------------------------------------------------------------
 
 
-def _int(h: dict, name: str, lo: int, hi: int) -> int:
-    """h[name] must be an int with lo <= value <= hi."""
-    v = h[name]
+def _int(h: Header, name: str, lo: int, hi: int) -> int:
+    """h.name must be an int with lo <= value <= hi."""
+    v = getattr(h, name)
     if not isinstance(v, int) or isinstance(v, bool):
         raise _Bad(f"{name} must be a Python int, got {type(v).__name__} {v!r}")
     if not lo <= v <= hi:
@@ -295,63 +327,69 @@ def _int(h: dict, name: str, lo: int, hi: int) -> int:
     return v
 
 
-def _hex(h: dict, name: str, digits: int) -> None:
-    v = h[name]
+def _hex(h: Header, name: str, digits: int) -> None:
+    v = getattr(h, name)
     if not isinstance(v, str) or len(v) != digits or v.strip("0123456789abcdef"):
         raise _Bad(f"{name} {v!r} is not {digits} lowercase hex digits")
 
 
-def _check(h: dict) -> tuple[int, int]:
-    """Check a header dict (keys, types, ranges, cross-checks); return (groups, chunks) of its layout."""
-    if not isinstance(h, dict) or h.get("method") not in METHODS:
-        raise _Bad(f"unknown method {h.get('method') if isinstance(h, dict) else h!r}")
-    mdm = h["method"] == "mdm"
-    want = set(COMMON + MDM) if mdm else set(COMMON)
-    missing, extra = want - set(h), set(h) - want - set(DERIVED) - (set(MDM5) if mdm else set())
-    if missing or extra:
-        raise _Bad(f"header for method {h['method']!r}: missing {sorted(missing)}, not in the format: {sorted(extra)}")
-    if h.get("format_version", FORMAT_VERSION) not in READS:
-        raise _Bad(f"format_version {h['format_version']!r} is not one of {READS}")
+def _check(h: Header) -> tuple[int, int]:
+    """Check a header (types, ranges, cross-checks); return (groups, chunks) of its layout."""
+    if not isinstance(h, Header):
+        raise _Bad(f"the header must be a Header, got {type(h).__name__}")
+    if h.method not in METHODS:
+        raise _Bad(f"unknown method {h.method!r}")
+    mdm = h.method == "mdm"
+    if mdm:
+        missing = [k for k in MDM if k not in OPTIONAL and getattr(h, k) is None]
+        if missing:
+            raise _Bad(f"header for method 'mdm': missing {missing}")
+    else:
+        extra = [k for k in MDM if getattr(h, k) is not None]
+        if extra:
+            raise _Bad(f"header for method {h.method!r}: not in the format: {extra}")
+    if h.format_version not in READS:
+        raise _Bad(f"format_version {h.format_version!r} is not one of {READS}")
     _int(h, "original_bytes", 0, MAX_ORIGINAL - 1)
     _int(h, "original_crc32", 0, 0xFFFFFFFF)
     if not mdm:
-        if "chunks" in h:
-            raise _Bad("chunks is only for method 'mdm'")
         return 1, 0
-    if h["numerics"] not in NUMERICS:
-        raise _Bad(f"unknown numerics {h['numerics']!r} (knows: {', '.join(NUMERICS)})")
+    if h.numerics not in NUMERICS:
+        raise _Bad(f"unknown numerics {h.numerics!r} (knows: {', '.join(NUMERICS)})")
     _hex(h, "model_id", 16)
     _hex(h, "tokenizer_id", 8)
     L = _int(h, "seq_len", 1, LIMITS["seq_len"])
     _int(h, "steps", 1, L)
-    if h["grid"] not in GRIDS:
-        raise _Bad(f"unknown grid {h['grid']!r}")
-    if h["level"] is not None:
+    if h.grid not in GRIDS:
+        raise _Bad(f"unknown grid {h.grid!r}")
+    if h.level is not None:
         _int(h, "level", 1, 9)
-        want = plan_for(h["level"], None, L)
-        if (h["steps"], h["grid"]) != (want.steps, want.grid):  # a level names its steps and grid: ddc never writes others
-            raise _Bad(f"level {h['level']} means {want.steps} steps on the {want.grid} grid, not {h['steps']} on the {h['grid']}")
-    if h["transform"] not in TRANSFORMS:
-        raise _Bad(f"unknown transform {h['transform']!r}")
+        want = plan_for(h.level, None, L)
+        if (h.steps, h.grid) != (want.steps, want.grid):  # a level names its steps and grid: ddc never writes others
+            raise _Bad(f"level {h.level} means {want.steps} steps on the {want.grid} grid, not {h.steps} on the {h.grid}")
+    if h.transform not in TRANSFORMS:
+        raise _Bad(f"unknown transform {h.transform!r}")
     _int(h, "seed", 0, (1 << 64) - 1)
-    gs = h["group_size"]
+    gs = h.group_size
     if isinstance(gs, int) and gs > LIMITS["group_size"]:  # (a decoder would hold them all in one batch)
         raise _Bad(f"group_size {gs} is over the limit of {LIMITS['group_size']} chunks per group")
     gs = _int(h, "group_size", 1, LIMITS["group_size"])
     n = _int(h, "tokens", 1, LIMITS["tokens"])
-    if n > h["original_bytes"]:
-        raise _Bad(f"tokens {n} > original_bytes {h['original_bytes']} (every token is at least one byte)")
+    if n > h.original_bytes:
+        raise _Bad(f"tokens {n} > original_bytes {h.original_bytes} (every token is at least one byte)")
     for name in ("ideal_bits", "denoiser_bits"):
-        bits = h.get(name, 0.0)
+        bits = getattr(h, name)
+        if name == "denoiser_bits" and bits is None:
+            continue  # (written as ideal_bits)
         if not isinstance(bits, numbers.Real) or isinstance(bits, bool) or not 0 <= _f32(bits) < math.inf:
             raise _Bad(f"{name} {bits!r} is not a finite float32 >= 0")
-    if h.get("mixer") not in MIXERS:
-        raise _Bad(f"unknown mixer {h['mixer']!r} (knows: {', '.join(m for m in MIXERS if m)})")
-    if h.get("mixer") is not None and h.get("format_version", FORMAT_VERSION) < 5:
-        raise _Bad(f"format {h['format_version']} has no mixer")
+    if h.mixer not in MIXERS:
+        raise _Bad(f"unknown mixer {h.mixer!r} (knows: {', '.join(m for m in MIXERS if m)})")
+    if h.mixer is not None and h.format_version < 5:
+        raise _Bad(f"format {h.format_version} has no mixer")
     chunks, groups = layout_counts(n, L, gs)
-    if h.get("chunks", chunks) != chunks:
-        raise _Bad(f"chunks {h['chunks']!r} does not match the layout ({chunks})")
+    if h.chunks is not None and h.chunks != chunks:
+        raise _Bad(f"chunks {h.chunks!r} does not match the layout ({chunks})")
     return groups, chunks
 
 
@@ -362,14 +400,14 @@ def _check_tables(c: Container, groups: int, chunks: int) -> None:
         raise _Bad(f"{len(c.group_sizes)} group sizes and {len(c.payloads)} payloads, the layout has {groups} groups")
     if list(c.group_sizes) != [len(p) for p in c.payloads]:
         raise _Bad("group_sizes do not match the payload lengths")
-    n_tok = token_crc_count(h["method"], FORMAT_VERSION, groups, chunks)
+    n_tok = token_crc_count(h.method, FORMAT_VERSION, groups, chunks)
     if len(c.token_crcs) != n_tok:
         raise _Bad(f"{len(c.token_crcs)} token CRCs, the layout has {n_tok} (one per group)")
     if any(not isinstance(x, int) or not 0 <= x <= 0xFFFFFFFF for x in c.token_crcs):
         raise _Bad("token CRCs must be u32")
-    if h["method"] == "store":
+    if h.method == "store":
         data = c.payloads[0]
-        if len(data) != h["original_bytes"] or zlib.crc32(data) != h["original_crc32"]:
+        if len(data) != h.original_bytes or zlib.crc32(data) != h.original_crc32:
             raise _Bad("a store payload must be the original data (original_bytes, original_crc32)")
 
 
