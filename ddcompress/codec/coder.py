@@ -83,7 +83,6 @@ class Coder:
         self.denoiser = lm.exact(self.device)
         self.mask_id = lm.cfg.mask_id
         self.version = format_version  # 4: ddc's rANS; 2, 3: constriction (decode only)
-        self._threads = None  # (pid, ThreadPoolExecutor) decoding several streams at once
         # On a GPU the encoder's intervals are computed where the rows are (rans.intervals_torch: 4 numbers
         # per token cross to the host, not V). The decoder's rows cross to the host, where the C rANS
         # decodes the streams on threads; rans.DeviceDecoder (DDC_DEVICE_DECODE=1) decodes them on the
@@ -387,14 +386,12 @@ class Coder:
     def _pool(self, n: int):
         """Threads for n streams decoded at once (None for one, or without the C coder: the Python
         coder holds the GIL)."""
-        from concurrent.futures import ThreadPoolExecutor
+        from ..native import threads
 
         workers = min(n, os.cpu_count() or 1)
         if workers <= 1 or rans._lib() is None:
             return None
-        if self._threads is None or self._threads[0] != os.getpid():
-            self._threads = (os.getpid(), ThreadPoolExecutor(os.cpu_count(), thread_name_prefix="ddc-rans"))
-        return self._threads[1]
+        return threads.pool()
 
     def _decoder(self, payload: bytes):
         """A stream's decoder: called with a block of frequency rows, it gives their symbols (int64)."""
