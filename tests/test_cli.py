@@ -335,19 +335,18 @@ def test_other_errors(tmp_path, tiny_ckpt):
 
 def test_verbose_summary(tmp_path, tiny_ckpt):
     from ddcompress.native import kernels as native
-    from ddcompress.codec import rans
 
     src = _write(tmp_path / "v.txt", words(100))
     res = ok(ddc(src, "-v", "-1", "--method", "mdm", "--model", tiny_ckpt))
     assert "bits/byte" in res.stderr and "coded/ideal" in res.stderr
-    # what the arithmetic ran on: the C kernels, or the torch operations and why; then the coder
-    how = native.status()
-    assert how in ("C kernels", "C kernels, AMX GEMMs") or how.startswith("torch operations (")
-    coder = rans.status()
-    assert coder in ("rANS in C", "rANS in Python")
-    assert f", {how}, {coder}]" in res.stderr
+    # what the arithmetic ran on: the C kernels, or the torch operations and why; then the coder, the mixer
+    ran = native.status()
+    assert ran["denoiser"] in ("C kernels", "C kernels, AMX GEMMs") or ran["denoiser"].startswith("torch operations (")
+    assert ran["coder"] in ("rANS in C", "rANS in Python") and ran["mixer"] in ("mixing in C", "mixing in Python")
+    how = ", ".join(ran.values())
+    assert f", {how}]" in res.stderr
     res = ok(ddc("-d", "-f", "-v", tmp_path / "v.txt.ddc", "--model", tiny_ckpt))
-    assert res.stderr.count("\n") == 1 and f"[{how}, {coder}]" in res.stderr
+    assert res.stderr.count("\n") == 1 and f"[{how}]" in res.stderr
     xz = ok(ddc(src, "-v", "-f", "--method", "xz", "-o", tmp_path / "x.ddc"))
     assert "kernels" not in xz.stderr and "torch" not in xz.stderr
     assert "torch" not in ok(ddc("-d", "-f", "-v", "-o", tmp_path / "x.out", tmp_path / "x.ddc")).stderr

@@ -15,6 +15,12 @@ needs_kernels = pytest.mark.skipif(native.library() is None,
                                    reason="the C kernels could not be built here (no compiler): the torch operations run")
 
 
+@pytest.fixture(autouse=True)
+def _status_restored(monkeypatch):
+    """Tests that build other libraries or none record other statuses: the process's own is put back."""
+    monkeypatch.setattr(native, "_RAN", dict(native._RAN))
+
+
 def _denoiser(lm, monkeypatch, int_mm: bool) -> ExactDenoiser:
     if int_mm and not intlinear.int_mm_is_exact(torch.device("cpu")):
         pytest.skip("torch._int_mm does not sum exactly on this CPU")
@@ -286,10 +292,10 @@ def test_ddc_amx_0_turns_the_tiles_off(tiny_lm, monkeypatch):
     monkeypatch.setenv("DDC_AMX", "0")
     assert not native.Kernels(lib).amx
     off = ExactDenoiser(tiny_lm.cfg, tiny_lm.tensors, "cpu")
-    assert off.nk is not None and not off.nk.amx and native.status() == "C kernels"
+    assert off.nk is not None and not off.nk.amx and native.status()["denoiser"] == "C kernels"
     monkeypatch.delenv("DDC_AMX")
     on = ExactDenoiser(tiny_lm.cfg, tiny_lm.tensors, "cpu")
-    assert on.nk.amx and native.status() == "C kernels, AMX GEMMs"
+    assert on.nk.amx and native.status()["denoiser"] == "C kernels, AMX GEMMs"
     x = torch.randint(0, tiny_lm.cfg.vocab_size, (2, 64), generator=torch.Generator().manual_seed(5))
     assert torch.equal(on(x), off(x))
 
@@ -319,11 +325,37 @@ def test_without_a_compiler_the_torch_operations_run(tiny_lm, monkeypatch, tmp_p
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     assert native.library() is None and not list(tmp_path.iterdir())
     assert ExactDenoiser(tiny_lm.cfg, tiny_lm.tensors, "cpu").nk is None
-    assert native.status().startswith("torch operations (no C compiler")  # what `ddc -v` reports
+    assert native.status()["denoiser"].startswith("torch operations (no C compiler")  # what `ddc -v` reports
     monkeypatch.setattr(native, "_LIB", {})
     monkeypatch.delenv("CC")
     monkeypatch.setenv("DDC_NATIVE", "0")
-    assert native.library() is None and native.status() == "torch operations (DDC_NATIVE=0)"
+    assert native.kernels() is None and native.status()["denoiser"] == "torch operations (DDC_NATIVE=0)"
+
+
+def test_one_status_lists_what_each_part_ran_on(tiny_lm, monkeypatch):
+    """status() is the one report of native code (`ddc -v`): the denoiser's kernels, the rANS coder
+    and the mixer each record what they run on, in that order, once they ran."""
+    from ddcompress.codec import mixing, rans
+
+    monkeypatch.setattr(native, "_RAN", {})
+    assert native.status() == {}
+    monkeypatch.setattr(rans, "_NATIVE", {})  # the coder decides (and records) again
+    c = rans._lib() is not None
+    assert native.status() == {"coder": "rANS in C" if c else "rANS in Python"}
+    mixing._lib()
+    ExactDenoiser(tiny_lm.cfg, tiny_lm.tensors, "cpu")
+    how = native.status()
+    assert list(how) == ["denoiser", "coder", "mixer"] and how["mixer"] == ("mixing in C" if c else "mixing in Python")
+    assert how["denoiser"] in ("C kernels", "C kernels, AMX GEMMs") or how["denoiser"].startswith("torch operations (")
+    # without the library (as DDC_NATIVE=0): every part says so
+    monkeypatch.setattr(native, "_LIB", {"lib": None, "why": "torch operations (DDC_NATIVE=0)"})
+    monkeypatch.setattr(rans, "_NATIVE", {})
+    rans._lib()
+    mixing._lib()
+    ExactDenoiser(tiny_lm.cfg, tiny_lm.tensors, "cpu")
+    assert native.status() == {"denoiser": "torch operations (DDC_NATIVE=0)", "coder": "rANS in Python",
+                               "mixer": "mixing in Python"}
+    assert not hasattr(rans, "status")  # one status function: the coder's own is gone
 
 
 @needs_kernels

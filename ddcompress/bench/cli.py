@@ -8,7 +8,6 @@ import os
 import platform
 import re
 import shlex
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from .run import PROTOCOL, BenchOptions, run_dataset
 from .report import plot, print_tables, to_markdown
 from .corpora import DATASETS, SEP, DatasetUnavailable
 from ..errors import DDCError
+from ..progress import Bars
 
 DEFAULT_OUT_DIR = "."  # the current directory, wherever ddc runs (the checkout's benchmarks/results only by --out)
 DATA_DIR_HINT = "pass --data-dir DIR with local copies (wikitext2/, ptb/, lambada/, lm1b/; e.g. ../shared/data/eval)"
@@ -120,9 +120,6 @@ def bench_command(datasets, split, model, data_dir, offline, steps, more_steps, 
         wrote = render(Path(render_json), Path(md_path) if md_path else None, Path(png_path) if png_path else None)
         click.echo("wrote " + ", ".join(map(str, wrote)), err=True)
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-
     from ..model import registry
     from ..codec.plan import default_group_size
     from ..model.checkpoint import weight_files
@@ -153,18 +150,13 @@ def bench_command(datasets, split, model, data_dir, offline, steps, more_steps, 
                     | {"steps": [s for s, _ in opts.steps], "grids": [g for _, g in opts.steps]},
         "results": [],
     }
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-                   console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty())
-    tasks: dict = {}
+    bar = Bars(("{task.description}", "bar", "percent", "elapsed"))
 
-    def on_progress(label: str, completed: int, total: int) -> None:  # the measuring side's callback -> rich
+    def on_progress(label: str, completed: int, total: int) -> None:  # the measuring side's callback -> the bars
         if total == 0:
-            if label in tasks:
-                bar.remove_task(tasks.pop(label))
-            return
-        if label not in tasks:
-            tasks[label] = bar.add_task(label, total=total)
-        bar.update(tasks[label], completed=completed, total=total)
+            bar.remove(label)
+        else:
+            bar.update(label, completed, total)
 
     done: dict = {}
     with bar:
@@ -172,11 +164,11 @@ def bench_command(datasets, split, model, data_dir, offline, steps, more_steps, 
             try:
                 rec = run_dataset(name, lm, opts, on_progress, done)
             except DatasetUnavailable as err:
-                bar.console.print(f"{err}" + ("" if data_dir else f"; {DATA_DIR_HINT}"), highlight=False, soft_wrap=True)
+                bar.print(f"{err}" + ("" if data_dir else f"; {DATA_DIR_HINT}"), highlight=False, soft_wrap=True)
                 report["results"].append({"dataset": name, "available": False, "reason": str(err), "model": model_name})
                 continue
             cut = f", truncated to {max_tokens:,} tokens" if rec["truncated"] else ""
-            bar.console.print(f"{name}: {rec['gpt2_tokens']:,} tokens{cut}, NELBO ppl {rec['elbo_ppl']:.2f} ± {rec['elbo_stderr']:.2f}, "
+            bar.print(f"{name}: {rec['gpt2_tokens']:,} tokens{cut}, NELBO ppl {rec['elbo_ppl']:.2f} ± {rec['elbo_stderr']:.2f}, "
                               + ", ".join(f"{c['steps']} steps {c['bpb']:.3f} bpb" for c in rec["coded"]), highlight=False, soft_wrap=True)
             report["results"].append(rec)
     if not any(r["available"] for r in report["results"]):  # nothing measured: no (empty) report files

@@ -163,12 +163,11 @@ def _compress_one(name: str, output: str | None, to_stdout: bool, force: bool, r
 
 
 def _arithmetic() -> str:
-    """", C kernels" or ", torch operations (why)" once a model ran on the CPU in this process, then
-    the entropy coder's ", rANS in C" or ", rANS in Python" (never imports torch itself: `ddc` starts
-    without it)."""
-    native, rans = sys.modules.get("ddcompress.native.kernels"), sys.modules.get("ddcompress.codec.rans")
-    what = [x for x in (native.status() if native else None, rans.status() if rans else None) if x]
-    return "".join(f", {x}" for x in what)
+    """What native code ran in this process (native.kernels.status), e.g. ", C kernels, rANS in C,
+    mixing in C"; "" before any (never imports torch itself: `ddc` starts without it, and the parts
+    import the kernels module before they record)."""
+    native = sys.modules.get("ddcompress.native.kernels")
+    return "".join(f", {x}" for x in native.status().values()) if native else ""
 
 
 def _summary(name: str, n_in: int, blob: bytes, secs: float) -> None:

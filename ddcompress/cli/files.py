@@ -14,6 +14,8 @@ from pathlib import Path
 import click
 
 from ..errors import DDCError
+from ..progress import Bars
+
 
 def _err(msg: str) -> None:
     click.echo(f"ddc: {msg}", err=True)
@@ -44,38 +46,28 @@ def _isatty(stream) -> bool:
 
 
 class _Progress:
-    """A rich progress bar (tokens/s) on stderr that appears only once work has run for a second."""
+    """The api's on_start/progress callbacks as a bar of tokens done and tok/s, on a terminal once the
+    work has run for a second."""
+
+    COLUMNS = ("{task.description}", "bar", "percent", "{task.completed:,.0f}/{task.total:,.0f} tok",
+               "{task.fields[rate]:,.0f} tok/s", "remaining")
 
     def __init__(self, label: str, enabled: bool):
-        self.label, self.enabled = label, enabled and _isatty(sys.stderr)
-        self.total, self.done, self.t0, self.bar, self.task = 0, 0, time.monotonic(), None, None
+        self.label, self.enabled = label, enabled
+        self.total, self.done, self.bars = 0, 0, None
 
     def start(self, total: int) -> None:
-        self.total, self.t0 = total, time.monotonic()
+        self.total, self.bars = total, Bars(self.COLUMNS, self.enabled, delay=1.0)  # the second counts from here
 
     def advance(self, n: int) -> None:
         self.done += n
-        if not self.enabled:
-            return
-        if self.bar is None and time.monotonic() - self.t0 > 1.0:
-            from rich.console import Console
-            from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                                TextColumn("{task.completed:,.0f}/{task.total:,.0f} tok"),
-                                TextColumn("{task.fields[rate]:,.0f} tok/s"), TimeRemainingColumn(),
-                                console=Console(stderr=True), transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task(self.label, total=self.total, rate=0.0)
-        if self.bar is not None:
-            rate = self.done / max(time.monotonic() - self.t0, 1e-9)
-            self.bar.update(self.task, completed=self.done, rate=rate)
+        if self.bars is not None:
+            rate = self.done / max(time.monotonic() - self.bars.t0, 1e-9)
+            self.bars.update(self.label, self.done, self.total, rate=rate)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
+        if self.bars is not None:
+            self.bars.close()
 
 
 def _read_input(name: str, force: bool = False, remove: bool = False,

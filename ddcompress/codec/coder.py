@@ -85,12 +85,11 @@ class Coder:
         self.mask_id, self.vocab_size = denoiser.cfg.mask_id, denoiser.cfg.vocab_size
         self.version = format_version  # 4, 5: ddc's rANS; 2, 3: constriction (decode only)
         self.seconds: Counter = Counter()  # wall time in the denoiser ("model") and the entropy coder ("coder")
-        self._threads = None  # (pid, ThreadPoolExecutor) decoding several streams at once
         # On a GPU the encoder's intervals are computed where the rows are (rans.intervals_torch: 4 numbers
         # per token cross to the host, not V). The decoder's rows cross to the host, where the C rANS
         # decodes the streams on threads; rans.DeviceDecoder (device_decode; formats 4 and 5 without a
-        # mixer) decodes them on the device instead, one batched step per symbol of a stream: it wins only with many short streams
-        # per batch, which a GPU run has yet to measure (tools/campaign/gpu_check.sh).
+        # mixer) decodes them on the device instead, one batched step per symbol of a stream: it wins only
+        # with many short streams per batch, which a GPU run has yet to measure (tools/campaign/gpu_check.sh).
         # The rows that do cross go as int16 exp-table indices (half of fp32's bytes) into pinned memory.
         self.intervals_on_device = self.device.type != "cpu"
         self.decode_on_device = self.device.type != "cpu" and device_decode
@@ -389,14 +388,12 @@ class Coder:
     def _pool(self, n: int):
         """Threads for n streams decoded at once (None for one, or without the C coder: the Python
         coder holds the GIL)."""
-        from concurrent.futures import ThreadPoolExecutor
+        from ..native import threads
 
         workers = min(n, os.cpu_count() or 1)
         if workers <= 1 or rans._lib() is None:
             return None
-        if self._threads is None or self._threads[0] != os.getpid():
-            self._threads = (os.getpid(), ThreadPoolExecutor(os.cpu_count(), thread_name_prefix="ddc-rans"))
-        return self._threads[1]
+        return threads.pool()
 
     def _decoder(self, payload: bytes):
         """A stream's decoder: called with a block of frequency rows, it gives their symbols (int64)."""

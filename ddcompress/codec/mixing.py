@@ -259,9 +259,13 @@ BLOCK = 64  # native/coder.c RANS_BLOCK
 
 
 def _lib():
+    """rans.py's checked library (mix_* are in it too), or None: the numpy definitions run."""
     from . import rans
+    from ..native import kernels as native
 
-    return rans._lib()
+    lib = rans._lib()
+    native.record("mixer", "mixing in C" if lib is not None else "mixing in Python")  # (a dict entry: cheap)
+    return lib
 
 
 def row_stats(freq: np.ndarray, sym: np.ndarray | None = None):

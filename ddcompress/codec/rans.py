@@ -91,14 +91,8 @@ def _lib():
 
         lib = native.library()
         _NATIVE["lib"] = lib if lib is not None and _self_check(lib) else None
+        native.record("coder", "rANS in C" if _NATIVE["lib"] is not None else "rANS in Python")
     return _NATIVE["lib"]
-
-
-def status() -> str | None:
-    """What format 4's coder ran on in this process (None before it ran)."""
-    if "lib" not in _NATIVE:
-        return None
-    return "rANS in C" if _NATIVE["lib"] is not None else "rANS in Python"
 
 
 def _self_check(lib) -> bool:

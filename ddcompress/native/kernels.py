@@ -87,7 +87,10 @@ AMX_ONLY = {"amx_enable", "amx_pack", "amx_gemm", "amx_gemm_scaled", "amx_gemm_a
             "attention_head_amx", "attention_head_qkv_workspace", "attention_head_qkv_amx", "amx_gemm_glu_q8"}  # int8 GEMMs on the tile unit (denoiser.c, #if AMX)
 AMX_K, AMX_N = 64, 32  # amx_pack pads K and N to multiples of these
 
-_LIB: dict[str, object] = {}
+_LIB: dict[str, object] = {}  # "lib": the loaded library or None; "why": the reason it is None
+# what each part of the codec ran on in this process, for `ddc -v` (status); recorded by the parts
+PARTS = ("denoiser", "coder", "mixer")
+_RAN: dict[str, str] = {}
 
 
 def cache_dir() -> Path:
@@ -144,13 +147,13 @@ def library():
         return _LIB["lib"]
     lib = None
     if os.environ.get("DDC_NATIVE", "1") == "0":
-        _LIB["status"] = "torch operations (DDC_NATIVE=0)"
+        _LIB["why"] = "torch operations (DDC_NATIVE=0)"
     elif platform.machine().lower() not in MACHINES or sys.maxsize <= 2**32:
-        _LIB["status"] = f"torch operations (no C kernels for {platform.machine()})"
+        _LIB["why"] = f"torch operations (no C kernels for {platform.machine()})"
     else:
         no_cc = shutil.which(os.environ.get("CC") or "cc") is None  # (a cached library needs none)
-        _LIB["status"] = ("torch operations (no C compiler: the C kernels are about 2x faster)" if no_cc
-                          else "torch operations (the C kernels did not build)")
+        _LIB["why"] = ("torch operations (no C compiler: the C kernels are about 2x faster)" if no_cc
+                       else "torch operations (the C kernels did not build)")
         key = hashlib.sha256(b"".join(src.read_bytes() for src in SOURCES) + repr((FLAGS, _arch_flags(), platform.machine(), _cpu_id())).encode()).hexdigest()[:16]
         for folder in (cache_dir(), _private_tmp()):  # an unwritable cache (read-only home): a private temp folder
             if folder is None:
@@ -171,17 +174,23 @@ def library():
     return lib
 
 
+def record(part: str, how: str) -> None:
+    """What `part` (one of PARTS) runs on in this process: each part records itself when it first runs."""
+    _RAN[part] = how
+
+
 def record_check(passed: bool, amx: bool = False) -> None:
     """The exact denoiser's load-time comparison of the kernels with the torch operations."""
-    _LIB["status"] = (("C kernels, AMX GEMMs" if amx else "C kernels") if passed
-                      else "torch operations (the C kernels failed their self-check)")
+    record("denoiser", (("C kernels, AMX GEMMs" if amx else "C kernels") if passed
+                        else "torch operations (the C kernels failed their self-check)"))
 
 
-def status() -> str | None:
-    """What the exact path's elementwise work runs on in this process, for `-v` (None before a model
-    ran on the CPU): "C kernels" (", AMX GEMMs" when the int8 GEMMs run on the tiles) or "torch
-    operations (why)"."""
-    return _LIB.get("status")
+def status() -> dict[str, str]:
+    """What native code this process ran on so far, for `ddc -v`, per part that ran (in PARTS' order):
+    "denoiser": the exact denoiser's arithmetic on a CPU, "C kernels" (", AMX GEMMs" when the int8
+    GEMMs run on the tiles) or "torch operations (why)"; "coder": rANS, "rANS in C" or "rANS in Python";
+    "mixer": format 5's mixing, "mixing in C" or "mixing in Python"."""
+    return {part: _RAN[part] for part in PARTS if part in _RAN}
 
 
 def _private_tmp() -> Path | None:
@@ -456,5 +465,8 @@ def amx_ready(lib) -> bool:
 
 
 def kernels() -> Kernels | None:
+    """The denoiser's kernels, or None: the torch operations run, and status() says why."""
     lib = library()
+    if lib is None:
+        record("denoiser", _LIB["why"])
     return None if lib is None else Kernels(lib)

@@ -36,6 +36,7 @@ import torch
 
 from . import fixedpoint as fp
 from ..native import kernels as native
+from ..native.threads import pool
 from .intlinear import (FP32_K, Q, ExactLinear, ExactnessError, int8_rows, int_mm_is_exact, keep_freed_memory, max_abs,
                         quant_rows)
 
@@ -88,7 +89,6 @@ class ExactDenoiser:
         self.int_mm = int_mm_is_exact(self.device)
         kind = "cpu" if self.device.type == "cpu" else "other"
         self.nk = None  # fused C kernels (CPU), set after the self-check at the end
-        self._pool = None  # (pid, workers, ThreadPoolExecutor) of _parallel
         self._threads = None  # the caller's torch thread count while _own_threads holds torch's at 1
         self._blank: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # `blank`'s rows per chunk length
         self._g_long: dict[int, torch.Tensor] = {}  # LayerNorm weights as int64 for the C kernel
@@ -337,7 +337,7 @@ class ExactDenoiser:
 
         torch.set_num_threads(1)
         try:
-            futures = [self._workers(k - 1).submit(run, i) for i in range(1, k)]
+            futures = [pool().submit(run, i) for i in range(1, k)]
             try:
                 run(0)  # the calling thread takes the first share
             finally:
@@ -351,9 +351,10 @@ class ExactDenoiser:
 
     @contextlib.contextmanager
     def _own_threads(self):
-        """With the C kernels on a CPU the work is split over this class's worker threads; meanwhile
-        torch's own OpenMP team is held at one thread, since its idle threads spin between torch's
-        operations and take the cores from the workers (one 1024-token chunk per step: 0.13 -> 0.09 s)."""
+        """With the C kernels on a CPU the work is split over worker threads (native/threads.py's pool);
+        meanwhile torch's own OpenMP team is held at one thread, since its idle threads spin between
+        torch's operations and take the cores from the workers (one 1024-token chunk per step: 0.13 ->
+        0.09 s)."""
         if self.nk is None or self.device.type != "cpu" or self._threads is not None:
             yield
             return
@@ -364,16 +365,6 @@ class ExactDenoiser:
         finally:
             torch.set_num_threads(self._threads)
             self._threads = None
-
-    def _workers(self, n: int):
-        """A thread pool of n workers, kept across calls (a step makes hundreds of parallel calls); a
-        forked child starts its own."""
-        import os
-        from concurrent.futures import ThreadPoolExecutor
-
-        if self._pool is None or self._pool[0] != os.getpid() or self._pool[1] < n:
-            self._pool = (os.getpid(), n, ThreadPoolExecutor(n, thread_name_prefix="ddc-exact"))
-        return self._pool[2]
 
     def glu(self, gu: torch.Tensor) -> torch.Tensor:
         """SiLU(gate) * up, the sigmoid from its table at gate rounded to 1/256."""

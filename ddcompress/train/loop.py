@@ -29,7 +29,6 @@ import dataclasses
 import json
 import math
 import platform
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
+from ..progress import Bars
 from ..model.checkpoint import load_checkpoint, save_checkpoint, tensors_to_fp32
 from .data import WindowSampler, eval_windows, load_tokens
 from .elbo import antithetic_times, estimate_nelbo_chunks, nelbo_per_sequence
@@ -46,7 +46,7 @@ from ..model.denoiser import Denoiser, DenoiserConfig
 from .optim import build_optimizers, load_state, lr_at, save_state
 from .schedule import MaskingSchedule
 from .config import TrainConfig, check_args
-from .report import ProgressLine, final_train_loss, plot_metrics
+from .report import final_train_loss, plot_metrics, progress_line
 
 
 def validate(model: Denoiser, windows: np.ndarray, cfg: TrainConfig, device, autocast) -> tuple[float, float]:
@@ -67,16 +67,16 @@ def train(cfg: TrainConfig, log=None) -> dict:
 
     `log` receives one line per event; by default a rich progress line on a terminal, else print."""
     check_args(cfg)
-    line = ProgressLine(log is None and sys.stderr.isatty(), cfg.steps or cfg.max_minutes * 60, "steps" if cfg.steps else "s")
+    line = progress_line(log is None, cfg.steps or cfg.max_minutes * 60, "steps" if cfg.steps else "s")
     if log is None:
-        log = line.print if line.bar is not None else print
+        log = line.print if line.enabled else print
     try:
         return _train(cfg, log, line)
     finally:
         line.close()
 
 
-def _train(cfg: TrainConfig, log, line: ProgressLine | None = None) -> dict:
+def _train(cfg: TrainConfig, log, line: Bars | None = None) -> dict:
     """The loop: setup, then train_step / report / evaluate / save until done, then export."""
     run = setup(cfg, log)
     try:
@@ -226,7 +226,7 @@ def train_step(run: Run) -> dict:
     return {"loss": loss.detach(), "lr": lr, "grad_norm": gnorm}
 
 
-def report(run: Run, stats: dict, log, line: ProgressLine | None = None) -> None:
+def report(run: Run, stats: dict, log, line: Bars | None = None) -> None:
     """A metrics line every --log-every steps (and the progress line on a terminal)."""
     cfg, step = run.cfg, run.step
     if step % cfg.log_every == 0:
@@ -238,13 +238,13 @@ def report(run: Run, stats: dict, log, line: ProgressLine | None = None) -> None
         run.write(rec)
         msg = (f"step {step} loss {rec['loss']:.4f} lr {rec['lr']:.2e} gnorm {rec['grad_norm']:.2f} "
                f"{rec['tok_per_s'] / 1e3:.0f}k tok/s {run.elapsed():.0f}s")
-        if line is None or line.bar is None:
+        if line is None or not line.enabled:
             log(msg)
         else:
             valid = f" | valid {run.last_valid[0]:.3f}" if run.last_valid else ""
-            line.update(step if cfg.steps else run.elapsed(), msg.split(" ", 2)[2] + valid)
-    elif line is not None and line.bar is not None and step % 5 == 0:
-        line.update(step if cfg.steps else run.elapsed())
+            line.update("train", step if cfg.steps else run.elapsed(), info=msg.split(" ", 2)[2] + valid)
+    elif line is not None and line.enabled and step % 5 == 0:
+        line.update("train", step if cfg.steps else run.elapsed())
 
 
 def evaluate(run: Run, log=print) -> tuple[float, float] | None:

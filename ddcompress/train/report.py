@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..progress import Bars
+
 
 def plot_metrics(metrics_path: Path, out_png: Path) -> bool:
     try:
@@ -35,32 +37,13 @@ def plot_metrics(metrics_path: Path, out_png: Path) -> bool:
     return True
 
 
-class ProgressLine:
-    """A rich progress line (step, loss, lr, tok/s, valid NELBO) on a terminal; plain log lines elsewhere."""
-
-    def __init__(self, enabled: bool, total: float, unit: str):
-        self.bar = None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("train"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} " + unit),
-                                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                                console=Console(stderr=True))
-            self.bar.start()
-            self.task = self.bar.add_task("train", total=total, info="")
-
-    def update(self, completed: float, info: str | None = None) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=completed, **({"info": info} if info is not None else {}))
-
-    def print(self, msg: str) -> None:
-        if self.bar is not None:
-            self.bar.console.print(msg)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+def progress_line(enabled: bool, total: float, unit: str) -> Bars:
+    """The run's line on a terminal (step, loss, lr, tok/s, valid NELBO as "info"; it stays when done),
+    shown at once: the label "train", updated by loop.report."""
+    line = Bars(("train", "bar", "{task.completed:.0f}/{task.total:.0f} " + unit, "{task.fields[info]}", "elapsed",
+                 "remaining"), enabled, transient=False)
+    line.update("train", 0, total, info="")
+    return line
 
 
 def final_train_loss(path: Path, last: int = 20) -> float | None:
