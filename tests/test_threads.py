@@ -9,6 +9,7 @@ import torch
 
 from ddcompress.codec import rans
 from ddcompress.codec.coder import Coder
+from ddcompress.codec.plan import Plan
 from ddcompress.native import threads
 from ddcompress.numerics.exact import ExactDenoiser
 
@@ -50,4 +51,4 @@ def test_the_denoiser_and_the_coder_use_the_shared_pool(tiny_lm):
     assert sorted(ran) == [0, 1] and ran[0] is threading.current_thread()  # the caller takes the first share
     assert ran[1] in threads.pool()._threads  # the second ran on the shared pool
     if (os.cpu_count() or 1) > 1 and rans._lib() is not None:  # several streams on the C decoder's threads
-        assert Coder(tiny_lm, 4, "sine", seed=0)._pool(4) is threads.pool()
+        assert Coder(tiny_lm.exact(), Plan(4, "sine"), seed=0)._pool(4) is threads.pool()
