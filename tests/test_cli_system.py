@@ -510,3 +510,18 @@ def test_decompress_streams_an_xz_frame(tmp_path, monkeypatch):
             tracemalloc.stop()
         assert res.exit_code == 0, res.stderr
         assert peak < 96 << 20, (args, peak)
+
+
+def test_max_output_refuses_a_file_before_decoding(tmp_path):
+    """--max-output (decompress, test): a file that claims more bytes is refused in one line, before any
+    decoding, with no output file; sizes take K/M/G suffixes (powers of 1024)."""
+    f = stored(tmp_path, b"x" * 1000)
+    res = ddc("-d", "--max-output", "999", f)
+    assert res.exit_code == 1 and res.stderr.count("\n") == 1 and "over max_output 999" in res.stderr
+    assert not (tmp_path / "a.txt").exists()
+    assert ddc("test", "--max-output", "10", f).exit_code == 1
+    ok(ddc("-t", "--max-output", "1K", f))
+    ok(ddc("-d", "--max-output", "1KiB", f))
+    assert (tmp_path / "a.txt").read_bytes() == b"x" * 1000
+    bad = ddc("-d", "-f", "--max-output", "12X", f)
+    assert bad.exit_code == 2 and "is not a size" in bad.stderr

@@ -84,6 +84,27 @@ def _level_options(f):
     return f
 
 
+class ByteSize(click.ParamType):
+    """A byte count: 1000000, 64K, 512M, 2G, 1T, also written KiB/MiB/GiB/TiB (powers of 1024, as xz's
+    --memlimit)."""
+    name = "SIZE"
+    UNITS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        text = str(value).strip()
+        unit = text.lstrip("0123456789")
+        number, unit = text[: len(text) - len(unit)], unit.upper().removesuffix("IB").removesuffix("B")
+        if not number or unit not in self.UNITS:
+            self.fail(f"{value!r} is not a size (e.g. 1000000, 64K, 512M, 2G)", param, ctx)
+        return int(number) << self.UNITS[unit]
+
+
+_max_output = click.option("--max-output", type=ByteSize(), default=None,
+                           help="Refuse, before decoding anything, a file that claims to decode to more bytes (e.g. 2G).")
+
+
 def _common(f):
     f = click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")(f)
     f = click.option("-v", "--verbose", is_flag=True, help="Print sizes, bits/byte and speed.")(f)
@@ -193,7 +214,8 @@ def _summary(name: str, n_in: int, blob: bytes, secs: float, timings: dict) -> N
 @main.command()
 @click.argument("files", nargs=-1, type=click.Path(allow_dash=True))
 @_common
-def decompress(files, output, to_stdout, keep, rm, force, model, device, batch, verbose, quiet):
+@_max_output
+def decompress(files, output, to_stdout, keep, rm, force, model, device, batch, verbose, quiet, max_output):
     """Decompress FILE.ddc to FILE (or stdout); inputs are kept (unless --rm)."""
     files, output, to_stdout = _plan(files, output, to_stdout, keep, rm)
     _check_device(device)
@@ -201,7 +223,7 @@ def decompress(files, output, to_stdout, keep, rm, force, model, device, batch, 
     for name in files:
         try:
             _decompress_one(name, output, to_stdout, force, rm, verbose and not quiet, quiet,
-                            dict(model=model, device=device, batch_chunks=batch))
+                            dict(model=model, device=device, batch_chunks=batch, max_output=max_output))
         except (DDCError, OSError) as err:
             _err(_describe(name, err))
             failed += 1
@@ -255,7 +277,8 @@ def _decompress_one(name: str, output: str | None, to_stdout: bool, force: bool,
 @click.option("--batch", "batch", type=click.IntRange(min=1), default=None, help=batch_help())
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks of internal errors.")
-def test_cmd(files, model, device, batch, quiet, verbose):
+@_max_output
+def test_cmd(files, model, device, batch, quiet, verbose, max_output):
     """Decode FILES and verify every checksum; write nothing."""
     _check_device(device)
     failed = 0
@@ -267,7 +290,8 @@ def test_cmd(files, model, device, batch, quiet, verbose):
             prog = _Progress(f"test {_display(name)}", not quiet)
             try:  # pieces counted and dropped: an xz frame is never held whole
                 n = sum(len(p) for p in api.iter_decompress(blob, model=model, device=device, batch_chunks=batch,
-                                                            progress=prog.advance, on_start=prog.start))
+                                                            max_output=max_output, progress=prog.advance,
+                                                            on_start=prog.start))
             finally:
                 prog.close()
         except (DDCError, OSError) as err:
