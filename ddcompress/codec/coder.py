@@ -15,8 +15,9 @@ forward pass on a GPU. The final partial chunk is coded inside the last L tokens
 already known ones as context, so every forward call keeps the full length L; it is coded after the
 full chunks that hold its context.
 
-Format 4 codes with ddc's own coder (`rans`: exact integer quantization, rANS); formats 2 and 3, read
-for old files, with constriction's range coder on the same frequencies as float32.
+Formats 4 and 5 code with ddc's own coder (`rans`: exact integer quantization, rANS); format 5 first
+mixes each row with the file's own count models (`mixing`), one group after another. Formats 2 and 3,
+read for old files, code with constriction's range coder on the same frequencies as float32.
 """
 from __future__ import annotations
 
