@@ -191,3 +191,43 @@ def test_ci_runs_exactly_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
     assert f"```bash\n{ci}\n```" in readme, ci
+
+
+def test_no_import_cycle_between_the_modules():
+    """The package's modules import each other (at module level) without a cycle: the tree reads one way,
+    from the codec's pieces up to the api and the commands (function-level imports, which load later,
+    are not counted)."""
+    import ast
+
+    pkg = Path(__file__).resolve().parents[1] / "ddcompress"
+    names = {p: ".".join(p.relative_to(pkg.parent).with_suffix("").parts).removesuffix(".__init__")
+             for p in pkg.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for path, mod in names.items():
+        base = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
+        deps = set()
+        for node in ast.parse(path.read_text()).body:  # module level only
+            if isinstance(node, ast.ImportFrom) and node.level:
+                parts = base.split(".")
+                target = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
+                deps |= {f"{target}.{a.name}" if f"{target}.{a.name}" in names.values() else target for a in node.names}
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                deps |= {m for m in mods if m.startswith("ddcompress")}
+        graph[mod] = {d for d in deps if d in graph or d in names.values()} - {mod}
+    state: dict[str, int] = {}
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for d in graph.get(m, ()):
+            if d.startswith(m + "."):  # a package importing its own submodule is not a cycle through it
+                continue
+            assert state.get(d) != 1, " -> ".join(path + [m, d])
+            if d not in state:
+                visit(d, path + [m])
+        state[m] = 2
+
+    for m in graph:
+        if m not in state:
+            visit(m, [])
+    assert "ddcompress.codec.coder" in graph and "ddcompress.codec.container" in graph["ddcompress.api"]
