@@ -339,7 +339,8 @@ def test_one_status_lists_what_each_part_ran_on(tiny_lm, monkeypatch):
 
     monkeypatch.setattr(native, "_RAN", {})
     assert native.status() == {}
-    monkeypatch.setattr(rans, "_NATIVE", {})  # the coder decides (and records) again
+    monkeypatch.setattr(rans, "_NATIVE", {})  # the coder and the mixer decide (and record) again
+    monkeypatch.setattr(mixing, "_NATIVE", {})
     c = rans._lib() is not None
     assert native.status() == {"coder": "rANS in C" if c else "rANS in Python"}
     mixing._lib()
@@ -350,6 +351,7 @@ def test_one_status_lists_what_each_part_ran_on(tiny_lm, monkeypatch):
     # without the library (as DDC_NATIVE=0): every part says so
     monkeypatch.setattr(native, "_LIB", {"lib": None, "why": "torch operations (DDC_NATIVE=0)"})
     monkeypatch.setattr(rans, "_NATIVE", {})
+    monkeypatch.setattr(mixing, "_NATIVE", {})
     rans._lib()
     mixing._lib()
     ExactDenoiser(tiny_lm.cfg, tiny_lm.tensors, "cpu")

@@ -258,14 +258,19 @@ def _add(table: dict, key: tuple, t: int) -> None:
 BLOCK = 64  # native/coder.c RANS_BLOCK
 
 
-def _lib():
-    """rans.py's checked library (mix_* are in it too), or None: the numpy definitions run."""
-    from . import rans
-    from ..native import kernels as native
+_NATIVE: dict = {}  # "lib": rans.py's checked library or None, decided (and recorded for `ddc -v`) once
 
-    lib = rans._lib()
-    native.record("mixer", "mixing in C" if lib is not None else "mixing in Python")  # (a dict entry: cheap)
-    return lib
+
+def _lib():
+    """rans.py's checked library (mix_* are in it too), or None: the numpy definitions run. (Called per
+    row by the decoder: the decision and its record happen on the first call only.)"""
+    if "lib" not in _NATIVE:
+        from . import rans
+        from ..native import kernels as native
+
+        _NATIVE["lib"] = rans._lib()
+        native.record("mixer", "mixing in C" if _NATIVE["lib"] is not None else "mixing in Python")
+    return _NATIVE["lib"]
 
 
 def row_stats(freq: np.ndarray, sym: np.ndarray | None = None):
