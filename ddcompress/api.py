@@ -256,7 +256,8 @@ def compress(
     is smaller than xz's (or a stored copy); "mdm" always uses the model; "xz" / "store" skip it.
     group_size (chunks per rANS stream) is recorded in the file; batch_chunks (chunks per forward
     pass, whole groups) is not: it changes speed and memory, never the output. timings: a dict to which
-    the wall seconds spent in the denoiser ("model") and in the entropy coder ("coder") are added.
+    the wall seconds spent in the denoiser ("model") and in the entropy coder ("coder") are added ("auto"'s
+    sample chunk included: its time is part of the call's).
 
     Every argument is checked first (a DDCError naming it), before any work. In "auto" mode xz runs
     first; the model runs on the whole input only when it can plausibly win: not when its best case
@@ -298,7 +299,6 @@ def compress(
         return alt
     if on_start:
         on_start(len(tokens))
-    coder.seconds.clear()  # (the sample's time is not the file's)
     results = encode_all(coder, tokens, groups, batch_chunks or default_batch_chunks(device), progress)
     _add_timings(timings, coder)
     header = Header(
@@ -457,8 +457,7 @@ def _decode_mdm(c: Container, model, device, progress, batch_chunks: int, timing
     if h.seq_len != lm.cfg.seq_len:  # the encoder always chunks at the model's length
         raise FormatError(f"corrupt ddc file: chunk length {h.seq_len} is not model "
                           f"{lm.id}'s {lm.cfg.seq_len}")
-    coder = Coder(lm.exact(device), h.plan, h.seed, h.format_version, h.mixer,
-                  device_decode)
+    coder = Coder(lm.exact(device), h.plan, h.seed, h.format_version, h.mixer, device_decode)
     if h.format_version == 2:  # a token CRC per chunk (the table holds them: no more than the file proves)
         crcs = [c.token_crcs[groups.first_chunk(k) : groups.first_chunk(k) + groups.chunks_in(k)]
                 for k in range(len(groups))]

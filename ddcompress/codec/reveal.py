@@ -1,9 +1,10 @@
 """The step grids and reveal counts of the coder: how many tokens each reverse step reveals (they decide
 the bytes of a file; the masking schedules of training are in train/schedule.py).
 
-The counts are integers computed with integers only (no libm, no float rounding): every machine and
-every later numpy derives the same ones. `time_grid` gives the same grid in float64, for plots and
-benchmarks; nothing that decides bytes reads it."""
+The grid: t_i = i/T ("uniform") or t_i = sin(pi i / 2T) ("sine", the seed's grid: few tokens revealed
+early, at t near 1, many late; named for its shape, it has nothing to do with the cosine masking
+schedule alpha_t); with the linear schedule the masked fraction at t is t. The counts are computed
+with integers only (no libm, no float rounding): every machine and every later numpy derives the same."""
 from __future__ import annotations
 
 import functools
@@ -15,23 +16,6 @@ GRIDS = ("uniform", "sine")
 FRAC = 128  # fraction bits of the fixed-point sine
 # floor(pi * 2^128), pinned (pi = 3.14159265358979323846264338327950288419716939937510...)
 PI_FIXED = 0x3243F6A8885A308D313198A2E03707344
-
-
-def time_grid(steps: int, grid: str = "sine") -> np.ndarray:
-    """t_0 = 0 < t_1 < ... < t_T = 1 in float64; reverse step i goes from t_i down to t_{i-1}.
-
-    With the linear schedule, the masked fraction at t is t. "sine" is the seed's grid
-    t_i = cos(pi/2 (1 - i/T)) = sin(pi i / 2T): few tokens are revealed early (t near 1), many late.
-    (Named for its shape; it has nothing to do with the cosine masking schedule alpha_t.)
-    """
-    i = np.arange(steps + 1, dtype=np.float64)
-    if grid == "uniform":
-        return i / steps
-    if grid == "sine":
-        t = np.sin(0.5 * np.pi * i / steps)
-        t[0], t[-1] = 0.0, 1.0
-        return t
-    raise ValueError(f"unknown grid {grid!r} (choose from {', '.join(GRIDS)})")
 
 
 def sine_fixed(i: int, steps: int) -> int:
