@@ -62,6 +62,19 @@ def _plan(files, output, to_stdout, keep, rm) -> tuple[tuple[str, ...], str | No
     return files, output, to_stdout
 
 
+def _each(files, work) -> int:
+    """work(name) for every file; a file that fails (DDCError, OSError) is one line naming it and the
+    others still run. Returns how many failed (`_finish` turns any into exit status 1)."""
+    failed = 0
+    for name in files:
+        try:
+            work(name)
+        except (DDCError, OSError) as err:
+            _err(_describe(name, err))
+            failed += 1
+    return failed
+
+
 def _finish(failed: int) -> None:
     if failed:
         raise click.exceptions.Exit(1)
@@ -138,14 +151,7 @@ def compress(files, output, to_stdout, keep, rm, force, model, device, batch, ve
     _check_device(device)
     opts = dict(level=level, steps=steps, model=model, device=device, seed=seed, group_size=group_size, method=method,
                 batch_chunks=batch)
-    failed = 0
-    for name in files:
-        try:
-            _compress_one(name, output, to_stdout, force, rm, verbose and not quiet, quiet, opts)
-        except (DDCError, OSError) as err:
-            _err(_describe(name, err))
-            failed += 1
-    _finish(failed)
+    _finish(_each(files, lambda name: _compress_one(name, output, to_stdout, force, rm, verbose and not quiet, quiet, opts)))
 
 
 def _compress_one(name: str, output: str | None, to_stdout: bool, force: bool, rm: bool, verbose: bool, quiet: bool,
@@ -219,15 +225,9 @@ def decompress(files, output, to_stdout, keep, rm, force, model, device, batch, 
     """Decompress FILE.ddc to FILE (or stdout); inputs are kept (unless --rm)."""
     files, output, to_stdout = _plan(files, output, to_stdout, keep, rm)
     _check_device(device)
-    failed = 0
-    for name in files:
-        try:
-            _decompress_one(name, output, to_stdout, force, rm, verbose and not quiet, quiet,
-                            dict(model=model, device=device, batch_chunks=batch, max_output=max_output))
-        except (DDCError, OSError) as err:
-            _err(_describe(name, err))
-            failed += 1
-    _finish(failed)
+    run = dict(model=model, device=device, batch_chunks=batch, max_output=max_output)
+    _finish(_each(files, lambda name: _decompress_one(name, output, to_stdout, force, rm, verbose and not quiet, quiet,
+                                                      run)))
 
 
 def _decompress_one(name: str, output: str | None, to_stdout: bool, force: bool, rm: bool, verbose: bool, quiet: bool,
@@ -281,26 +281,22 @@ def _decompress_one(name: str, output: str | None, to_stdout: bool, force: bool,
 def test_cmd(files, model, device, batch, quiet, verbose, max_output):
     """Decode FILES and verify every checksum; write nothing."""
     _check_device(device)
-    failed = 0
-    for name in files:
-        try:
-            blob, _ = _read_input(name, hint="pass it on stdin instead: ddc test - < FILE")
-            from .. import api
 
-            prog = _Progress(f"test {_display(name)}", not quiet)
-            try:  # pieces counted and dropped: an xz frame is never held whole
-                n = sum(len(p) for p in api.iter_decompress(blob, model=model, device=device, batch_chunks=batch,
-                                                            max_output=max_output, progress=prog.advance,
-                                                            on_start=prog.start))
-            finally:
-                prog.close()
-        except (DDCError, OSError) as err:
-            _err(_describe(name, err))
-            failed += 1
-            continue
+    def test_one(name: str) -> None:
+        blob, _ = _read_input(name, hint="pass it on stdin instead: ddc test - < FILE")
+        from .. import api
+
+        prog = _Progress(f"test {_display(name)}", not quiet)
+        try:  # pieces counted and dropped: an xz frame is never held whole
+            n = sum(len(p) for p in api.iter_decompress(blob, model=model, device=device, batch_chunks=batch,
+                                                        max_output=max_output, progress=prog.advance,
+                                                        on_start=prog.start))
+        finally:
+            prog.close()
         if not quiet:
             click.echo(f"{_display(name)}: OK ({n} bytes)")
-    _finish(failed)
+
+    _finish(_each(files, test_one))
 
 
 @main.command()
@@ -310,17 +306,13 @@ def test_cmd(files, model, device, batch, quiet, verbose, max_output):
 def info(files, as_json, verbose):
     """Show what a .ddc file holds (header, sizes, model) without decoding it. Concatenated files: the
     sums and the frame count (-v: each frame)."""
-    rows, failed = [], 0
-    for name in files:
-        try:
-            blob, _ = _read_input(name, hint="pass it on stdin instead: ddc info - < FILE")
-            h = _info(blob)
-        except (DDCError, OSError) as err:
-            _err(_describe(name, err))
-            failed += 1
-            continue
-        h["file"] = name
-        rows.append(h)
+    rows = []
+
+    def read_one(name: str) -> None:
+        blob, _ = _read_input(name, hint="pass it on stdin instead: ddc info - < FILE")
+        rows.append(_info(blob) | {"file": name})
+
+    failed = _each(files, read_one)
     if as_json:
         if rows:
             click.echo(json.dumps(rows[0] if len(files) == 1 else rows, indent=2, sort_keys=True))
