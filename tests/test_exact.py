@@ -20,6 +20,23 @@ from ddcompress.codec.layout import chunk_layout, group_layout, layout_counts
 SHIPPED_TABLES = "29f621d21dc37ecb"
 
 
+def test_tables_do_not_depend_on_the_callers_decimal_context():
+    """A program that uses ddcompress may set its own decimal precision: the tables (and so every file's
+    bytes) must not follow it. Before every operation named the module's context, prec 6 gave others."""
+    import decimal
+
+    tables = (fp.exp_table, fp.att_exp_table, fp.sigmoid_table, fp.rope_tables)
+    try:
+        for prec in (6, 100):
+            for f in tables:
+                f.cache_clear()
+            with decimal.localcontext(decimal.Context(prec=prec, rounding=decimal.ROUND_DOWN)):
+                assert fp.tables_digest(1024, 64, 10000.0) == SHIPPED_TABLES, prec
+    finally:
+        for f in tables:
+            f.cache_clear()
+
+
 def test_tables_are_pinned_and_close_to_the_functions():
     assert fp.tables_digest(1024, 64, 10000.0) == SHIPPED_TABLES
     e = fp.exp_table()

@@ -9,6 +9,8 @@ and the tests compare it against the value recorded for the format.
     att_exp_table()[u]  = round(ATT_EXP_MAX * exp(-u / 2^EXP_FRAC))        (attention weights: two 7-bit digits)
     sigmoid_table()[i]  = round(2^SIG_BITS * sigmoid((i - SIG_HALF) / 2^SIG_FRAC))
     rope_tables(L, D)   = round(2^ROPE_BITS * cos/sin(p * theta^(-2i/D)))  p < L, i < D/2
+
+`sin_pi_ratio` gives the coder's reveal counts (codec/reveal.py) their sine grid from the same series.
 """
 from __future__ import annotations
 
@@ -26,12 +28,13 @@ SIG_BITS = 30
 ROPE_BITS = 30
 
 _P = 160  # working precision (bits) of the big-integer recurrences: their rounding stays far below 2^-60
-_CTX = Context(prec=60)
+_CTX = Context(prec=60)  # every Decimal operation names it: the caller's thread context must not matter
+PI = Decimal("3.1415926535897932384626433832795028841971693993751058209749445923078164062862089986280348253421170679")
 
 
 def _fixed(x: Decimal, bits: int) -> int:
     """x * 2^bits rounded to the nearest integer (ties to even), exactly."""
-    return int((x * (Decimal(2) ** bits)).to_integral_value(context=_CTX))
+    return int(_CTX.multiply(x, Decimal(1 << bits)).to_integral_value(context=_CTX))
 
 
 def _round_shift(x: int, bits: int) -> int:
@@ -50,7 +53,7 @@ def _powers(base: int, n: int) -> list[int]:
 
 @functools.lru_cache(maxsize=None)
 def exp_table() -> tuple[int, ...]:
-    r = _fixed(_CTX.exp(Decimal(-1) / (1 << EXP_FRAC)), _P)  # exp(-1/1024)
+    r = _fixed(_CTX.exp(_CTX.divide(Decimal(-1), 1 << EXP_FRAC)), _P)  # exp(-1/1024)
     out = []
     for v in _powers(r, 40 << EXP_FRAC):
         e = _round_shift(v, _P - EXP_BITS)
@@ -62,7 +65,7 @@ def exp_table() -> tuple[int, ...]:
 
 @functools.lru_cache(maxsize=None)
 def att_exp_table() -> tuple[int, ...]:
-    r = _fixed(_CTX.exp(Decimal(-1) / (1 << EXP_FRAC)), _P)
+    r = _fixed(_CTX.exp(_CTX.divide(Decimal(-1), 1 << EXP_FRAC)), _P)
     out = []
     for v in _powers(r, 40 << EXP_FRAC):
         e = _round_shift(v * ATT_EXP_MAX, _P)
@@ -74,7 +77,7 @@ def att_exp_table() -> tuple[int, ...]:
 
 @functools.lru_cache(maxsize=None)
 def sigmoid_table() -> tuple[int, ...]:
-    r = _fixed(_CTX.exp(Decimal(-1) / (1 << SIG_FRAC)), _P)  # exp(-1/256)
+    r = _fixed(_CTX.exp(_CTX.divide(Decimal(-1), 1 << SIG_FRAC)), _P)  # exp(-1/256)
     e = _powers(r, SIG_HALF + 1)  # exp(-x) for x = k/256 >= 0
     one = 1 << _P
     pos = [((one << (SIG_BITS + 1)) // (one + ek) + 1) >> 1 for ek in e]  # round(2^SIG_BITS / (1 + exp(-x)))
@@ -83,7 +86,7 @@ def sigmoid_table() -> tuple[int, ...]:
 
 
 def _cos_sin(w: Decimal) -> tuple[int, int]:
-    """cos(w), sin(w) in Q._P by their Taylor series in exact rationals (w is small: |w| <= 1)."""
+    """cos(w), sin(w) in Q._P by their Taylor series at 80 digits (w is small: |w| <= 2)."""
     c, s = Decimal(0), Decimal(0)
     term, k = Decimal(1), 0
     ctx = Context(prec=80)
@@ -103,6 +106,13 @@ def _cos_sin(w: Decimal) -> tuple[int, int]:
     return _fixed(c, _P), _fixed(s, _P)
 
 
+def sin_pi_ratio(num: int, den: int, bits: int) -> int:
+    """round(2^bits sin(pi num / den)), half up, for 0 <= num / den <= 1/2: w = pi num / den at 60 digits
+    (PI to 100), then `_cos_sin`'s series in Q._P."""
+    w = _CTX.divide(_CTX.multiply(PI, Decimal(num)), Decimal(den))
+    return _round_shift(_cos_sin(w)[1], _P - bits)
+
+
 @functools.lru_cache(maxsize=None)
 def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Flattened (seq_len, head_dim // 2) cos and sin tables in Q.ROPE_BITS.
@@ -113,7 +123,7 @@ def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[tuple[int, .
     ln_theta = _CTX.ln(Decimal(theta))
     cos_t, sin_t = [0] * (seq_len * half), [0] * (seq_len * half)
     for i in range(half):
-        w = _CTX.exp(-(Decimal(2 * i) / Decimal(head_dim)) * ln_theta)
+        w = _CTX.exp(_CTX.multiply(_CTX.minus(_CTX.divide(Decimal(2 * i), Decimal(head_dim))), ln_theta))
         cw, sw = _cos_sin(w)
         c, s = 1 << _P, 0
         for p in range(seq_len):
