@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ddcompress.codec.reveal import FRAC, PI_FIXED, _masked, reveal_counts, sine_fixed, sine_table
+from ddcompress.codec.reveal import FRAC, _masked, reveal_counts, sine_table
 
 
 def test_reveal_counts_known_answers():
@@ -29,10 +29,11 @@ def test_reveal_counts_known_answers():
 
 
 def test_the_fixed_point_sine_is_pinned_and_accurate():
-    assert hex(PI_FIXED) == "0x3243f6a8885a308d313198a2e03707344"  # floor(pi 2^128): a typo changes files
-    assert sine_fixed(0, 7) == 0
-    assert abs(sine_fixed(5, 5) - (1 << FRAC)) < 16 and abs(sine_fixed(1, 3) - (1 << (FRAC - 1))) < 16
-    assert sine_fixed(1, 2) == 0xB504F333F9DE6484597D89B3754ABEA1  # sqrt(2)/2 (its last digits ...BE9F): a change of the series shows
+    from ddcompress.numerics.fixedpoint import PI
+
+    assert str(PI)[:52] == "3.14159265358979323846264338327950288419716939937510"  # a typo changes files
+    assert sine_table(7)[0] == 0 and sine_table(5)[-1] == 1 << FRAC and sine_table(3)[1] == 1 << (FRAC - 1)
+    assert sine_table(2)[1] == 0xB504F333F9DE6484597D89B3754ABE9F  # round(2^128 sqrt(2)/2): the series is pinned
     for steps in (2, 3, 16, 24, 256, 1023):
         for i, s in enumerate(sine_table(steps)):
             assert abs(s / 2**FRAC - math.sin(math.pi * i / (2 * steps))) < 1e-15

@@ -11,31 +11,18 @@ import functools
 
 import numpy as np
 
+from ..numerics.fixedpoint import sin_pi_ratio
+
 GRIDS = ("uniform", "sine")
 
-FRAC = 128  # fraction bits of the fixed-point sine
-# floor(pi * 2^128), pinned (pi = 3.14159265358979323846264338327950288419716939937510...)
-PI_FIXED = 0x3243F6A8885A308D313198A2E03707344
-
-
-def sine_fixed(i: int, steps: int) -> int:
-    """sin(pi i / 2T) in fixed point with FRAC fraction bits, by integers only: x = floor(PI_FIXED i / 2T),
-    then the Taylor series x - x^3/3! + x^5/5! - ..., each term the previous one times x^2 / ((2k)(2k+1)),
-    truncated (floor of nonnegative values), until a term is 0. Within a few units of 2^-128 of the sine."""
-    x = PI_FIXED * i // (2 * steps)
-    x2 = x * x >> FRAC
-    term, total, k = x, x, 1
-    while term:
-        term = term * x2 // ((2 * k) * (2 * k + 1)) >> FRAC
-        total += -term if k % 2 else term
-        k += 1
-    return total
+FRAC = 128  # fraction bits of the sine grid's table
 
 
 @functools.lru_cache(maxsize=64)
 def sine_table(steps: int) -> tuple[int, ...]:
-    """sine_fixed(i, steps) for i = 0..T: the sine grid in fixed point (one table per step count)."""
-    return tuple(sine_fixed(i, steps) for i in range(steps + 1))
+    """round(2^FRAC sin(pi i / 2T)) for i = 0..T: the sine grid in fixed point (one table per step count),
+    from the exact series the denoiser's RoPE tables use (numerics/fixedpoint.py)."""
+    return tuple(sin_pi_ratio(i, 2 * steps, FRAC) for i in range(steps + 1))
 
 
 @functools.lru_cache(maxsize=4096)
